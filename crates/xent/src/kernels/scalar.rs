@@ -1,0 +1,100 @@
+//! The scalar tier: one element at a time, sums kept in f64. It is the fallback on every
+//! CPU and the yardstick the vector tiers are tested against.
+
+use super::{GradRow, RowIo, RowKernels, SmoothedTargets, softcap};
+
+/// Plain Rust loops, no SIMD.
+pub(crate) struct Scalar;
+
+/// Overwrites each output element with `f(c, x_c)`, reading x_c first.
+#[inline(always)]
+fn map_row(io: RowIo<'_>, mut f: impl FnMut(usize, f32) -> f32) {
+    match io {
+        RowIo::InPlace(row) => {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = f(c, *v);
+            }
+        }
+        RowIo::Separate(x, out) => {
+            for (c, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+                *o = f(c, v);
+            }
+        }
+    }
+}
+
+impl RowKernels for Scalar {
+    fn row_max(&self, x: &[f32], cap: f32) -> f32 {
+        x.iter()
+            .fold(f32::NEG_INFINITY, |m, &v| m.max(softcap(v, cap)))
+    }
+
+    fn sum_exp(&self, x: &[f32], shift: f32, cap: f32) -> f64 {
+        x.iter()
+            .map(|&v| f64::from((softcap(v, cap) - shift).exp()))
+            .sum()
+    }
+
+    fn weighted_shifted_sum(
+        &self,
+        x: &[f32],
+        weights: Option<&[f32]>,
+        shift: f32,
+        cap: f32,
+    ) -> f64 {
+        let shifted = |v: f32| f64::from(softcap(v, cap) - shift);
+        match weights {
+            None => x.iter().map(|&v| shifted(v)).sum(),
+            Some(w) => x
+                .iter()
+                .zip(w)
+                .map(|(&v, &w)| f64::from(w) * shifted(v))
+                .sum(),
+        }
+    }
+
+    fn soft_target_sums(
+        &self,
+        x: &[f32],
+        targets: SmoothedTargets<'_>,
+        weights: Option<&[f32]>,
+        shift: f32,
+        cap: f32,
+    ) -> (f64, f64) {
+        let mut dot = 0.0f64;
+        let mut total = 0.0f64;
+        for (c, &v) in x.iter().enumerate() {
+            let t = targets.at(c);
+            let wt = f64::from(weights.map_or(1.0, |w| w[c]) * t);
+            total += wt;
+            if t != 0.0 {
+                dot += wt * f64::from(softcap(v, cap) - shift);
+            }
+        }
+        (dot, total)
+    }
+
+    fn write_grad(&self, io: RowIo<'_>, coef: &GradRow<'_>) {
+        let (target, target_coef) = coef.target.unwrap_or((usize::MAX, 0.0));
+        map_row(io, |c, v| {
+            let x = softcap(v, coef.cap);
+            let w = coef.weights.map_or(1.0, |w| w[c]);
+            let mut g = coef.scale * (x - coef.shift).exp() - coef.smooth * w;
+            if let Some(t) = coef.soft {
+                g -= w * t.at(c);
+            }
+            if c == target {
+                g -= target_coef;
+            }
+            if coef.cap > 0.0 {
+                let r = x / coef.cap;
+                g *= 1.0 - r * r;
+            }
+            g
+        });
+    }
+
+    fn write_log_probs(&self, io: RowIo<'_>, max: f32, ln_sum: f32) {
+        map_row(io, |_, v| (v - max) - ln_sum);
+    }
+}

@@ -1,0 +1,36 @@
+#![doc = include_str!("../../../README.md")]
+//!
+//! # API at a glance
+//!
+//! - [`Options`] and [`Reduction`]: PyTorch's options with PyTorch's defaults.
+//! - [`Rows`] / [`RowsMut`]: checked views of `rows × cols` values with a stride.
+//! - [`Targets`]: hard class indices (`i64`, `i32`, `u32`) or soft target rows.
+//! - [`cross_entropy`], [`cross_entropy_grad`], [`cross_entropy_grad_in_place`]: the fused
+//!   forward, without a gradient, with it in a separate buffer, or over the logits.
+//! - [`cross_entropy_backward`], [`cross_entropy_backward_in_place`]: the gradient from a
+//!   saved logsumexp.
+//! - [`softmax`], [`log_softmax`] and their `_in_place` forms.
+//! - [`Error`]: why a call was refused; nothing is written when a call fails.
+
+mod dispatch;
+mod error;
+mod kernels;
+mod loss;
+mod options;
+mod pass;
+mod rows;
+mod schedule;
+mod softmax;
+
+#[doc(hidden)]
+pub mod reference;
+
+pub use dispatch::simd_level;
+pub use error::{Error, Result};
+pub use loss::{
+    cross_entropy, cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_grad,
+    cross_entropy_grad_in_place,
+};
+pub use options::{Options, Reduction};
+pub use rows::{Rows, RowsMut, Targets};
+pub use softmax::{log_softmax, log_softmax_in_place, softmax, softmax_in_place};

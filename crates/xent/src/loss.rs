@@ -1,0 +1,598 @@
+//! The semantics of SPEC §2: validation, the per-row coefficients handed to the kernels,
+//! and the reductions. Data flows one way: validate → plan → per-row passes → reduce.
+
+use crate::dispatch::kernels;
+use crate::error::{Error, Result};
+use crate::kernels::{GradRow, RowKernels, SmoothedTargets, softcap};
+use crate::options::{Options, Reduction};
+use crate::pass::Pass;
+use crate::rows::{Rows, RowsMut, Targets};
+use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut};
+
+/// One chunk's share of a cross-entropy call: its rows and every per-row buffer.
+struct Chunk<'a> {
+    pass: Pass<'a>,
+    targets: Targets<'a>,
+    /// Per-row losses (reduction `none`, forward only).
+    loss: Option<&'a mut [f32]>,
+    /// Per-row lse: written by the forward, read by the backward.
+    lse_out: Option<&'a mut [f32]>,
+    lse_in: Option<&'a [f32]>,
+    /// Per-row upstream gradient (backward with reduction `none`).
+    dloss: Option<&'a [f32]>,
+}
+
+impl SplitRows for Chunk<'_> {
+    fn rows(&self) -> usize {
+        self.pass.rows()
+    }
+
+    fn split_at_row(self, at: usize) -> (Self, Self) {
+        let (pass_a, pass_b) = self.pass.split_at_row(at);
+        let (targets_a, targets_b) = self.targets.split_at_row(at);
+        let (loss_a, loss_b) = split_opt_mut(self.loss, at);
+        let (lse_out_a, lse_out_b) = split_opt_mut(self.lse_out, at);
+        let (lse_in_a, lse_in_b) = split_opt(self.lse_in, at);
+        let (dloss_a, dloss_b) = split_opt(self.dloss, at);
+        (
+            Chunk {
+                pass: pass_a,
+                targets: targets_a,
+                loss: loss_a,
+                lse_out: lse_out_a,
+                lse_in: lse_in_a,
+                dloss: dloss_a,
+            },
+            Chunk {
+                pass: pass_b,
+                targets: targets_b,
+                loss: loss_b,
+                lse_out: lse_out_b,
+                lse_in: lse_in_b,
+                dloss: dloss_b,
+            },
+        )
+    }
+}
+
+/// The per-call constants of SPEC §2's formulas, derived once from the validated options.
+struct Plan<'o> {
+    options: &'o Options<'o>,
+    /// 1 − ε.
+    keep: f64,
+    /// ε / C.
+    uniform: f64,
+    /// Σ_c w_c.
+    weight_sum: f64,
+    z: f64,
+    cap: f32,
+    /// s for the ce part: g/W (hard, mean), g/R (soft, mean), g otherwise.
+    ce_scale: f64,
+    /// s for the z part: g/N (hard, mean), g/R (soft, mean), g otherwise.
+    z_scale: f64,
+    /// Mean over nothing (W = 0): the loss is NaN and the whole gradient zeros.
+    zero_grad: bool,
+}
+
+/// Sums over a chunk's counted rows, in f64, combined in row order.
+#[derive(Default, Clone, Copy)]
+struct Partial {
+    ce: f64,
+    zl: f64,
+}
+
+/// The row totals that turn sums into means: W = Σ v_i·w_{y_i} and N = Σ v_i.
+struct Counts {
+    total_weight: f64,
+    counted: usize,
+}
+
+/// Checks every hard target (in `0..cols` or `ignore_index`) and counts W and N; for soft
+/// targets checks the shape and counts every row with weight 1.
+fn check_targets(
+    targets: &Targets<'_>,
+    rows: usize,
+    options: &Options<'_>,
+    cols: usize,
+) -> Result<Counts> {
+    if targets.len() != rows {
+        return Err(Error::shape(
+            "targets",
+            format!("describe {} rows, the logits have {rows}", targets.len()),
+        ));
+    }
+    if let Targets::Soft(t) = targets {
+        if t.cols() != cols {
+            return Err(Error::shape(
+                "targets",
+                format!("have {} columns, the logits have {cols}", t.cols()),
+            ));
+        }
+        return Ok(Counts {
+            total_weight: rows as f64,
+            counted: rows,
+        });
+    }
+    let mut counts = Counts {
+        total_weight: 0.0,
+        counted: 0,
+    };
+    for row in 0..rows {
+        let Some(y) = targets.class(row) else {
+            unreachable!("soft targets returned above")
+        };
+        if y == options.ignore_index {
+            continue;
+        }
+        match usize::try_from(y) {
+            Ok(c) if c < cols => {
+                counts.total_weight += f64::from(options.weight(c));
+                counts.counted += 1;
+            }
+            _ => {
+                return Err(Error::TargetOutOfRange {
+                    row,
+                    target: y,
+                    cols,
+                    ignore_index: options.ignore_index,
+                });
+            }
+        }
+    }
+    Ok(counts)
+}
+
+impl<'o> Plan<'o> {
+    /// Validates what the options and targets alone decide, and derives the constants.
+    /// `upstream` is g: `grad_scale` for the fused call, `dloss[0]` for a scalar backward,
+    /// 1 for a per-row backward (the row's dloss multiplies later).
+    fn new(
+        options: &'o Options<'o>,
+        cols: usize,
+        soft: bool,
+        counts: &Counts,
+        upstream: f64,
+    ) -> Self {
+        let eps = f64::from(options.label_smoothing);
+        let weight_sum = options
+            .class_weights
+            .map_or(cols as f64, |w| w.iter().map(|&w| f64::from(w)).sum());
+        let (ce_div, z_div) = match (options.reduction, soft) {
+            (Reduction::Mean, false) => (counts.total_weight, counts.counted as f64),
+            (Reduction::Mean, true) => (counts.total_weight, counts.total_weight),
+            _ => (1.0, 1.0),
+        };
+        Plan {
+            options,
+            keep: 1.0 - eps,
+            uniform: eps / cols as f64,
+            weight_sum,
+            z: f64::from(options.z_loss),
+            cap: options.softcap,
+            ce_scale: upstream / ce_div,
+            z_scale: upstream / z_div,
+            zero_grad: options.reduction == Reduction::Mean && ce_div == 0.0,
+        }
+    }
+
+    /// The reduced loss from the chunks' sums.
+    fn reduce(&self, sum: Partial, soft: bool, counts: &Counts) -> f64 {
+        match self.options.reduction {
+            Reduction::Sum | Reduction::None => sum.ce + sum.zl,
+            Reduction::Mean if soft => (sum.ce + sum.zl) / counts.total_weight,
+            Reduction::Mean if counts.total_weight == 0.0 => f64::NAN,
+            Reduction::Mean => {
+                let zl = if self.z > 0.0 {
+                    sum.zl / counts.counted as f64
+                } else {
+                    0.0
+                };
+                sum.ce / counts.total_weight + zl
+            }
+        }
+    }
+
+    /// Soft targets with label smoothing, times `scale`: scale·t'_c.
+    fn smoothed<'t>(&self, probs: &'t [f32], scale: f64) -> SmoothedTargets<'t> {
+        SmoothedTargets {
+            probs,
+            keep: (scale * self.keep) as f32,
+            uniform: (scale * self.uniform) as f32,
+        }
+    }
+
+    fn weights(&self) -> Option<&'o [f32]> {
+        self.options.class_weights
+    }
+
+    /// The z-loss term of A: s_z·2z·lse (0 without z-loss, even for a NaN lse).
+    fn z_grad(&self, z_scale: f64, lse: f64) -> f64 {
+        if self.z > 0.0 {
+            z_scale * 2.0 * self.z * lse
+        } else {
+            0.0
+        }
+    }
+
+    /// The gradient row of a counted row with p_c = exp(x'_c − shift)/sum.
+    fn grad_row<'t>(
+        &self,
+        target: RowTarget<'t>,
+        tsum: f64,
+        shift: f32,
+        sum: f64,
+        lse: f64,
+        upstream: f64,
+    ) -> GradRow<'t>
+    where
+        'o: 't,
+    {
+        let ce_s = self.ce_scale * upstream;
+        let z_s = self.z_scale * upstream;
+        let (a, smooth, hard, soft) = match target {
+            RowTarget::Class(y) => {
+                let w_y = f64::from(self.options.weight(y));
+                let a = ce_s * (self.keep * w_y + self.uniform * self.weight_sum);
+                let hard = Some((y, (ce_s * self.keep * w_y) as f32));
+                (a, (ce_s * self.uniform) as f32, hard, None)
+            }
+            RowTarget::Soft(t) => (ce_s * tsum, 0.0, None, Some(self.smoothed(t, ce_s))),
+        };
+        GradRow {
+            shift,
+            scale: ((a + self.z_grad(z_s, lse)) / sum) as f32,
+            smooth,
+            target: hard,
+            soft,
+            weights: self.weights(),
+            cap: self.cap,
+        }
+    }
+}
+
+/// A counted row's target.
+#[derive(Clone, Copy)]
+enum RowTarget<'t> {
+    Class(usize),
+    Soft(&'t [f32]),
+}
+
+/// Row `i`'s target, `None` when the row is ignored.
+fn row_target<'t>(targets: &Targets<'t>, i: usize, ignore_index: i64) -> Option<RowTarget<'t>> {
+    match targets {
+        Targets::Soft(t) => Some(RowTarget::Soft(t.row(i))),
+        _ => {
+            let y = targets.class(i).expect("hard targets");
+            // Validated: not ignore_index means within 0..cols.
+            (y != ignore_index).then_some(RowTarget::Class(y as usize))
+        }
+    }
+}
+
+/// The forward (and fused gradient) of one chunk.
+fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> Partial {
+    let mut partial = Partial::default();
+    let cap = plan.cap;
+    for i in 0..chunk.pass.rows() {
+        let target = row_target(&chunk.targets, i, plan.options.ignore_index);
+        let Some(target) = target else {
+            // Ignored: loss 0 and gradient 0 whatever the logits hold; the lse is still the
+            // row's true logsumexp when asked for.
+            if let Some(lse) = chunk.lse_out.as_deref_mut() {
+                let x = chunk.pass.input(i);
+                let m = k.row_max(x, cap);
+                lse[i] = (f64::from(m) + k.sum_exp(x, m, cap).ln()) as f32;
+            }
+            if let Some(loss) = chunk.loss.as_deref_mut() {
+                loss[i] = 0.0;
+            }
+            if let Some(mut io) = chunk.pass.io(i) {
+                io.output().fill(0.0);
+            }
+            continue;
+        };
+        let x = chunk.pass.input(i);
+        let m = k.row_max(x, cap);
+        let sum = k.sum_exp(x, m, cap);
+        let ln_sum = sum.ln();
+        let lse = f64::from(m) + ln_sum;
+        // Every ce below is SPEC §2's, rewritten around the max for accuracy:
+        // −lp_c = lse − x'_c = ln S − (x'_c − m).
+        let (ce, tsum) = match target {
+            RowTarget::Class(y) => {
+                let w_y = f64::from(plan.options.weight(y));
+                let x_y = f64::from(softcap(x[y], cap));
+                let mut ce = plan.keep * w_y * ((f64::from(m) - x_y) + ln_sum);
+                if plan.uniform > 0.0 {
+                    let shifted = k.weighted_shifted_sum(x, plan.weights(), m, cap);
+                    ce += plan.uniform * (plan.weight_sum * ln_sum - shifted);
+                }
+                (ce, 0.0)
+            }
+            RowTarget::Soft(t) => {
+                let (dot, tsum) =
+                    k.soft_target_sums(x, plan.smoothed(t, 1.0), plan.weights(), m, cap);
+                (tsum * ln_sum - dot, tsum)
+            }
+        };
+        let zl = if plan.z > 0.0 {
+            plan.z * lse * lse
+        } else {
+            0.0
+        };
+        partial.ce += ce;
+        partial.zl += zl;
+        if let Some(loss) = chunk.loss.as_deref_mut() {
+            loss[i] = (ce + zl) as f32;
+        }
+        if let Some(lse_out) = chunk.lse_out.as_deref_mut() {
+            lse_out[i] = lse as f32;
+        }
+        if let Some(mut io) = chunk.pass.io(i) {
+            if plan.zero_grad {
+                io.output().fill(0.0);
+            } else {
+                let coef = plan.grad_row(target, tsum, m, sum, lse, 1.0);
+                k.write_grad(io, &coef);
+            }
+        }
+    }
+    partial
+}
+
+/// The gradient of one chunk from its saved lse.
+fn backward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
+    let lse_in = chunk.lse_in.expect("backward reads the saved lse");
+    for i in 0..chunk.pass.rows() {
+        let target = row_target(&chunk.targets, i, plan.options.ignore_index);
+        let Some(mut io) = chunk.pass.io(i) else {
+            unreachable!("backward always writes a gradient")
+        };
+        let Some(target) = target.filter(|_| !plan.zero_grad) else {
+            io.output().fill(0.0);
+            continue;
+        };
+        let lse = lse_in[i];
+        let tsum = match target {
+            RowTarget::Class(_) => 0.0,
+            RowTarget::Soft(t) => {
+                let weights = plan.weights();
+                k.soft_target_sums(io.input(), plan.smoothed(t, 1.0), weights, lse, plan.cap)
+                    .1
+            }
+        };
+        let upstream = chunk.dloss.map_or(1.0, |d| f64::from(d[i]));
+        let coef = plan.grad_row(target, tsum, lse, 1.0, f64::from(lse), upstream);
+        k.write_grad(io, &coef);
+    }
+}
+
+/// Runs a validated forward call on the active kernel tier.
+fn run_forward(
+    pass: Pass<'_>,
+    targets: Targets<'_>,
+    options: &Options<'_>,
+    loss: &mut [f32],
+    lse: Option<&mut [f32]>,
+) -> Result<()> {
+    let rows = pass.rows();
+    let cols = pass.cols();
+    pass.check("grad")?;
+    Error::check_len("loss", loss.len(), options.reduction.loss_len(rows))?;
+    if let Some(lse) = lse.as_deref() {
+        Error::check_len("lse", lse.len(), rows)?;
+    }
+    options.validate(cols)?;
+    let counts = check_targets(&targets, rows, options, cols)?;
+    let soft = matches!(targets, Targets::Soft(_));
+    let plan = Plan::new(options, cols, soft, &counts, f64::from(options.grad_scale));
+
+    let per_row = options.reduction == Reduction::None;
+    let chunk = Chunk {
+        pass,
+        targets,
+        loss: if per_row { Some(&mut *loss) } else { None },
+        lse_out: lse,
+        lse_in: None,
+        dloss: None,
+    };
+    let k = kernels();
+    let partials = for_each_chunk(chunk, cols, |c| forward_chunk(k, &plan, c));
+    if !per_row {
+        let total = partials.iter().fold(Partial::default(), |acc, p| Partial {
+            ce: acc.ce + p.ce,
+            zl: acc.zl + p.zl,
+        });
+        loss[0] = plan.reduce(total, soft, &counts) as f32;
+    }
+    Ok(())
+}
+
+/// Runs a validated backward call on the active kernel tier.
+fn run_backward(
+    pass: Pass<'_>,
+    targets: Targets<'_>,
+    options: &Options<'_>,
+    lse: &[f32],
+    dloss: &[f32],
+) -> Result<()> {
+    let rows = pass.rows();
+    let cols = pass.cols();
+    pass.check("grad")?;
+    Error::check_len("lse", lse.len(), rows)?;
+    Error::check_len("dloss", dloss.len(), options.reduction.loss_len(rows))?;
+    options.validate(cols)?;
+    let counts = check_targets(&targets, rows, options, cols)?;
+    let soft = matches!(targets, Targets::Soft(_));
+    let per_row = options.reduction == Reduction::None;
+    let upstream = if per_row { 1.0 } else { f64::from(dloss[0]) };
+    let plan = Plan::new(options, cols, soft, &counts, upstream);
+    let chunk = Chunk {
+        pass,
+        targets,
+        loss: None,
+        lse_out: None,
+        lse_in: Some(lse),
+        dloss: if per_row { Some(dloss) } else { None },
+    };
+    let k = kernels();
+    for_each_chunk(chunk, cols, |c| backward_chunk(k, &plan, c));
+    Ok(())
+}
+
+/// The loss of a batch, without a gradient.
+///
+/// `loss` holds 1 value (reduction mean or sum) or one per row (none); `lse`, when given,
+/// receives every row's logsumexp (ignored rows included). Every check runs before any
+/// output is written.
+///
+/// ```
+/// use xent::{Options, Rows};
+///
+/// let logits = [2.0f32, 1.0, 0.1, 0.5, 2.5, -1.0];
+/// let batch = Rows::packed(&logits, 3)?;
+/// let mut loss = [0.0f32];
+/// let mut lse = [0.0f32; 2];
+/// xent::cross_entropy(batch, &[0i64, 1][..], &Options::default(), &mut loss, Some(&mut lse))?;
+/// let expected = ((lse[0] - 2.0) + (lse[1] - 2.5)) / 2.0;
+/// assert!((loss[0] - expected).abs() < 1e-6);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn cross_entropy<'t>(
+    logits: Rows<'_>,
+    targets: impl Into<Targets<'t>>,
+    options: &Options<'_>,
+    loss: &mut [f32],
+    lse: Option<&mut [f32]>,
+) -> Result<()> {
+    run_forward(Pass::Forward(logits), targets.into(), options, loss, lse)
+}
+
+/// The loss of a batch and its gradient with respect to the logits, in one sweep, with the
+/// gradient written into `grad` (the logits' shape, any stride).
+///
+/// ```
+/// use xent::{Options, Rows, RowsMut};
+///
+/// let logits = [1.0f32, 2.0, 3.0];
+/// let mut grad = [0.0f32; 3];
+/// let mut loss = [0.0f32];
+/// xent::cross_entropy_grad(
+///     Rows::packed(&logits, 3)?,
+///     &[2i64][..],
+///     &Options::default(),
+///     &mut loss,
+///     RowsMut::packed(&mut grad, 3)?,
+///     None,
+/// )?;
+/// // The gradient is softmax minus the one-hot target: its entries sum to 0.
+/// assert!(grad.iter().sum::<f32>().abs() < 1e-6);
+/// assert!(grad[2] < 0.0 && grad[0] > 0.0);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn cross_entropy_grad<'t>(
+    logits: Rows<'_>,
+    targets: impl Into<Targets<'t>>,
+    options: &Options<'_>,
+    loss: &mut [f32],
+    grad: RowsMut<'_>,
+    lse: Option<&mut [f32]>,
+) -> Result<()> {
+    run_forward(
+        Pass::Separate(logits, grad),
+        targets.into(),
+        options,
+        loss,
+        lse,
+    )
+}
+
+/// The loss of a batch, with the logits overwritten by their gradient (padding untouched).
+/// On error the logits are unchanged.
+///
+/// ```
+/// use xent::{Options, RowsMut};
+///
+/// let mut logits = vec![0.0f32; 4]; // one row, uniform
+/// let mut loss = [0.0f32];
+/// xent::cross_entropy_grad_in_place(
+///     RowsMut::packed(&mut logits, 4)?,
+///     &[1i64][..],
+///     &Options::default(),
+///     &mut loss,
+///     None,
+/// )?;
+/// assert!((loss[0] - 4f32.ln()).abs() < 1e-6);
+/// assert_eq!(logits, [0.25, -0.75, 0.25, 0.25]);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn cross_entropy_grad_in_place<'t>(
+    logits: RowsMut<'_>,
+    targets: impl Into<Targets<'t>>,
+    options: &Options<'_>,
+    loss: &mut [f32],
+    lse: Option<&mut [f32]>,
+) -> Result<()> {
+    run_forward(Pass::InPlace(logits), targets.into(), options, loss, lse)
+}
+
+/// The gradient with respect to the logits from the `lse` a forward call saved, written
+/// into `grad`. `dloss` is the upstream gradient and replaces `options.grad_scale`: 1 value
+/// for reduction mean or sum, one per row for none.
+///
+/// ```
+/// use xent::{Options, Rows, RowsMut};
+///
+/// let logits = [0.5f32, -1.0, 2.0, 0.0];
+/// let batch = Rows::packed(&logits, 2)?;
+/// let targets = [1i64, 0];
+/// let (mut loss, mut lse) = ([0.0f32], [0.0f32; 2]);
+/// xent::cross_entropy(batch, &targets[..], &Options::default(), &mut loss, Some(&mut lse))?;
+///
+/// let mut grad = [0.0f32; 4];
+/// xent::cross_entropy_backward(
+///     batch, &targets[..], &Options::default(), &lse, &[1.0], RowsMut::packed(&mut grad, 2)?,
+/// )?;
+/// assert!((grad[0] + grad[1]).abs() < 1e-6);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn cross_entropy_backward<'t>(
+    logits: Rows<'_>,
+    targets: impl Into<Targets<'t>>,
+    options: &Options<'_>,
+    lse: &[f32],
+    dloss: &[f32],
+    grad: RowsMut<'_>,
+) -> Result<()> {
+    run_backward(
+        Pass::Separate(logits, grad),
+        targets.into(),
+        options,
+        lse,
+        dloss,
+    )
+}
+
+/// [`cross_entropy_backward`] with the logits overwritten by their gradient.
+///
+/// ```
+/// use xent::{Options, Reduction, RowsMut};
+///
+/// let mut logits = [0.0f32, 0.0];
+/// let lse = [2f32.ln()];
+/// let options = Options { reduction: Reduction::None, ..Options::default() };
+/// xent::cross_entropy_backward_in_place(
+///     RowsMut::packed(&mut logits, 2)?, &[0i64][..], &options, &lse, &[2.0],
+/// )?;
+/// assert_eq!(logits, [-1.0, 1.0]);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn cross_entropy_backward_in_place<'t>(
+    logits: RowsMut<'_>,
+    targets: impl Into<Targets<'t>>,
+    options: &Options<'_>,
+    lse: &[f32],
+    dloss: &[f32],
+) -> Result<()> {
+    run_backward(Pass::InPlace(logits), targets.into(), options, lse, dloss)
+}

@@ -1,0 +1,88 @@
+//! The logits of a call and where its output goes: nowhere, a separate buffer, or the
+//! logits themselves.
+
+use crate::error::{Error, Result};
+use crate::kernels::RowIo;
+use crate::rows::{Rows, RowsMut};
+use crate::schedule::SplitRows;
+
+/// The logits of a call and where its output (a gradient, probabilities) goes.
+pub(crate) enum Pass<'a> {
+    /// Read the logits, write no gradient.
+    Forward(Rows<'a>),
+    /// Read the logits, write the gradient into a separate buffer.
+    Separate(Rows<'a>, RowsMut<'a>),
+    /// Overwrite the logits with the gradient.
+    InPlace(RowsMut<'a>),
+}
+
+impl Pass<'_> {
+    pub(crate) fn cols(&self) -> usize {
+        match self {
+            Pass::Forward(x) | Pass::Separate(x, _) => x.cols(),
+            Pass::InPlace(x) => x.cols(),
+        }
+    }
+
+    pub(crate) fn input(&self, i: usize) -> &[f32] {
+        match self {
+            Pass::Forward(x) | Pass::Separate(x, _) => x.row(i),
+            Pass::InPlace(x) => x.row(i),
+        }
+    }
+
+    pub(crate) fn io(&mut self, i: usize) -> Option<RowIo<'_>> {
+        match self {
+            Pass::Forward(_) => None,
+            Pass::Separate(x, out) => Some(RowIo::Separate(x.row(i), out.row_mut(i))),
+            Pass::InPlace(x) => Some(RowIo::InPlace(x.row_mut(i))),
+        }
+    }
+
+    /// Checks that a separate output buffer (named `output` in the error) has the
+    /// logits' shape.
+    pub(crate) fn check(&self, output: &'static str) -> Result<()> {
+        if let Pass::Separate(x, out) = self {
+            if (out.rows(), out.cols()) != (x.rows(), x.cols()) {
+                return Err(Error::shape(
+                    output,
+                    format!(
+                        "is {}×{}, the logits are {}×{}",
+                        out.rows(),
+                        out.cols(),
+                        x.rows(),
+                        x.cols()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SplitRows for Pass<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Pass::Forward(x) | Pass::Separate(x, _) => x.rows(),
+            Pass::InPlace(x) => x.rows(),
+        }
+    }
+
+    fn split_at_row(self, at: usize) -> (Self, Self) {
+        match self {
+            Pass::Forward(x) => {
+                let (a, b) = x.split_at_row(at);
+                (Pass::Forward(a), Pass::Forward(b))
+            }
+            Pass::Separate(x, out) => {
+                let (xa, xb) = x.split_at_row(at);
+                let (oa, ob) = out.split_at_row(at);
+                (Pass::Separate(xa, oa), Pass::Separate(xb, ob))
+            }
+            Pass::InPlace(x) => {
+                let (a, b) = x.split_at_row(at);
+                (Pass::InPlace(a), Pass::InPlace(b))
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Splitting a batch into chunks of rows and running them, in parallel when it pays.
+//!
+//! The split depends only on the shape, never on the number of threads, and partial results
+//! come back in row order, so every output is the same whatever the pool size.
+
+use rayon::prelude::*;
+
+/// About this many elements per chunk: enough work to amortise a rayon task, small enough
+/// to balance two to a few dozen cores on the shapes users have.
+const CHUNK_ELEMS: usize = 1 << 16;
+
+/// Below this many elements a call runs on the calling thread without any rayon call.
+const PARALLEL_MIN_ELEMS: usize = 1 << 17;
+
+/// A batch that can be cut between two rows into two independent batches.
+pub(crate) trait SplitRows: Sized {
+    /// The number of rows.
+    fn rows(&self) -> usize;
+    /// Rows `0..at` and `at..`.
+    fn split_at_row(self, at: usize) -> (Self, Self);
+}
+
+/// Runs `work` over chunks of `batch` of about [`CHUNK_ELEMS`] elements each, and returns
+/// the chunks' results in row order.
+pub(crate) fn for_each_chunk<B, R>(
+    batch: B,
+    cols: usize,
+    work: impl Fn(B) -> R + Sync + Send,
+) -> Vec<R>
+where
+    B: SplitRows + Send,
+    R: Send,
+{
+    let rows = batch.rows();
+    let rows_per_chunk = (CHUNK_ELEMS / cols.max(1)).max(1);
+    let mut chunks = Vec::with_capacity(rows.div_ceil(rows_per_chunk).max(1));
+    let mut rest = batch;
+    while rest.rows() > rows_per_chunk {
+        let (head, tail) = rest.split_at_row(rows_per_chunk);
+        chunks.push(head);
+        rest = tail;
+    }
+    chunks.push(rest);
+    if chunks.len() == 1 || rows.saturating_mul(cols) < PARALLEL_MIN_ELEMS {
+        chunks.into_iter().map(work).collect()
+    } else {
+        chunks.into_par_iter().map(work).collect()
+    }
+}
+
+/// Splits an optional per-row slice alongside its batch.
+pub(crate) fn split_opt<T>(s: Option<&[T]>, at: usize) -> (Option<&[T]>, Option<&[T]>) {
+    match s {
+        Some(s) => {
+            let (a, b) = s.split_at(at);
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    }
+}
+
+/// Splits an optional writable per-row slice alongside its batch.
+pub(crate) fn split_opt_mut<T>(
+    s: Option<&mut [T]>,
+    at: usize,
+) -> (Option<&mut [T]>, Option<&mut [T]>) {
+    match s {
+        Some(s) => {
+            let (a, b) = s.split_at_mut(at);
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    }
+}

@@ -1,0 +1,531 @@
+//! SPEC §2's documented edge cases, each with an exact expectation, plus finite-difference
+//! checks of the gradient and the invariance of results under the thread count.
+
+mod common;
+
+use common::{
+    Case, CaseTargets, PAD, Rng, agrees, assert_same_bits, check_case, padded, random_logits,
+};
+use xent::reference::{self, RefTargets};
+use xent::{Options, Reduction, Rows, RowsMut, Targets};
+
+const NAN: f32 = f32::NAN;
+const INF: f32 = f32::INFINITY;
+const NINF: f32 = f32::NEG_INFINITY;
+
+/// Runs the fused call with reduction `none` and returns (losses, gradient, lse).
+fn run_none(case: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let options = Options {
+        reduction: Reduction::None,
+        ..case.options()
+    };
+    let mut loss = vec![PAD; case.rows];
+    let mut grad = vec![PAD; case.rows * case.cols];
+    let mut lse = vec![PAD; case.rows];
+    xent::cross_entropy_grad(
+        case.logits_view(),
+        case.targets(),
+        &options,
+        &mut loss,
+        RowsMut::packed(&mut grad, case.cols).unwrap(),
+        Some(&mut lse),
+    )
+    .unwrap();
+    (loss, grad, lse)
+}
+
+#[test]
+fn nan_and_infinite_rows_stay_in_their_row() {
+    let cols = 5;
+    let mut rng = Rng::new(7);
+    let mut logits = random_logits(&mut rng, 5, cols, cols, 2.0, 0.0);
+    logits[cols + 2] = NAN; // row 1
+    logits[2 * cols + 4] = INF; // row 2
+    logits[3 * cols..4 * cols].fill(NINF); // row 3: only −∞
+    let case = Case::packed(cols, logits, vec![0, 1, 2, 3, 4]);
+    check_case(&case);
+    let (loss, grad, lse) = run_none(&case);
+    for i in 1..4 {
+        assert!(loss[i].is_nan() && lse[i].is_nan(), "row {i}");
+        assert!(
+            grad[i * cols..(i + 1) * cols].iter().all(|g| g.is_nan()),
+            "row {i}"
+        );
+    }
+    for i in [0, 4] {
+        assert!(loss[i].is_finite() && lse[i].is_finite(), "row {i}");
+        assert!(
+            grad[i * cols..(i + 1) * cols].iter().all(|g| g.is_finite()),
+            "row {i}"
+        );
+    }
+    // Under mean the NaN reaches the reduced loss but not the other rows' gradient.
+    let mut loss = [0.0f32];
+    let mut grad = vec![0.0f32; 5 * cols];
+    xent::cross_entropy_grad(
+        case.logits_view(),
+        case.targets(),
+        &Options::default(),
+        &mut loss,
+        RowsMut::packed(&mut grad, cols).unwrap(),
+        None,
+    )
+    .unwrap();
+    assert!(loss[0].is_nan());
+    assert!(
+        grad[..cols]
+            .iter()
+            .chain(&grad[4 * cols..])
+            .all(|g| g.is_finite())
+    );
+}
+
+#[test]
+fn ignored_rows_give_zero_whatever_their_logits() {
+    let cols = 3;
+    let logits = vec![NAN, 1.0, INF, 0.5, 1.5, -0.5, NINF, NINF, NINF];
+    let case = Case::packed(cols, logits, vec![-100, 1, -100]);
+    check_case(&case);
+    let (loss, grad, lse) = run_none(&case);
+    assert_eq!((loss[0], loss[2]), (0.0, 0.0));
+    assert!(loss[1].is_finite());
+    assert!(
+        grad[..cols]
+            .iter()
+            .chain(&grad[2 * cols..])
+            .all(|&g| g == 0.0)
+    );
+    // The lse is still every row's true logsumexp.
+    assert!(lse[0].is_nan() && lse[2].is_nan());
+    let want = (0.5f64.exp() + 1.5f64.exp() + (-0.5f64).exp()).ln();
+    assert!((f64::from(lse[1]) - want).abs() < 1e-6);
+}
+
+/// Mean over no weight is NaN with an all-zero gradient; sum is 0.
+#[test]
+fn mean_over_nothing() {
+    let cols = 4;
+    let mut rng = Rng::new(3);
+    let logits = random_logits(&mut rng, 3, cols, cols, 1.0, 0.0);
+    let weights = [0.0f32, 1.0, 1.0, 0.0];
+    let cases = [
+        (vec![-100i64, -100, -100], None),
+        (vec![0, 3, -100], Some(&weights[..])), // every counted target has weight 0
+    ];
+    for (targets, class_weights) in cases {
+        for z_loss in [0.0, 0.1] {
+            let options = Options {
+                class_weights,
+                z_loss,
+                ..Options::default()
+            };
+            let mut loss = [0.0f32];
+            let mut grad = vec![PAD; 3 * cols];
+            let mut lse = vec![0.0f32; 3];
+            xent::cross_entropy_grad(
+                Rows::packed(&logits, cols).unwrap(),
+                &targets[..],
+                &options,
+                &mut loss,
+                RowsMut::packed(&mut grad, cols).unwrap(),
+                Some(&mut lse),
+            )
+            .unwrap();
+            assert!(loss[0].is_nan());
+            assert!(grad.iter().all(|&g| g == 0.0));
+            assert!(lse.iter().all(|l| l.is_finite()));
+
+            let mut in_place = logits.clone();
+            let mut back = logits.clone();
+            xent::cross_entropy_grad_in_place(
+                RowsMut::packed(&mut in_place, cols).unwrap(),
+                &targets[..],
+                &options,
+                &mut loss,
+                None,
+            )
+            .unwrap();
+            assert!(in_place.iter().all(|&g| g == 0.0));
+            xent::cross_entropy_backward_in_place(
+                RowsMut::packed(&mut back, cols).unwrap(),
+                &targets[..],
+                &options,
+                &lse,
+                &[1.0],
+            )
+            .unwrap();
+            assert!(back.iter().all(|&g| g == 0.0));
+
+            let sum = Options {
+                reduction: Reduction::Sum,
+                ..options
+            };
+            xent::cross_entropy(
+                Rows::packed(&logits, cols).unwrap(),
+                &targets[..],
+                &sum,
+                &mut loss,
+                None,
+            )
+            .unwrap();
+            let weighted_zero = class_weights.is_some() && z_loss == 0.0;
+            if class_weights.is_none() || weighted_zero {
+                assert_eq!(loss[0], 0.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_rows() {
+    let empty: [f32; 0] = [];
+    let no_targets: [i64; 0] = [];
+    for (reduction, want) in [(Reduction::Mean, None), (Reduction::Sum, Some(0.0f32))] {
+        let options = Options {
+            reduction,
+            ..Options::default()
+        };
+        let mut loss = [PAD];
+        let mut grad: [f32; 0] = [];
+        xent::cross_entropy_grad(
+            Rows::new(&empty, 0, 7, 9).unwrap(),
+            &no_targets[..],
+            &options,
+            &mut loss,
+            RowsMut::new(&mut grad, 0, 7, 7).unwrap(),
+            Some(&mut []),
+        )
+        .unwrap();
+        match want {
+            None => assert!(loss[0].is_nan()),
+            Some(w) => assert_eq!(loss[0], w),
+        }
+        let soft = Targets::Soft(Rows::new(&empty, 0, 7, 7).unwrap());
+        xent::cross_entropy(
+            Rows::new(&empty, 0, 7, 7).unwrap(),
+            soft,
+            &options,
+            &mut loss,
+            None,
+        )
+        .unwrap();
+        match want {
+            None => assert!(loss[0].is_nan()),
+            Some(w) => assert_eq!(loss[0], w),
+        }
+    }
+    let none = Options {
+        reduction: Reduction::None,
+        ..Options::default()
+    };
+    xent::cross_entropy(
+        Rows::new(&empty, 0, 0, 0).unwrap(),
+        &no_targets[..],
+        &none,
+        &mut [],
+        None,
+    )
+    .unwrap();
+    xent::softmax(
+        Rows::new(&empty, 0, 3, 3).unwrap(),
+        RowsMut::new(&mut [], 0, 3, 3).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A hand-computed case: two classes, label smoothing and class weights.
+#[test]
+fn label_smoothing_with_weights_by_hand() {
+    let logits = [0.0f32, (3.0f32).ln()]; // p = [1/4, 3/4]
+    let weights = [2.0f32, 0.5];
+    let options = Options {
+        label_smoothing: 0.2,
+        class_weights: Some(&weights),
+        reduction: Reduction::Sum,
+        ..Options::default()
+    };
+    let mut loss = [0.0f32];
+    let mut grad = [0.0f32; 2];
+    xent::cross_entropy_grad(
+        Rows::packed(&logits, 2).unwrap(),
+        &[0i64][..],
+        &options,
+        &mut loss,
+        RowsMut::packed(&mut grad, 2).unwrap(),
+        None,
+    )
+    .unwrap();
+    let (lp0, lp1) = (0.25f64.ln(), 0.75f64.ln());
+    // ce = 0.8·2·(−lp0) + 0.1·(2·(−lp0) + 0.5·(−lp1))
+    let want = 0.8 * 2.0 * -lp0 + 0.1 * (2.0 * -lp0 + 0.5 * -lp1);
+    assert!(
+        (f64::from(loss[0]) - want).abs() < 1e-6,
+        "{} vs {want}",
+        loss[0]
+    );
+    // ∂/∂x_c = 0.8·2·(p_c − [c=0]) + 0.1·(p_c·2.5 − w_c)
+    let g0 = 0.8 * 2.0 * (0.25 - 1.0) + 0.1 * (0.25 * 2.5 - 2.0);
+    let g1 = 0.8 * 2.0 * 0.75 + 0.1 * (0.75 * 2.5 - 0.5);
+    assert!((f64::from(grad[0]) - g0).abs() < 1e-6 && (f64::from(grad[1]) - g1).abs() < 1e-6);
+}
+
+/// z-loss and softcap by hand on one row.
+#[test]
+fn z_loss_and_softcap_by_hand() {
+    let logits = [1.0f32, -2.0, 40.0];
+    let (z, cap) = (0.01f64, 10.0f64);
+    let options = Options {
+        z_loss: z as f32,
+        softcap: cap as f32,
+        reduction: Reduction::Sum,
+        grad_scale: 0.5,
+        ..Options::default()
+    };
+    let mut loss = [0.0f32];
+    let mut grad = [0.0f32; 3];
+    xent::cross_entropy_grad(
+        Rows::packed(&logits, 3).unwrap(),
+        &[1i64][..],
+        &options,
+        &mut loss,
+        RowsMut::packed(&mut grad, 3).unwrap(),
+        None,
+    )
+    .unwrap();
+    let xp: Vec<f64> = logits
+        .iter()
+        .map(|&x| cap * (f64::from(x) / cap).tanh())
+        .collect();
+    let lse = xp.iter().map(|v| v.exp()).sum::<f64>().ln();
+    let want = (lse - xp[1]) + z * lse * lse;
+    assert!(
+        (f64::from(loss[0]) - want).abs() < 1e-5 * want,
+        "{} vs {want}",
+        loss[0]
+    );
+    for c in 0..3 {
+        let p = (xp[c] - lse).exp();
+        let one_hot = if c == 1 { 1.0 } else { 0.0 };
+        let g = 0.5 * ((p - one_hot) + 2.0 * z * lse * p) * (1.0 - (xp[c] / cap).powi(2));
+        assert!(
+            (f64::from(grad[c]) - g).abs() < 1e-6,
+            "grad[{c}] = {} vs {g}",
+            grad[c]
+        );
+    }
+}
+
+/// Soft targets: a zero target against a −∞ logit adds nothing; a positive one makes +∞.
+#[test]
+fn soft_targets_with_zeros_against_masked_logits() {
+    let logits = vec![0.0f32, NINF, 1.0, NINF, 2.0, 0.5];
+    let probs = vec![0.5f32, 0.0, 0.5, 0.25, 0.25, 0.5];
+    let mut case = Case::packed(3, logits, vec![]);
+    case.rows = 2;
+    case.targets = CaseTargets::Soft { probs, stride: 3 };
+    case.reduction = Reduction::None;
+    check_case(&case);
+    let (loss, grad, _) = run_none(&case);
+    let lse0 = (1.0f64 + 1f64.exp()).ln();
+    let want0 = 0.5 * lse0 + 0.5 * (lse0 - 1.0);
+    assert!((f64::from(loss[0]) - want0).abs() < 1e-6);
+    assert_eq!(grad[1], 0.0);
+    assert_eq!(loss[1], INF);
+    // With smoothing every class gets a positive target, so the masked one makes +∞.
+    case.label_smoothing = 0.1;
+    check_case(&case);
+    assert_eq!(case.reference().row_loss[0], f64::INFINITY);
+}
+
+/// The fast gradient against central finite differences of the f64 oracle's loss.
+#[test]
+fn gradient_matches_finite_differences() {
+    let mut rng = Rng::new(11);
+    let weights = [0.5f32, 2.0, 1.0, 0.0, 1.5];
+    for variant in 0..8 {
+        let cols = 5;
+        let rows = 3;
+        let mut case = Case::packed(
+            cols,
+            random_logits(&mut rng, rows, cols, cols, 2.0, 0.0),
+            vec![1, 4, 0],
+        );
+        case.reduction = [Reduction::Mean, Reduction::Sum, Reduction::None][variant % 3];
+        case.label_smoothing = [0.0, 0.15][variant % 2];
+        case.z_loss = [0.0, 0.02][(variant / 2) % 2];
+        case.softcap = [0.0, 3.0][(variant / 4) % 2];
+        case.weights = (variant % 3 == 1).then(|| weights.to_vec());
+        case.grad_scale = 0.7;
+        if variant == 7 {
+            case.targets = CaseTargets::Soft {
+                probs: common::random_soft(&mut rng, rows, cols, cols),
+                stride: cols,
+            };
+        }
+        let (_, grad, _) = {
+            let mut grad = vec![0.0f32; rows * cols];
+            let mut loss = vec![0.0f32; case.reduction.loss_len(rows)];
+            xent::cross_entropy_grad(
+                case.logits_view(),
+                case.targets(),
+                &case.options(),
+                &mut loss,
+                RowsMut::packed(&mut grad, cols).unwrap(),
+                None,
+            )
+            .unwrap();
+            (loss, grad, ())
+        };
+        let soft = match &case.targets {
+            CaseTargets::Soft { probs, .. } => {
+                Some(probs.iter().map(|&v| f64::from(v)).collect::<Vec<_>>())
+            }
+            CaseTargets::Hard(_) => None,
+        };
+        let hard = match &case.targets {
+            CaseTargets::Hard(t) => t.clone(),
+            CaseTargets::Soft { .. } => vec![],
+        };
+        let targets = match &soft {
+            Some(s) => RefTargets::Soft(s),
+            None => RefTargets::Hard(&hard),
+        };
+        let options = case.options();
+        let total = |x: &[f64]| -> f64 {
+            let out = reference::cross_entropy(x, rows, cols, targets, &options);
+            f64::from(case.grad_scale) * out.loss.iter().sum::<f64>()
+        };
+        let x0: Vec<f64> = case.logits.iter().map(|&v| f64::from(v)).collect();
+        let h = 1e-5;
+        for k in 0..rows * cols {
+            let mut plus = x0.clone();
+            let mut minus = x0.clone();
+            plus[k] += h;
+            minus[k] -= h;
+            let fd = (total(&plus) - total(&minus)) / (2.0 * h);
+            assert!(
+                agrees(grad[k], fd, 1e-5 * fd.abs() + 1e-6),
+                "variant {variant}: grad[{k}] = {} vs finite difference {fd}",
+                grad[k]
+            );
+        }
+    }
+}
+
+/// Per-row outputs and the reduced loss are bit-identical on 1 and 2 threads.
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let (rows, cols) = (300, 1000);
+    let mut rng = Rng::new(5);
+    let logits = random_logits(&mut rng, rows, cols, cols, 5.0, 1.0);
+    let targets: Vec<i64> = (0..rows).map(|_| rng.below(cols) as i64).collect();
+    let run = |threads: usize, reduction: Reduction| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let options = Options {
+                reduction,
+                label_smoothing: 0.1,
+                ..Options::default()
+            };
+            let mut loss = vec![0.0f32; reduction.loss_len(rows)];
+            let mut grad = logits.clone();
+            let mut lse = vec![0.0f32; rows];
+            xent::cross_entropy_grad_in_place(
+                RowsMut::packed(&mut grad, cols).unwrap(),
+                &targets[..],
+                &options,
+                &mut loss,
+                Some(&mut lse),
+            )
+            .unwrap();
+            (loss, grad, lse)
+        })
+    };
+    for reduction in [Reduction::Mean, Reduction::None] {
+        let (l1, g1, s1) = run(1, reduction);
+        let (l2, g2, s2) = run(2, reduction);
+        assert_same_bits(&l1, &l2, "loss");
+        assert_same_bits(&g1, &g2, "grad");
+        assert_same_bits(&s1, &s2, "lse");
+    }
+}
+
+/// i32 and u32 targets take the same path as i64 ones.
+#[test]
+fn narrow_target_types_agree_with_i64() {
+    let cols = 6;
+    let mut rng = Rng::new(9);
+    let logits = random_logits(&mut rng, 4, cols, cols, 1.0, 0.0);
+    let t64 = [5i64, 0, 3, 3];
+    let t32 = [5i32, 0, 3, 3];
+    let tu32 = [5u32, 0, 3, 3];
+    let run = |targets: Targets<'_>| {
+        let mut loss = [0.0f32];
+        let mut grad = vec![0.0f32; 4 * cols];
+        xent::cross_entropy_grad(
+            Rows::packed(&logits, cols).unwrap(),
+            targets,
+            &Options::default(),
+            &mut loss,
+            RowsMut::packed(&mut grad, cols).unwrap(),
+            None,
+        )
+        .unwrap();
+        (loss, grad)
+    };
+    let (l64, g64) = run((&t64[..]).into());
+    for t in [Targets::from(&t32[..]), Targets::from(&tu32[..])] {
+        let (l, g) = run(t);
+        assert_same_bits(&l64, &l, "loss");
+        assert_same_bits(&g64, &g, "grad");
+    }
+}
+
+/// softmax and log_softmax against the oracle: strides, in place, non-finite rows.
+#[test]
+fn softmax_and_log_softmax() {
+    let mut rng = Rng::new(21);
+    for cols in (1..=67).chain([1000, 32003]) {
+        let rows = 4;
+        let stride = cols + 2;
+        let mut x = random_logits(&mut rng, rows, cols, stride, 10.0, 50.0);
+        x[stride] = NINF; // row 1 has a masked entry
+        x[2 * stride..2 * stride + cols].fill(NINF); // row 2 is all −∞: NaN
+        x[3 * stride + cols / 2] = NAN; // row 3 has a NaN: NaN
+        let packed = reference::widen(Rows::new(&x, rows, cols, stride).unwrap());
+        let want_p = reference::softmax(&packed, rows, cols);
+        let want_lp = reference::log_softmax(&packed, rows, cols);
+        for (k, want) in [(0, &want_p), (1, &want_lp)] {
+            let out_stride = cols + 1;
+            let mut out = padded(rows, cols, out_stride, |_, _| PAD);
+            let mut in_place = x.clone();
+            let view = Rows::new(&x, rows, cols, stride).unwrap();
+            let out_view = RowsMut::new(&mut out, rows, cols, out_stride).unwrap();
+            let in_place_view = RowsMut::new(&mut in_place, rows, cols, stride).unwrap();
+            if k == 0 {
+                xent::softmax(view, out_view).unwrap();
+                xent::softmax_in_place(in_place_view).unwrap();
+            } else {
+                xent::log_softmax(view, out_view).unwrap();
+                xent::log_softmax_in_place(in_place_view).unwrap();
+            }
+            common::assert_padding_intact(&out, rows, cols, out_stride, "output");
+            common::assert_padding_intact(&in_place, rows, cols, stride, "in place");
+            for i in 0..rows {
+                for c in 0..cols {
+                    let w = want[i * cols + c];
+                    let tol = 1e-5 * w.abs() + 1e-6;
+                    let (a, b) = (out[i * out_stride + c], in_place[i * stride + c]);
+                    assert!(
+                        agrees(a, w, tol),
+                        "cols {cols} kind {k}: [{i}][{c}] = {a} vs {w}"
+                    );
+                    assert_eq!(a.to_bits(), b.to_bits(), "in place differs");
+                }
+            }
+        }
+    }
+}

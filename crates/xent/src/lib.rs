@@ -11,6 +11,7 @@
 //!   saved logsumexp.
 //! - [`softmax`], [`log_softmax`] and their `_in_place` forms.
 //! - [`Error`]: why a call was refused; nothing is written when a call fails.
+//! - [`simd_level`], [`on_calling_thread`]: which kernels run, and where.
 
 mod dispatch;
 mod error;
@@ -33,4 +34,5 @@ pub use loss::{
 };
 pub use options::{Options, Reduction};
 pub use rows::{Rows, RowsMut, Targets};
+pub use schedule::on_calling_thread;
 pub use softmax::{log_softmax, log_softmax_in_place, softmax, softmax_in_place};

@@ -3,6 +3,8 @@
 //! The split depends only on the shape, never on the number of threads, and partial results
 //! come back in row order, so every output is the same whatever the pool size.
 
+use std::cell::Cell;
+
 use rayon::prelude::*;
 
 /// About this many elements per chunk: enough work to amortise a rayon task, small enough
@@ -41,11 +43,50 @@ where
         rest = tail;
     }
     chunks.push(rest);
-    if chunks.len() == 1 || rows.saturating_mul(cols) < PARALLEL_MIN_ELEMS {
+    let serial = chunks.len() == 1
+        || rows.saturating_mul(cols) < PARALLEL_MIN_ELEMS
+        || ON_CALLING_THREAD.get()
+        || rayon::current_num_threads() == 1;
+    if serial {
         chunks.into_iter().map(work).collect()
     } else {
         chunks.into_par_iter().map(work).collect()
     }
+}
+
+thread_local! {
+    /// Set while [`on_calling_thread`] runs its closure on this thread.
+    static ON_CALLING_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every xent call it makes on the calling thread, without any rayon call.
+///
+/// By default a large call runs its rows on the current rayon pool (the global one, or the
+/// pool whose [`install`](rayon::ThreadPool::install) it is called from). Inside `f` it
+/// does not: for callers that already run one call per thread, or that must not touch a
+/// thread pool. Results are bit-identical either way.
+///
+/// ```
+/// use xent::{Rows, RowsMut};
+///
+/// let x = vec![0.5f32; 4096 * 64];
+/// let mut y = vec![0.0f32; x.len()];
+/// xent::on_calling_thread(|| {
+///     xent::softmax(Rows::packed(&x, 64)?, RowsMut::packed(&mut y, 64)?)
+/// })?;
+/// assert!((y[0] - 1.0 / 64.0).abs() < 1e-9);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn on_calling_thread<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the previous setting, also when `f` unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ON_CALLING_THREAD.set(self.0);
+        }
+    }
+    let _restore = Restore(ON_CALLING_THREAD.replace(true));
+    f()
 }
 
 /// Splits an optional per-row slice alongside its batch.

@@ -419,12 +419,9 @@ fn results_do_not_depend_on_the_thread_count() {
     let mut rng = Rng::new(5);
     let logits = random_logits(&mut rng, rows, cols, cols, 5.0, 1.0);
     let targets: Vec<i64> = (0..rows).map(|_| rng.below(cols) as i64).collect();
-    let run = |threads: usize, reduction: Reduction| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+    // `None`: on the calling thread, with no pool at all.
+    let run = |threads: Option<usize>, reduction: Reduction| {
+        let call = || {
             let options = Options {
                 reduction,
                 label_smoothing: 0.1,
@@ -442,14 +439,25 @@ fn results_do_not_depend_on_the_thread_count() {
             )
             .unwrap();
             (loss, grad, lse)
-        })
+        };
+        match threads {
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+                .install(call),
+            None => xent::on_calling_thread(call),
+        }
     };
     for reduction in [Reduction::Mean, Reduction::None] {
-        let (l1, g1, s1) = run(1, reduction);
-        let (l2, g2, s2) = run(2, reduction);
-        assert_same_bits(&l1, &l2, "loss");
-        assert_same_bits(&g1, &g2, "grad");
-        assert_same_bits(&s1, &s2, "lse");
+        let (l1, g1, s1) = run(Some(1), reduction);
+        let (l2, g2, s2) = run(Some(2), reduction);
+        let (l0, g0, s0) = run(None, reduction);
+        for (l, g, s) in [(&l2, &g2, &s2), (&l0, &g0, &s0)] {
+            assert_same_bits(&l1, l, "loss");
+            assert_same_bits(&g1, g, "grad");
+            assert_same_bits(&s1, s, "lse");
+        }
     }
 }
 

@@ -537,3 +537,16 @@ fn softmax_and_log_softmax() {
         }
     }
 }
+
+/// `XENT_SIMD` really selects the tier the suite is meant to test (CI runs it per tier).
+#[test]
+fn forced_tier_is_the_active_one() {
+    let level = xent::simd_level();
+    match std::env::var("XENT_SIMD").as_deref() {
+        Ok("avx2") => assert_eq!(level, "avx2+fma"),
+        Ok("portable") => assert!(["sse2", "portable-avx2", "neon", "portable"].contains(&level)),
+        Ok("scalar") => assert_eq!(level, "scalar"),
+        Ok(other) => panic!("XENT_SIMD={other} names no tier"),
+        Err(_) => assert_ne!(level, "scalar", "detection never picks the scalar tier"),
+    }
+}

@@ -5,7 +5,14 @@
 //! evaluates the expressions documented on each method; it knows nothing of targets,
 //! reductions or options, so a faster set replaces the loops without touching semantics.
 
+pub(crate) mod exp;
+pub(crate) mod generic;
+pub(crate) mod portable;
 pub(crate) mod scalar;
+pub(crate) mod vector;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
 
 /// Where a write pass reads its logits and writes its result: the same row (in place), or a
 /// logits row and a separate output row of the same length.
@@ -16,7 +23,7 @@ pub(crate) enum RowIo<'r> {
     Separate(&'r [f32], &'r mut [f32]),
 }
 
-impl RowIo<'_> {
+impl<'r> RowIo<'r> {
     /// The logits row, read-only (for a stats pass before the write pass).
     pub(crate) fn input(&self) -> &[f32] {
         match self {
@@ -30,6 +37,39 @@ impl RowIo<'_> {
         match self {
             RowIo::InPlace(row) => row,
             RowIo::Separate(_, out) => out,
+        }
+    }
+
+    /// The output row, consuming the pair.
+    pub(crate) fn into_output(self) -> &'r mut [f32] {
+        match self {
+            RowIo::InPlace(row) => row,
+            RowIo::Separate(_, out) => out,
+        }
+    }
+
+    /// (source, destination, length) for the vector passes; source and destination are the
+    /// same pointer in place.
+    pub(crate) fn raw_parts(self) -> (*const f32, *mut f32, usize) {
+        match self {
+            RowIo::InPlace(row) => {
+                let p = row.as_mut_ptr();
+                (p.cast_const(), p, row.len())
+            }
+            RowIo::Separate(x, out) => {
+                assert_eq!(x.len(), out.len(), "a row pair of two lengths");
+                (x.as_ptr(), out.as_mut_ptr(), out.len())
+            }
+        }
+    }
+
+    /// Sub-rows `start..start + len` of both rows.
+    pub(crate) fn slice(&mut self, start: usize, len: usize) -> RowIo<'_> {
+        match self {
+            RowIo::InPlace(row) => RowIo::InPlace(&mut row[start..start + len]),
+            RowIo::Separate(x, out) => {
+                RowIo::Separate(&x[start..start + len], &mut out[start..start + len])
+            }
         }
     }
 }
@@ -77,15 +117,20 @@ impl SmoothedTargets<'_> {
     }
 }
 
-/// The arithmetic over one row, written once per instruction-set tier. Every method reads
-/// exactly the `cols` elements it is given (no padding) and no element twice after writing it.
+/// The arithmetic over one row (or a block of one), written once per instruction-set
+/// tier. Every method reads exactly the values it is given (no padding) and no value after
+/// writing it.
 pub(crate) trait RowKernels: Sync {
-    /// max_c x'_c. Need not see NaN: a NaN in the row makes [`RowKernels::sum_exp`] NaN.
+    /// max_c x'_c. Need not see NaN: a NaN in the row makes the exp sums NaN.
     fn row_max(&self, x: &[f32], cap: f32) -> f32;
 
     /// Σ_c exp(x'_c − shift). NaN when any x'_c − shift is NaN (a NaN logit, +∞, or a row
     /// of only −∞ with shift = −∞).
     fn sum_exp(&self, x: &[f32], shift: f32, cap: f32) -> f64;
+
+    /// out_c = exp(x_c − shift) (no softcap), returning Σ_c out_c: the one exp per element
+    /// that [`RowKernels::scale_exp`] later turns into the gradient.
+    fn exp_store_sum(&self, io: RowIo<'_>, shift: f32) -> f64;
 
     /// Σ_c w_c·(x'_c − shift), with IEEE semantics (0·−∞ is NaN).
     fn weighted_shifted_sum(&self, x: &[f32], weights: Option<&[f32]>, shift: f32, cap: f32)
@@ -102,13 +147,141 @@ pub(crate) trait RowKernels: Sync {
         cap: f32,
     ) -> (f64, f64);
 
-    /// Writes the gradient or probability row described by `coef` (see [`GradRow`]).
+    /// Writes the gradient or probability row described by `coef` (see [`GradRow`]),
+    /// computing exp(x'_c − coef.shift) from the logits.
     fn write_grad(&self, io: RowIo<'_>, coef: &GradRow<'_>);
+
+    /// Turns stored exponentials e_c into the gradient: out_c = coef.scale·e_c − terms_c
+    /// (the terms of [`GradRow`]; `coef.shift` and `coef.cap` are not used).
+    fn scale_exp(&self, out: &mut [f32], coef: &GradRow<'_>);
 
     /// Writes (x_c − max) − ln_sum (log-softmax), with no softcap: subtracting the max
     /// first keeps the low bits of large logits.
     fn write_log_probs(&self, io: RowIo<'_>, max: f32, ln_sum: f32);
 }
+
+/// Implements [`RowKernels`] for a tier by instantiating `generic.rs` over its vector type,
+/// each pass inside a function compiled with the tier's target features.
+///
+/// The caller of the macro guarantees that a value of `$tier` exists only on a CPU with
+/// those features.
+macro_rules! vector_tier {
+    ($tier:ty, $vector:ty $(, $feature:literal)?) => {
+        impl $crate::kernels::RowKernels for $tier {
+            fn row_max(&self, x: &[f32], cap: f32) -> f32 {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(x: &[f32], cap: f32) -> f32 {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe { $crate::kernels::generic::row_max::<$vector>(x, cap) }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(x, cap) }
+            }
+
+            fn sum_exp(&self, x: &[f32], shift: f32, cap: f32) -> f64 {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(x: &[f32], shift: f32, cap: f32) -> f64 {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe { $crate::kernels::generic::sum_exp::<$vector>(x, shift, cap) }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(x, shift, cap) }
+            }
+
+            fn exp_store_sum(&self, io: $crate::kernels::RowIo<'_>, shift: f32) -> f64 {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(io: $crate::kernels::RowIo<'_>, shift: f32) -> f64 {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe { $crate::kernels::generic::exp_store_sum::<$vector>(io, shift) }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(io, shift) }
+            }
+
+            fn weighted_shifted_sum(
+                &self,
+                x: &[f32],
+                weights: Option<&[f32]>,
+                shift: f32,
+                cap: f32,
+            ) -> f64 {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(x: &[f32], weights: Option<&[f32]>, shift: f32, cap: f32) -> f64 {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe {
+                        $crate::kernels::generic::weighted_shifted_sum::<$vector>(
+                            x, weights, shift, cap,
+                        )
+                    }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(x, weights, shift, cap) }
+            }
+
+            fn soft_target_sums(
+                &self,
+                x: &[f32],
+                targets: $crate::kernels::SmoothedTargets<'_>,
+                weights: Option<&[f32]>,
+                shift: f32,
+                cap: f32,
+            ) -> (f64, f64) {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(
+                    x: &[f32],
+                    targets: $crate::kernels::SmoothedTargets<'_>,
+                    weights: Option<&[f32]>,
+                    shift: f32,
+                    cap: f32,
+                ) -> (f64, f64) {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe {
+                        $crate::kernels::generic::soft_target_sums::<$vector>(
+                            x, targets, weights, shift, cap,
+                        )
+                    }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(x, targets, weights, shift, cap) }
+            }
+
+            fn write_grad(
+                &self,
+                io: $crate::kernels::RowIo<'_>,
+                coef: &$crate::kernels::GradRow<'_>,
+            ) {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(io: $crate::kernels::RowIo<'_>, coef: &$crate::kernels::GradRow<'_>) {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe { $crate::kernels::generic::write_grad::<$vector>(io, coef) }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(io, coef) }
+            }
+
+            fn scale_exp(&self, out: &mut [f32], coef: &$crate::kernels::GradRow<'_>) {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(out: &mut [f32], coef: &$crate::kernels::GradRow<'_>) {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe { $crate::kernels::generic::scale_exp::<$vector>(out, coef) }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(out, coef) }
+            }
+
+            fn write_log_probs(&self, io: $crate::kernels::RowIo<'_>, max: f32, ln_sum: f32) {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(io: $crate::kernels::RowIo<'_>, max: f32, ln_sum: f32) {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe { $crate::kernels::generic::write_log_probs::<$vector>(io, max, ln_sum) }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(io, max, ln_sum) }
+            }
+        }
+    };
+}
+pub(crate) use vector_tier;
 
 /// x' = c·tanh(x/c) for c > 0, x itself for c = 0 (±∞ map to ±c).
 #[inline(always)]

@@ -35,6 +35,16 @@ impl RowKernels for Scalar {
             .sum()
     }
 
+    fn exp_store_sum(&self, io: RowIo<'_>, shift: f32) -> f64 {
+        let mut sum = 0.0f64;
+        map_row(io, |_, v| {
+            let e = (v - shift).exp();
+            sum += f64::from(e);
+            e
+        });
+        sum
+    }
+
     fn weighted_shifted_sum(
         &self,
         x: &[f32],
@@ -92,6 +102,21 @@ impl RowKernels for Scalar {
             }
             g
         });
+    }
+
+    fn scale_exp(&self, out: &mut [f32], coef: &GradRow<'_>) {
+        let (target, target_coef) = coef.target.unwrap_or((usize::MAX, 0.0));
+        for (c, e) in out.iter_mut().enumerate() {
+            let w = coef.weights.map_or(1.0, |w| w[c]);
+            let mut g = coef.scale * *e - coef.smooth * w;
+            if let Some(t) = coef.soft {
+                g -= w * t.at(c);
+            }
+            if c == target {
+                g -= target_coef;
+            }
+            *e = g;
+        }
     }
 
     fn write_log_probs(&self, io: RowIo<'_>, max: f32, ln_sum: f32) {

@@ -1,0 +1,152 @@
+//! The AVX2+FMA tier: `generic.rs` over 8-lane `__m256` vectors, compiled with
+//! `#[target_feature(enable = "avx2,fma")]` and chosen at run time.
+
+use core::arch::x86_64::*;
+
+use super::RowKernels;
+use super::vector::F32Vector;
+
+/// Eight f32 lanes in an AVX register.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct F32x8(__m256);
+
+// SAFETY: every method uses only AVX, AVX2 and FMA instructions, which the trait's contract
+// requires the caller to have.
+unsafe impl F32Vector for F32x8 {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_set1_ps(v) })
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: 8 readable values at `p` and AVX (caller contract).
+        F32x8(unsafe { _mm256_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: 8 writable values at `p` and AVX (caller contract).
+        unsafe { _mm256_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_add_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_sub_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_mul_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_div_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, m: Self, a: Self) -> Self {
+        // SAFETY: FMA (caller contract).
+        F32x8(unsafe { _mm256_fmadd_ps(self.0, m.0, a.0) })
+    }
+    #[inline(always)]
+    unsafe fn max(self, o: Self) -> Self {
+        // vmaxps returns its second operand when either is NaN.
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_max_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn min(self, o: Self) -> Self {
+        // vminps returns its second operand when either is NaN.
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_min_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0) })
+    }
+    #[inline(always)]
+    unsafe fn lt(self, o: Self) -> Self {
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn eq(self, o: Self) -> Self {
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn select(mask: Self, a: Self, b: Self) -> Self {
+        // SAFETY: AVX (caller contract).
+        F32x8(unsafe { _mm256_blendv_ps(b.0, a.0, mask.0) })
+    }
+    #[inline(always)]
+    unsafe fn shl23(self) -> Self {
+        // SAFETY: AVX2 (caller contract).
+        F32x8(unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(self.0))) })
+    }
+    #[inline(always)]
+    unsafe fn with_sign_of(self, sign: Self) -> Self {
+        // SAFETY: AVX (caller contract).
+        unsafe {
+            let sign_bit = _mm256_set1_ps(-0.0);
+            F32x8(_mm256_or_ps(
+                _mm256_andnot_ps(sign_bit, self.0),
+                _mm256_and_ps(sign_bit, sign.0),
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        // SAFETY: AVX (caller contract).
+        unsafe {
+            let s = _mm_add_ps(
+                _mm256_castps256_ps128(self.0),
+                _mm256_extractf128_ps::<1>(self.0),
+            );
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+            _mm_cvtss_f32(s)
+        }
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        // SAFETY: AVX (caller contract).
+        unsafe {
+            let m = _mm_max_ps(
+                _mm256_castps256_ps128(self.0),
+                _mm256_extractf128_ps::<1>(self.0),
+            );
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
+            _mm_cvtss_f32(m)
+        }
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: prefetching never faults, whatever the address; SSE (caller contract).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+}
+
+/// The AVX2+FMA kernels. A value exists only behind [`kernels`], after detection.
+pub(crate) struct Avx2 {
+    _detected: (),
+}
+
+super::vector_tier!(Avx2, F32x8, "avx2,fma");
+
+/// The AVX2+FMA kernels, when this CPU has both.
+pub(crate) fn kernels() -> Option<&'static dyn RowKernels> {
+    static AVX2: Avx2 = Avx2 { _detected: () };
+    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        .then_some(&AVX2 as &dyn RowKernels)
+}

@@ -1,0 +1,408 @@
+//! The row passes, written once over [`F32Vector`]. Each tier instantiates them inside its
+//! own `#[target_feature]` functions (see `tier!` in `mod.rs`), so every call here is
+//! inlined and compiled for that tier's instructions.
+//!
+//! Full vectors run over the row and the tail (fewer than `LANES` values) goes through the
+//! same arithmetic via a padded stack copy: nothing past the row is read or written.
+//!
+//! # Safety
+//!
+//! Every function is `unsafe` for one reason: the caller must run on a CPU with `V`'s
+//! features. Pointers come from slices whose lengths the functions respect.
+
+use super::exp::{exp, softcap};
+use super::vector::F32Vector;
+use super::{GradRow, RowIo, SmoothedTargets};
+
+/// How far ahead of the read position the exp passes prefetch: they are compute-bound, and
+/// the hardware prefetcher idles meanwhile, so they fetch the data the next (streaming)
+/// pass will read.
+pub(crate) const PREFETCH_AHEAD: usize = 4096;
+
+/// The softcap as vectors, or `None` when it is off.
+#[derive(Clone, Copy)]
+struct Cap<V> {
+    cap: V,
+    inv_cap: V,
+}
+
+impl<V: F32Vector> Cap<V> {
+    #[inline(always)]
+    unsafe fn new(cap: f32) -> Option<Self> {
+        // SAFETY: forwarded caller contract (V's features).
+        (cap > 0.0).then(|| unsafe {
+            Cap {
+                cap: V::splat(cap),
+                inv_cap: V::splat(1.0 / cap),
+            }
+        })
+    }
+}
+
+/// x' for one vector.
+#[inline(always)]
+unsafe fn capped<V: F32Vector>(x: V, cap: Option<Cap<V>>) -> V {
+    match cap {
+        // SAFETY: forwarded caller contract (V's features).
+        Some(c) => unsafe { softcap(x, c.cap, c.inv_cap) },
+        None => x,
+    }
+}
+
+/// A running sum of vectors: f32 lanes for speed, flushed into f64 every
+/// [`Sum::FLUSH_EVERY`] vectors so that long rows of similar values (where f32 rounding
+/// errors all lean the same way) stay accurate to a few 1e-7.
+struct Sum<V> {
+    lanes: V,
+    count: u32,
+    total: f64,
+}
+
+impl<V: F32Vector> Sum<V> {
+    const FLUSH_EVERY: u32 = 64;
+
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        Sum {
+            // SAFETY: forwarded caller contract (V's features).
+            lanes: unsafe { V::splat(0.0) },
+            count: 0,
+            total: 0.0,
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn add(&mut self, v: V) {
+        // SAFETY: forwarded caller contract (V's features).
+        unsafe {
+            self.lanes = self.lanes.add(v);
+            self.count += 1;
+            if self.count == Self::FLUSH_EVERY {
+                self.total += f64::from(self.lanes.reduce_add());
+                self.lanes = V::splat(0.0);
+                self.count = 0;
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn finish(self) -> f64 {
+        // SAFETY: forwarded caller contract (V's features).
+        self.total + f64::from(unsafe { self.lanes.reduce_add() })
+    }
+}
+
+/// A mask of the first `lanes` lanes, to keep a padded tail's fill out of a result.
+#[inline(always)]
+unsafe fn first_lanes<V: F32Vector>(lanes: usize) -> V {
+    let mut bits = [0u32; super::vector::MAX_LANES];
+    bits[..lanes].fill(u32::MAX);
+    // SAFETY: `bits` holds MAX_LANES >= LANES values; V's features: caller contract.
+    unsafe { V::load(bits.as_ptr().cast()) }
+}
+
+/// `v` in the first `lanes` lanes, `neutral` in the others (all of `v` for a full vector).
+#[inline(always)]
+unsafe fn keep_lanes<V: F32Vector>(v: V, lanes: usize, neutral: f32) -> V {
+    if lanes == V::LANES {
+        v
+    } else {
+        // SAFETY: forwarded caller contract (V's features).
+        unsafe { V::select(first_lanes::<V>(lanes), v, V::splat(neutral)) }
+    }
+}
+
+/// Calls `f` on each full vector of `x` and once on the padded tail, with the element index
+/// of the vector's first lane. Reading stops at the row's end; tail lanes hold `fill`.
+#[inline(always)]
+unsafe fn for_each_vector<V: F32Vector>(x: &[f32], fill: f32, mut f: impl FnMut(usize, V, usize)) {
+    let n = x.len();
+    let full = n - n % V::LANES;
+    let p = x.as_ptr();
+    let mut i = 0;
+    // SAFETY: `i + LANES <= full <= n` values are readable at `p + i`; the tail copies only
+    // the `n - full` remaining values. V's features: forwarded caller contract.
+    unsafe {
+        while i < full {
+            f(i, V::load(p.add(i)), V::LANES);
+            i += V::LANES;
+        }
+        if full < n {
+            f(full, V::load_partial(p.add(full), n - full, fill), n - full);
+        }
+    }
+}
+
+/// max_c x'_c.
+#[inline(always)]
+pub(crate) unsafe fn row_max<V: F32Vector>(x: &[f32], cap: f32) -> f32 {
+    // SAFETY: forwarded caller contract (V's features).
+    unsafe {
+        let cap = Cap::<V>::new(cap);
+        let mut acc = [V::splat(f32::NEG_INFINITY); 4];
+        let n4 = x.len() - x.len() % (4 * V::LANES);
+        let p = x.as_ptr();
+        let mut i = 0;
+        while i < n4 {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = a.max(capped(V::load(p.add(i + k * V::LANES)), cap));
+            }
+            i += 4 * V::LANES;
+        }
+        let mut m = acc[0].max(acc[1]).max(acc[2].max(acc[3]));
+        // Tail lanes: −∞ after the softcap too (which maps a −∞ fill to −c).
+        for_each_vector::<V>(&x[n4..], f32::NEG_INFINITY, |_, v, lanes| {
+            m = m.max(keep_lanes(capped(v, cap), lanes, f32::NEG_INFINITY));
+        });
+        m.reduce_max()
+    }
+}
+
+/// Σ_c exp(x'_c − shift).
+#[inline(always)]
+pub(crate) unsafe fn sum_exp<V: F32Vector>(x: &[f32], shift: f32, cap: f32) -> f64 {
+    // SAFETY: forwarded caller contract (V's features).
+    unsafe {
+        let cap = Cap::<V>::new(cap);
+        let s = V::splat(shift);
+        let mut sum = Sum::<V>::new();
+        let p = x.as_ptr();
+        for_each_vector::<V>(x, f32::NEG_INFINITY, |i, v, lanes| {
+            V::prefetch(p.wrapping_add(i + PREFETCH_AHEAD));
+            sum.add(keep_lanes(exp(capped(v, cap).sub(s)), lanes, 0.0));
+        });
+        sum.finish()
+    }
+}
+
+/// out_c = exp(x_c − shift), returning Σ_c out_c (no softcap).
+#[inline(always)]
+pub(crate) unsafe fn exp_store_sum<V: F32Vector>(io: RowIo<'_>, shift: f32) -> f64 {
+    let (src, dst, n) = io.raw_parts();
+    // SAFETY: `src` and `dst` each cover `n` values (equal for in place, where every value
+    // is read before it is written); V's features: forwarded caller contract.
+    unsafe {
+        let s = V::splat(shift);
+        let mut sum = Sum::<V>::new();
+        let mut i = 0;
+        while i < n {
+            V::prefetch(src.wrapping_add(i + PREFETCH_AHEAD));
+            let lanes = V::LANES.min(n - i);
+            let e = if lanes == V::LANES {
+                let e = exp(V::load(src.add(i)).sub(s));
+                e.store(dst.add(i));
+                e
+            } else {
+                let e = exp(V::load_partial(src.add(i), lanes, f32::NEG_INFINITY).sub(s));
+                e.store_partial(dst.add(i), lanes);
+                e
+            };
+            sum.add(e);
+            i += lanes;
+        }
+        sum.finish()
+    }
+}
+
+/// Σ_c w_c·(x'_c − shift), with w_c = 1 without weights.
+#[inline(always)]
+pub(crate) unsafe fn weighted_shifted_sum<V: F32Vector>(
+    x: &[f32],
+    weights: Option<&[f32]>,
+    shift: f32,
+    cap: f32,
+) -> f64 {
+    // SAFETY: forwarded caller contract (V's features); weights have x.len() values.
+    unsafe {
+        let cap = Cap::<V>::new(cap);
+        let s = V::splat(shift);
+        let mut sum = Sum::<V>::new();
+        for_each_vector::<V>(x, shift, |i, v, lanes| {
+            let d = keep_lanes(capped(v, cap).sub(s), lanes, 0.0);
+            sum.add(match weights {
+                Some(w) => load_lanes::<V>(&w[i..], lanes, 0.0).mul(d),
+                None => d,
+            });
+        });
+        sum.finish()
+    }
+}
+
+/// Loads `lanes` values of `s` (a full vector or a padded tail).
+#[inline(always)]
+unsafe fn load_lanes<V: F32Vector>(s: &[f32], lanes: usize, fill: f32) -> V {
+    debug_assert!(lanes <= s.len());
+    // SAFETY: `lanes` values of `s` are readable; V's features: caller contract.
+    unsafe {
+        if lanes == V::LANES {
+            V::load(s.as_ptr())
+        } else {
+            V::load_partial(s.as_ptr(), lanes, fill)
+        }
+    }
+}
+
+/// (Σ_{t'_c ≠ 0} w_c·t'_c·(x'_c − shift), Σ_c w_c·t'_c).
+#[inline(always)]
+pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
+    x: &[f32],
+    targets: SmoothedTargets<'_>,
+    weights: Option<&[f32]>,
+    shift: f32,
+    cap: f32,
+) -> (f64, f64) {
+    // SAFETY: forwarded caller contract (V's features); targets and weights have x.len()
+    // values.
+    unsafe {
+        let cap = Cap::<V>::new(cap);
+        let s = V::splat(shift);
+        let (keep, uniform) = (V::splat(targets.keep), V::splat(targets.uniform));
+        let zero = V::splat(0.0);
+        let (mut dot, mut total) = (Sum::<V>::new(), Sum::<V>::new());
+        for_each_vector::<V>(x, shift, |i, v, lanes| {
+            // Tail lanes: w = 0 and a finite x' − shift, so they add 0 to both sums.
+            let t = load_lanes::<V>(&targets.probs[i..], lanes, 0.0).mul_add(keep, uniform);
+            let w = match weights {
+                Some(w) => load_lanes::<V>(&w[i..], lanes, 0.0),
+                None if lanes == V::LANES => V::splat(1.0),
+                None => load_lanes::<V>(&[1.0; super::vector::MAX_LANES], lanes, 0.0),
+            };
+            let wt = w.mul(t);
+            total.add(wt);
+            let term = wt.mul(capped(v, cap).sub(s));
+            // A zero target adds 0 even against a −∞ logit (0·−∞ would be NaN).
+            dot.add(V::select(t.eq(zero), zero, term));
+        });
+        (dot.finish(), total.finish())
+    }
+}
+
+/// The per-class terms subtracted from the scaled exponentials of lane block `i..i+lanes`:
+/// smooth·w_c + w_c·t'_c + [c = y]·target_coef.
+#[inline(always)]
+unsafe fn class_terms<V: F32Vector>(coef: &GradRow<'_>, i: usize, lanes: usize) -> V {
+    // SAFETY: weights and soft targets have the row's length; V's features: caller contract.
+    unsafe {
+        let w = coef.weights.map(|w| load_lanes::<V>(&w[i..], lanes, 0.0));
+        let mut terms = match w {
+            Some(w) => w.mul(V::splat(coef.smooth)),
+            None => V::splat(coef.smooth),
+        };
+        if let Some(t) = coef.soft {
+            let tp = load_lanes::<V>(&t.probs[i..], lanes, 0.0)
+                .mul_add(V::splat(t.keep), V::splat(t.uniform));
+            terms = match w {
+                Some(w) => w.mul_add(tp, terms),
+                None => terms.add(tp),
+            };
+        }
+        if let Some((y, target_coef)) = coef.target {
+            if (i..i + lanes).contains(&y) {
+                let mut one_hot = [0.0f32; super::vector::MAX_LANES];
+                one_hot[y - i] = target_coef;
+                terms = terms.add(V::load(one_hot.as_ptr()));
+            }
+        }
+        terms
+    }
+}
+
+/// Whether the row needs per-class terms at all (no smoothing, soft targets or target).
+#[inline(always)]
+fn plain(coef: &GradRow<'_>) -> bool {
+    coef.smooth == 0.0 && coef.soft.is_none() && coef.target.is_none()
+}
+
+/// out_c = coef.scale·out_c − terms_c: the gradient from stored exponentials (no softcap).
+#[inline(always)]
+pub(crate) unsafe fn scale_exp<V: F32Vector>(out: &mut [f32], coef: &GradRow<'_>) {
+    let n = out.len();
+    let p = out.as_mut_ptr();
+    // SAFETY: `p` covers `n` values; V's features: forwarded caller contract.
+    unsafe {
+        let k = V::splat(coef.scale);
+        let plain = plain(coef);
+        let mut i = 0;
+        while i < n {
+            let lanes = V::LANES.min(n - i);
+            let e = if lanes == V::LANES {
+                V::load(p.add(i))
+            } else {
+                V::load_partial(p.add(i), lanes, 0.0)
+            };
+            let g = if plain {
+                e.mul(k)
+            } else {
+                e.mul(k).sub(class_terms::<V>(coef, i, lanes))
+            };
+            if lanes == V::LANES {
+                g.store(p.add(i));
+            } else {
+                g.store_partial(p.add(i), lanes);
+            }
+            i += lanes;
+        }
+    }
+}
+
+/// out_c = (coef.scale·exp(x'_c − coef.shift) − terms_c)·(1 − (x'_c/c)²): the gradient
+/// recomputed from the logits (softcap, or a backward from a saved lse).
+#[inline(always)]
+pub(crate) unsafe fn write_grad<V: F32Vector>(io: RowIo<'_>, coef: &GradRow<'_>) {
+    let (src, dst, n) = io.raw_parts();
+    // SAFETY: `src` and `dst` each cover `n` values (equal for in place, where every value
+    // is read before it is written); V's features: forwarded caller contract.
+    unsafe {
+        let cap = Cap::<V>::new(coef.cap);
+        let (k, s) = (V::splat(coef.scale), V::splat(coef.shift));
+        let plain = plain(coef);
+        let mut i = 0;
+        while i < n {
+            V::prefetch(src.wrapping_add(i + PREFETCH_AHEAD));
+            let lanes = V::LANES.min(n - i);
+            let x = if lanes == V::LANES {
+                V::load(src.add(i))
+            } else {
+                V::load_partial(src.add(i), lanes, 0.0)
+            };
+            let xp = capped(x, cap);
+            let mut g = exp(xp.sub(s)).mul(k);
+            if !plain {
+                g = g.sub(class_terms::<V>(coef, i, lanes));
+            }
+            if let Some(c) = cap {
+                let r = xp.mul(c.inv_cap);
+                g = g.mul(V::splat(1.0).sub(r.mul(r)));
+            }
+            if lanes == V::LANES {
+                g.store(dst.add(i));
+            } else {
+                g.store_partial(dst.add(i), lanes);
+            }
+            i += lanes;
+        }
+    }
+}
+
+/// out_c = (x_c − max) − ln_sum.
+#[inline(always)]
+pub(crate) unsafe fn write_log_probs<V: F32Vector>(io: RowIo<'_>, max: f32, ln_sum: f32) {
+    let (src, dst, n) = io.raw_parts();
+    // SAFETY: as in `write_grad`.
+    unsafe {
+        let (m, l) = (V::splat(max), V::splat(ln_sum));
+        let mut i = 0;
+        while i < n {
+            let lanes = V::LANES.min(n - i);
+            if lanes == V::LANES {
+                V::load(src.add(i)).sub(m).sub(l).store(dst.add(i));
+            } else {
+                V::load_partial(src.add(i), lanes, 0.0)
+                    .sub(m)
+                    .sub(l)
+                    .store_partial(dst.add(i), lanes);
+            }
+            i += lanes;
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The portable tier: `generic.rs` over `wide::f32x8`, whose instructions are chosen at
+//! compile time (SSE2 on a default x86-64 build, NEON on aarch64).
+
+use wide::{f32x8, i32x8};
+
+use super::vector::F32Vector;
+
+/// Eight f32 lanes in whatever registers `wide` compiles them to.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct Wide(f32x8);
+
+// SAFETY: `wide` only emits instructions the compilation target has, so every method is
+// safe to call on any CPU this build runs on.
+unsafe impl F32Vector for Wide {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Wide(f32x8::splat(v))
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 8 readable values at `p`.
+        Wide(f32x8::from(unsafe {
+            p.cast::<[f32; 8]>().read_unaligned()
+        }))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 8 writable values at `p`.
+        unsafe { p.cast::<[f32; 8]>().write_unaligned(self.0.to_array()) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        Wide(self.0 + o.0)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        Wide(self.0 - o.0)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        Wide(self.0 * o.0)
+    }
+    #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        Wide(self.0 / o.0)
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, m: Self, a: Self) -> Self {
+        Wide(self.0.mul_add(m.0, a.0))
+    }
+    #[inline(always)]
+    unsafe fn max(self, o: Self) -> Self {
+        // `fast_max` is the raw instruction: SSE's maxps returns its second operand when
+        // either is NaN, NEON's fmax returns NaN; both keep a NaN in `o`.
+        Wide(self.0.fast_max(o.0))
+    }
+    #[inline(always)]
+    unsafe fn min(self, o: Self) -> Self {
+        // As for `max`: a NaN in `o` survives.
+        Wide(self.0.fast_min(o.0))
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        Wide(self.0.abs())
+    }
+    #[inline(always)]
+    unsafe fn lt(self, o: Self) -> Self {
+        Wide(self.0.simd_lt(o.0))
+    }
+    #[inline(always)]
+    unsafe fn eq(self, o: Self) -> Self {
+        Wide(self.0.simd_eq(o.0))
+    }
+    #[inline(always)]
+    unsafe fn select(mask: Self, a: Self, b: Self) -> Self {
+        Wide(mask.0.select(a.0, b.0))
+    }
+    #[inline(always)]
+    unsafe fn shl23(self) -> Self {
+        let bits: i32x8 = wide::bytemuck::cast(self.0);
+        Wide(wide::bytemuck::cast(bits << 23u32))
+    }
+    #[inline(always)]
+    unsafe fn with_sign_of(self, sign: Self) -> Self {
+        let sign_bit = f32x8::splat(-0.0);
+        Wide((self.0 & !sign_bit) | (sign.0 & sign_bit))
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        self.0.reduce_add()
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        self.0
+            .to_array()
+            .into_iter()
+            .fold(f32::NEG_INFINITY, f32::max)
+    }
+}
+
+/// The portable kernels; available on every CPU the build runs on.
+pub(crate) struct Portable;
+
+super::vector_tier!(Portable, Wide);

@@ -1,0 +1,84 @@
+//! The small vector trait every SIMD tier implements; the passes in `generic.rs` and the
+//! math in `exp.rs` are written once over it.
+
+use core::ptr;
+
+/// The widest vector any tier uses, in f32 lanes (bounds the tail buffers).
+pub(crate) const MAX_LANES: usize = 16;
+
+/// A vector of `LANES` f32 values.
+///
+/// # Safety
+///
+/// Every method may use instructions of the implementing tier: callers must only call
+/// them where that tier's CPU features are enabled (inside the tier's
+/// `#[target_feature]` functions, or on a CPU detected to have them).
+pub(crate) unsafe trait F32Vector: Copy {
+    /// Lanes per vector (at most [`MAX_LANES`]).
+    const LANES: usize;
+
+    /// Every lane `v`.
+    unsafe fn splat(v: f32) -> Self;
+    /// Loads `LANES` values from `p` (no alignment needed); they must be readable.
+    unsafe fn load(p: *const f32) -> Self;
+    /// Stores `LANES` values at `p` (no alignment needed); they must be writable.
+    unsafe fn store(self, p: *mut f32);
+    /// Lane-wise `self + o`.
+    unsafe fn add(self, o: Self) -> Self;
+    /// Lane-wise `self - o`.
+    unsafe fn sub(self, o: Self) -> Self;
+    /// Lane-wise `self * o`.
+    unsafe fn mul(self, o: Self) -> Self;
+    /// Lane-wise `self / o`.
+    unsafe fn div(self, o: Self) -> Self;
+    /// Lane-wise `self * m + a`, fused where the tier has FMA.
+    unsafe fn mul_add(self, m: Self, a: Self) -> Self;
+    /// Lane-wise maximum; a lane where `o` is NaN is NaN.
+    unsafe fn max(self, o: Self) -> Self;
+    /// Lane-wise minimum; a lane where `o` is NaN is NaN.
+    unsafe fn min(self, o: Self) -> Self;
+    /// Lane-wise `|self|`.
+    unsafe fn abs(self) -> Self;
+    /// A mask: all bits set in the lanes where `self < o`.
+    unsafe fn lt(self, o: Self) -> Self;
+    /// A mask: all bits set in the lanes where `self == o`.
+    unsafe fn eq(self, o: Self) -> Self;
+    /// `a` in the lanes where `mask` is set, `b` elsewhere.
+    unsafe fn select(mask: Self, a: Self, b: Self) -> Self;
+    /// The bits of each lane shifted left by 23 (an integer in the low mantissa bits
+    /// becomes an exponent).
+    unsafe fn shl23(self) -> Self;
+    /// `self` with the sign bit of `sign`.
+    unsafe fn with_sign_of(self, sign: Self) -> Self;
+    /// The sum of the lanes.
+    unsafe fn reduce_add(self) -> f32;
+    /// The maximum of the lanes (NaN lanes may or may not win).
+    unsafe fn reduce_max(self) -> f32;
+
+    /// Hints that the cache line at `p` will be read soon. `p` need not be valid.
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const f32) {}
+
+    /// Loads `n < LANES` values from `p`, the other lanes `fill`; reads nothing past `p + n`.
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize, fill: f32) -> Self {
+        let mut buf = [fill; MAX_LANES];
+        // SAFETY: the caller guarantees `n` readable values at `p`; `n < LANES <= MAX_LANES`.
+        unsafe {
+            ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            Self::load(buf.as_ptr())
+        }
+    }
+
+    /// Stores the first `n < LANES` lanes at `p`; writes nothing past `p + n`.
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, n: usize) {
+        let mut buf = [0.0f32; MAX_LANES];
+        // SAFETY: `buf` holds `LANES <= MAX_LANES` values; the caller guarantees `n`
+        // writable values at `p`.
+        unsafe {
+            self.store(buf.as_mut_ptr());
+            ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+        }
+    }
+}

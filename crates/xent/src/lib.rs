@@ -19,6 +19,7 @@ mod kernels;
 mod loss;
 mod options;
 mod pass;
+mod row;
 mod rows;
 mod schedule;
 mod softmax;

@@ -3,11 +3,14 @@
 
 use crate::dispatch::kernels;
 use crate::error::{Error, Result};
-use crate::kernels::{GradRow, RowKernels, SmoothedTargets, softcap};
+use crate::kernels::{RowKernels, SmoothedTargets, softcap};
 use crate::options::{Options, Reduction};
 use crate::pass::Pass;
+use crate::row::{
+    Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, block_weight_sums, row_stats, write_row,
+};
 use crate::rows::{Rows, RowsMut, Targets};
-use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut};
+use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut, split_rows};
 
 /// One chunk's share of a cross-entropy call: its rows and every per-row buffer.
 struct Chunk<'a> {
@@ -72,6 +75,10 @@ struct Plan<'o> {
     z_scale: f64,
     /// Mean over nothing (W = 0): the loss is NaN and the whole gradient zeros.
     zero_grad: bool,
+    /// Σ_c w_c per column block, for the smoothing sum (see `row.rs`).
+    block_weights: [f64; MAX_BLOCKS],
+    /// Run each row's column blocks in parallel: fewer rows than threads.
+    split_rows: bool,
 }
 
 /// Sums over a chunk's counted rows, in f64, combined in row order.
@@ -83,6 +90,7 @@ struct Partial {
 
 /// The row totals that turn sums into means: W = Σ v_i·w_{y_i} and N = Σ v_i.
 struct Counts {
+    rows: usize,
     total_weight: f64,
     counted: usize,
 }
@@ -109,11 +117,13 @@ fn check_targets(
             ));
         }
         return Ok(Counts {
+            rows,
             total_weight: rows as f64,
             counted: rows,
         });
     }
     let mut counts = Counts {
+        rows,
         total_weight: 0.0,
         counted: 0,
     };
@@ -172,6 +182,8 @@ impl<'o> Plan<'o> {
             ce_scale: upstream / ce_div,
             z_scale: upstream / z_div,
             zero_grad: options.reduction == Reduction::Mean && ce_div == 0.0,
+            block_weights: block_weight_sums(cols, options.class_weights),
+            split_rows: split_rows(counts.rows, cols),
         }
     }
 
@@ -214,16 +226,16 @@ impl<'o> Plan<'o> {
         }
     }
 
-    /// The gradient row of a counted row with p_c = exp(x'_c − shift)/sum.
+    /// The gradient coefficients of a counted row whose p_c is exp(x'_c − m)/`sum`, for an
+    /// upstream gradient `upstream` (times the plan's scales).
     fn grad_row<'t>(
         &self,
         target: RowTarget<'t>,
-        tsum: f64,
-        shift: f32,
+        t_total: f64,
         sum: f64,
         lse: f64,
         upstream: f64,
-    ) -> GradRow<'t>
+    ) -> RowGrad<'t>
     where
         'o: 't,
     {
@@ -236,16 +248,31 @@ impl<'o> Plan<'o> {
                 let hard = Some((y, (ce_s * self.keep * w_y) as f32));
                 (a, (ce_s * self.uniform) as f32, hard, None)
             }
-            RowTarget::Soft(t) => (ce_s * tsum, 0.0, None, Some(self.smoothed(t, ce_s))),
+            RowTarget::Soft(t) => (ce_s * t_total, 0.0, None, Some(self.smoothed(t, ce_s))),
         };
-        GradRow {
-            shift,
-            scale: ((a + self.z_grad(z_s, lse)) / sum) as f32,
+        RowGrad {
+            scale: (a + self.z_grad(z_s, lse)) / sum,
             smooth,
             target: hard,
             soft,
             weights: self.weights(),
             cap: self.cap,
+        }
+    }
+
+    /// What phase 1 gathers for a row with this target.
+    fn gather<'t>(&'t self, target: Option<RowTarget<'t>>, store: bool) -> Gather<'t> {
+        let hard = matches!(target, Some(RowTarget::Class(_)));
+        Gather {
+            cap: self.cap,
+            store,
+            smoothing: hard && self.uniform > 0.0,
+            weights: self.weights(),
+            soft: match target {
+                Some(RowTarget::Soft(t)) => Some(self.smoothed(t, 1.0)),
+                _ => None,
+            },
+            block_weights: &self.block_weights,
         }
     }
 }
@@ -273,15 +300,16 @@ fn row_target<'t>(targets: &Targets<'t>, i: usize, ignore_index: i64) -> Option<
 fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> Partial {
     let mut partial = Partial::default();
     let cap = plan.cap;
+    let has_output = !matches!(chunk.pass, Pass::Forward(_));
     for i in 0..chunk.pass.rows() {
         let target = row_target(&chunk.targets, i, plan.options.ignore_index);
         let Some(target) = target else {
             // Ignored: loss 0 and gradient 0 whatever the logits hold; the lse is still the
             // row's true logsumexp when asked for.
             if let Some(lse) = chunk.lse_out.as_deref_mut() {
-                let x = chunk.pass.input(i);
-                let m = k.row_max(x, cap);
-                lse[i] = (f64::from(m) + k.sum_exp(x, m, cap).ln()) as f32;
+                let src = RowSrc::Read(chunk.pass.input(i));
+                let stats = row_stats(k, src, &plan.gather(None, false), plan.split_rows);
+                lse[i] = (f64::from(stats.max) + stats.sum.ln()) as f32;
             }
             if let Some(loss) = chunk.loss.as_deref_mut() {
                 loss[i] = 0.0;
@@ -291,29 +319,36 @@ fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> P
             }
             continue;
         };
-        let x = chunk.pass.input(i);
-        let m = k.row_max(x, cap);
-        let sum = k.sum_exp(x, m, cap);
-        let ln_sum = sum.ln();
-        let lse = f64::from(m) + ln_sum;
-        // Every ce below is SPEC §2's, rewritten around the max for accuracy:
+        // Read before phase 1 may overwrite the logits with exponentials.
+        let x_y = match target {
+            RowTarget::Class(y) => f64::from(softcap(chunk.pass.input(i)[y], cap)),
+            RowTarget::Soft(_) => 0.0,
+        };
+        let write = has_output && !plan.zero_grad;
+        // Without a softcap phase 1 stores exp(x − m) and phase 2 only scales it: one exp
+        // per element. With one, phase 2 needs x' itself, so it recomputes from the logits.
+        let store = write && cap == 0.0;
+        let src = if store {
+            RowSrc::Io(chunk.pass.io(i).expect("has an output"))
+        } else {
+            RowSrc::Read(chunk.pass.input(i))
+        };
+        let stats = row_stats(k, src, &plan.gather(Some(target), store), plan.split_rows);
+        let m = f64::from(stats.max);
+        let ln_sum = stats.sum.ln();
+        let lse = m + ln_sum;
+        // SPEC §2's ce, rewritten around the max for accuracy:
         // −lp_c = lse − x'_c = ln S − (x'_c − m).
-        let (ce, tsum) = match target {
+        let ce = match target {
             RowTarget::Class(y) => {
                 let w_y = f64::from(plan.options.weight(y));
-                let x_y = f64::from(softcap(x[y], cap));
-                let mut ce = plan.keep * w_y * ((f64::from(m) - x_y) + ln_sum);
+                let mut ce = plan.keep * w_y * ((m - x_y) + ln_sum);
                 if plan.uniform > 0.0 {
-                    let shifted = k.weighted_shifted_sum(x, plan.weights(), m, cap);
-                    ce += plan.uniform * (plan.weight_sum * ln_sum - shifted);
+                    ce += plan.uniform * (plan.weight_sum * ln_sum - stats.weighted);
                 }
-                (ce, 0.0)
+                ce
             }
-            RowTarget::Soft(t) => {
-                let (dot, tsum) =
-                    k.soft_target_sums(x, plan.smoothed(t, 1.0), plan.weights(), m, cap);
-                (tsum * ln_sum - dot, tsum)
-            }
+            RowTarget::Soft(_) => stats.t_total * ln_sum - stats.dot,
         };
         let zl = if plan.z > 0.0 {
             plan.z * lse * lse
@@ -329,18 +364,23 @@ fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> P
             lse_out[i] = lse as f32;
         }
         if let Some(mut io) = chunk.pass.io(i) {
-            if plan.zero_grad {
-                io.output().fill(0.0);
+            if write {
+                let grad = plan.grad_row(target, stats.t_total, stats.sum, lse, 1.0);
+                let exps = if store {
+                    Exps::Stored(&stats)
+                } else {
+                    Exps::FromLogits { shift: stats.max }
+                };
+                write_row(k, io, &grad, exps, plan.split_rows);
             } else {
-                let coef = plan.grad_row(target, tsum, m, sum, lse, 1.0);
-                k.write_grad(io, &coef);
+                io.output().fill(0.0);
             }
         }
     }
     partial
 }
 
-/// The gradient of one chunk from its saved lse.
+/// The gradient of one chunk from its saved lse: p = exp(x' − lse), one pass.
 fn backward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
     let lse_in = chunk.lse_in.expect("backward reads the saved lse");
     for i in 0..chunk.pass.rows() {
@@ -353,17 +393,28 @@ fn backward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
             continue;
         };
         let lse = lse_in[i];
-        let tsum = match target {
+        let t_total = match target {
             RowTarget::Class(_) => 0.0,
             RowTarget::Soft(t) => {
-                let weights = plan.weights();
-                k.soft_target_sums(io.input(), plan.smoothed(t, 1.0), weights, lse, plan.cap)
-                    .1
+                k.soft_target_sums(
+                    io.input(),
+                    plan.smoothed(t, 1.0),
+                    plan.weights(),
+                    lse,
+                    plan.cap,
+                )
+                .1
             }
         };
         let upstream = chunk.dloss.map_or(1.0, |d| f64::from(d[i]));
-        let coef = plan.grad_row(target, tsum, lse, 1.0, f64::from(lse), upstream);
-        k.write_grad(io, &coef);
+        let grad = plan.grad_row(target, t_total, 1.0, f64::from(lse), upstream);
+        write_row(
+            k,
+            io,
+            &grad,
+            Exps::FromLogits { shift: lse },
+            plan.split_rows,
+        );
     }
 }
 

@@ -89,6 +89,16 @@ pub fn on_calling_thread<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Rows at least this long are split into column blocks run in parallel when a batch has
+/// fewer rows than threads.
+const SPLIT_MIN_COLS: usize = 16_384;
+
+/// Whether a batch should run each row's column blocks in parallel: fewer rows than
+/// threads, long rows, and parallelism allowed. (Results do not depend on it.)
+pub(crate) fn split_rows(rows: usize, cols: usize) -> bool {
+    cols >= SPLIT_MIN_COLS && !ON_CALLING_THREAD.get() && rows < rayon::current_num_threads()
+}
+
 /// Splits an optional per-row slice alongside its batch.
 pub(crate) fn split_opt<T>(s: Option<&[T]>, at: usize) -> (Option<&[T]>, Option<&[T]>) {
     match s {

@@ -2,10 +2,11 @@
 
 use crate::dispatch::kernels;
 use crate::error::Result;
-use crate::kernels::{GradRow, RowKernels};
+use crate::kernels::RowKernels;
 use crate::pass::Pass;
+use crate::row::{Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, row_stats, write_row};
 use crate::rows::{Rows, RowsMut};
-use crate::schedule::{SplitRows, for_each_chunk};
+use crate::schedule::{SplitRows, for_each_chunk, split_rows};
 
 /// What a standalone call writes per row.
 #[derive(Clone, Copy)]
@@ -17,36 +18,49 @@ enum Output {
 fn run(pass: Pass<'_>, output: Output) -> Result<()> {
     pass.check("output")?;
     let cols = pass.cols();
+    let split = split_rows(pass.rows(), cols);
     let k = kernels();
-    for_each_chunk(pass, cols, |chunk| rows_chunk(k, chunk, output));
+    for_each_chunk(pass, cols, |chunk| rows_chunk(k, chunk, output, split));
     Ok(())
 }
 
-fn rows_chunk(k: &dyn RowKernels, mut chunk: Pass<'_>, output: Output) {
+fn rows_chunk(k: &dyn RowKernels, mut chunk: Pass<'_>, output: Output, split: bool) {
+    const NO_BLOCK_WEIGHTS: [f64; MAX_BLOCKS] = [0.0; MAX_BLOCKS];
     for i in 0..chunk.rows() {
-        let x = chunk.input(i);
-        let m = k.row_max(x, 0.0);
-        let sum = k.sum_exp(x, m, 0.0);
+        let store = matches!(output, Output::Probabilities);
+        let gather = Gather {
+            cap: 0.0,
+            store,
+            smoothing: false,
+            weights: None,
+            soft: None,
+            block_weights: &NO_BLOCK_WEIGHTS,
+        };
+        let src = match chunk.io(i) {
+            Some(io) if store => RowSrc::Io(io),
+            Some(io) => RowSrc::Read(io.into_input()),
+            None => unreachable!("standalone kernels always write"),
+        };
+        let stats = row_stats(k, src, &gather, split);
         let Some(io) = chunk.io(i) else {
             unreachable!("standalone kernels always write")
         };
         match output {
             // p_c = exp(x_c − m) · (1/S): one rounding of 1/S instead of exp(x − lse),
             // whose argument loses the low bits of large logits.
-            Output::Probabilities => k.write_grad(
-                io,
-                &GradRow {
-                    shift: m,
-                    scale: (1.0 / sum) as f32,
+            Output::Probabilities => {
+                let probs = RowGrad {
+                    scale: 1.0 / stats.sum,
                     smooth: 0.0,
                     target: None,
                     soft: None,
                     weights: None,
                     cap: 0.0,
-                },
-            ),
+                };
+                write_row(k, io, &probs, Exps::Stored(&stats), split);
+            }
             Output::LogProbabilities => {
-                k.write_log_probs(io, m, sum.ln() as f32);
+                k.write_log_probs(io, stats.max, stats.sum.ln() as f32);
             }
         }
     }

@@ -550,3 +550,40 @@ fn forced_tier_is_the_active_one() {
         Err(_) => assert_ne!(level, "scalar", "detection never picks the scalar tier"),
     }
 }
+
+/// Rows long enough to be cut into column blocks, and fewer rows than threads: the blocks
+/// run in parallel, and give the oracle's results and the serial bits.
+#[test]
+fn long_rows_split_across_threads() {
+    let cols = 262_144 + 7;
+    let mut rng = Rng::new(17);
+    for variant in 0..4 {
+        let rows = 1 + variant % 2;
+        let mut logits = random_logits(&mut rng, rows, cols, cols, 3.0, 0.0);
+        if variant == 2 {
+            // A whole block of masked classes, and the max in the last block.
+            logits[10_000..30_000].fill(NINF);
+            logits[cols - 1] = 40.0;
+        }
+        let mut case = Case::packed(cols, logits, (0..rows).map(|i| (i * 7919) as i64).collect());
+        case.label_smoothing = if variant == 1 { 0.1 } else { 0.0 };
+        case.softcap = if variant == 3 { 20.0 } else { 0.0 };
+        case.reduction = Reduction::None;
+        let four = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        four.install(|| check_case(&case));
+        let (l_par, g_par, s_par) = four.install(|| run_none(&case));
+        let (l_ser, g_ser, s_ser) = xent::on_calling_thread(|| run_none(&case));
+        assert_same_bits(&l_par, &l_ser, "loss");
+        assert_same_bits(&g_par, &g_ser, "grad");
+        assert_same_bits(&s_par, &s_ser, "lse");
+    }
+    // A NaN in one block of a split row makes that row NaN, and only that row.
+    let mut logits = random_logits(&mut rng, 1, cols, cols, 3.0, 0.0);
+    logits[200_000] = NAN;
+    let case = Case::packed(cols, logits, vec![5]);
+    let (loss, grad, lse) = run_none(&case);
+    assert!(loss[0].is_nan() && lse[0].is_nan() && grad.iter().all(|g| g.is_nan()));
+}

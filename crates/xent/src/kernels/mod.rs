@@ -40,6 +40,14 @@ impl<'r> RowIo<'r> {
         }
     }
 
+    /// The logits row, consuming the pair.
+    pub(crate) fn into_input(self) -> &'r [f32] {
+        match self {
+            RowIo::InPlace(row) => row,
+            RowIo::Separate(x, _) => x,
+        }
+    }
+
     /// The output row, consuming the pair.
     pub(crate) fn into_output(self) -> &'r mut [f32] {
         match self {

@@ -1,0 +1,287 @@
+//! The checks of every kind of call, written once over the element type.
+//!
+//! A call checks its arguments in order — each for NULL, then shape, size and alignment; the
+//! options for their reduction and class-weight pointer — then that no output overlaps
+//! another buffer, and only then creates the core crate's views and calls it on the
+//! thread setting in force. The core crate checks the option values and the targets before
+//! it writes anything, so a refused call never writes.
+
+use core::ops::Range;
+
+use crate::dtype::{Dtype, Normalization, TargetRows, Write};
+use crate::options::{CallOptions, XentOptions};
+use crate::raw::{Buffer, StridedBuffer, check_disjoint};
+use crate::status::XentStatus;
+use crate::threads;
+
+/// A batch of rows as C passed it: `rows` rows of `cols` elements, row `i` at `i * stride`.
+pub(crate) struct Batch<T> {
+    pub(crate) ptr: *const T,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) stride: usize,
+}
+
+/// Where C asked for a batch's rows to be written: a pointer (NULL for none) and its stride.
+pub(crate) struct Out<T> {
+    pub(crate) ptr: *mut T,
+    pub(crate) stride: usize,
+}
+
+/// The targets as C passed them.
+pub(crate) enum TargetsArg<S> {
+    /// `rows` class indices.
+    Hard(*const i64),
+    /// `rows` rows of `cols` probabilities, row `i` at `i * stride`.
+    Soft { ptr: *const S, stride: usize },
+}
+
+/// A fused forward call (the gradient too when `grad.ptr` is not NULL).
+pub(crate) struct ForwardCall<D: Dtype> {
+    pub(crate) logits: Batch<D>,
+    pub(crate) targets: TargetsArg<D::Soft>,
+    pub(crate) options: *const XentOptions,
+    pub(crate) loss: *mut D::Stat,
+    pub(crate) grad: Out<D>,
+    pub(crate) lse: *mut D::Stat,
+}
+
+/// A backward call from a saved logsumexp.
+pub(crate) struct BackwardCall<D: Dtype> {
+    pub(crate) logits: Batch<D>,
+    pub(crate) targets: TargetsArg<D::Soft>,
+    pub(crate) options: *const XentOptions,
+    pub(crate) lse: *const D::Stat,
+    pub(crate) dloss: *const D::Stat,
+    pub(crate) grad: Out<D>,
+}
+
+/// A standalone softmax or log_softmax call.
+pub(crate) struct NormalizeCall<D> {
+    pub(crate) x: Batch<D>,
+    pub(crate) y: Out<D>,
+    pub(crate) normalization: Normalization,
+}
+
+/// The targets, checked.
+enum CheckedTargets<S> {
+    Hard(Buffer<i64>),
+    Soft(StridedBuffer<S>),
+}
+
+impl<S> CheckedTargets<S> {
+    fn new(targets: TargetsArg<S>, rows: usize, cols: usize) -> Result<Self, XentStatus> {
+        Ok(match targets {
+            TargetsArg::Hard(ptr) => CheckedTargets::Hard(Buffer::new(ptr, rows)?),
+            TargetsArg::Soft { ptr, stride } => {
+                CheckedTargets::Soft(StridedBuffer::new(ptr, rows, cols, stride)?)
+            }
+        })
+    }
+
+    fn bytes(&self) -> Range<usize> {
+        match self {
+            CheckedTargets::Hard(classes) => classes.bytes(),
+            CheckedTargets::Soft(probs) => probs.bytes(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As [`Buffer::as_slice`].
+    unsafe fn view<'a>(&self) -> Result<TargetRows<'a, S>, XentStatus> {
+        // SAFETY: forwarded to the caller.
+        Ok(unsafe {
+            match self {
+                CheckedTargets::Hard(classes) => TargetRows::Hard(classes.as_slice()),
+                CheckedTargets::Soft(probs) => TargetRows::Soft(probs.as_rows()?),
+            }
+        })
+    }
+}
+
+/// Where a call writes its rows, checked: over its input exactly (same pointer, same
+/// stride), or a separate buffer, which must then not overlap the input.
+enum Destination<T> {
+    Separate(StridedBuffer<T>),
+    InPlace(StridedBuffer<T>),
+}
+
+impl<T> Destination<T> {
+    /// `out` as the destination of the rows of `input` (`rows × cols`).
+    fn new(
+        input: &StridedBuffer<T>,
+        out: Out<T>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, XentStatus> {
+        let buffer = StridedBuffer::new(out.ptr, rows, cols, out.stride)?;
+        if !out.ptr.is_null() && input.is_exactly(out.ptr, out.stride) {
+            Ok(Destination::InPlace(buffer))
+        } else {
+            Ok(Destination::Separate(buffer))
+        }
+    }
+
+    /// The bytes written.
+    fn bytes(&self) -> Range<usize> {
+        match self {
+            Destination::Separate(out) | Destination::InPlace(out) => out.bytes(),
+        }
+    }
+
+    /// The bytes of `input` as an input of the call: none when it is the output.
+    fn input_bytes(&self, input: &StridedBuffer<T>) -> Option<Range<usize>> {
+        match self {
+            Destination::Separate(_) => Some(input.bytes()),
+            Destination::InPlace(_) => None,
+        }
+    }
+
+    /// The core crate's views.
+    ///
+    /// # Safety
+    ///
+    /// `input` is readable and the destination writable for `'a`; no other reference
+    /// reaches the destination meanwhile.
+    unsafe fn views<'a>(&self, input: &StridedBuffer<T>) -> Result<Write<'a, T>, XentStatus> {
+        // SAFETY: forwarded to the caller.
+        Ok(unsafe {
+            match self {
+                Destination::Separate(out) => Write::Separate(input.as_rows()?, out.as_rows_mut()?),
+                Destination::InPlace(out) => Write::InPlace(out.as_rows_mut()?),
+            }
+        })
+    }
+}
+
+/// A fused forward call.
+///
+/// # Safety
+///
+/// The C contract of the exported functions: every non-NULL pointer points to memory valid
+/// for the elements its arguments describe (reads for inputs, writes for outputs) for the
+/// duration of the call, and no other thread writes any of it meanwhile.
+pub(crate) unsafe fn forward<D: Dtype>(call: ForwardCall<D>) -> Result<(), XentStatus> {
+    let Batch {
+        ptr,
+        rows,
+        cols,
+        stride,
+    } = call.logits;
+    let logits = StridedBuffer::new(ptr, rows, cols, stride)?;
+    let targets = CheckedTargets::new(call.targets, rows, cols)?;
+    // SAFETY: C's contract: NULL or a readable xent_options.
+    let options = unsafe { CallOptions::read(call.options, cols) }?;
+    let loss = Buffer::required(call.loss, options.reduction.loss_len(rows))?;
+    let grad = if call.grad.ptr.is_null() {
+        None
+    } else {
+        Some(Destination::new(&logits, call.grad, rows, cols)?)
+    };
+    let lse = Buffer::optional(call.lse, rows)?;
+    let logits_input = match &grad {
+        Some(grad) => grad.input_bytes(&logits),
+        None => Some(logits.bytes()),
+    };
+    check_disjoint(
+        &[
+            Some(loss.bytes()),
+            grad.as_ref().map(Destination::bytes),
+            lse.as_ref().map(Buffer::bytes),
+        ],
+        &[logits_input, Some(targets.bytes()), options.weight_bytes()],
+    )?;
+    // SAFETY: C's contract makes every buffer valid for this call; the outputs (loss, grad,
+    // lse) were just checked disjoint from each other and from every input, so each
+    // exclusive slice is the only reference to its memory.
+    let (targets, options, loss, lse) = unsafe {
+        (
+            targets.view()?,
+            options.to_core(),
+            loss.as_mut_slice(),
+            lse.map(|lse| lse.as_mut_slice()),
+        )
+    };
+    match grad {
+        None => {
+            // SAFETY: as above; the logits are only read.
+            let logits = unsafe { logits.as_rows() }?;
+            threads::run(|| D::forward(logits, targets, &options, loss, lse))?;
+        }
+        Some(grad) => {
+            // SAFETY: as above; the gradient is disjoint from everything but, in place, the
+            // logits it replaces, which then have no other view.
+            let write = unsafe { grad.views(&logits) }?;
+            threads::run(|| D::forward_grad(write, targets, &options, loss, lse))?;
+        }
+    }
+    Ok(())
+}
+
+/// A backward call.
+///
+/// # Safety
+///
+/// As [`forward`].
+pub(crate) unsafe fn backward<D: Dtype>(call: BackwardCall<D>) -> Result<(), XentStatus> {
+    let Batch {
+        ptr,
+        rows,
+        cols,
+        stride,
+    } = call.logits;
+    let logits = StridedBuffer::new(ptr, rows, cols, stride)?;
+    let targets = CheckedTargets::new(call.targets, rows, cols)?;
+    // SAFETY: C's contract: NULL or a readable xent_options.
+    let options = unsafe { CallOptions::read(call.options, cols) }?;
+    let lse = Buffer::new(call.lse, rows)?;
+    let dloss = Buffer::new(call.dloss, options.reduction.loss_len(rows))?;
+    let grad = Destination::new(&logits, call.grad, rows, cols)?;
+    check_disjoint(
+        &[Some(grad.bytes())],
+        &[
+            grad.input_bytes(&logits),
+            Some(targets.bytes()),
+            Some(lse.bytes()),
+            Some(dloss.bytes()),
+            options.weight_bytes(),
+        ],
+    )?;
+    // SAFETY: C's contract makes every buffer valid for this call; the gradient, the only
+    // output, was just checked disjoint from every input (in place, the logits it
+    // replaces have no other view).
+    let (write, targets, options, lse, dloss) = unsafe {
+        (
+            grad.views(&logits)?,
+            targets.view()?,
+            options.to_core(),
+            lse.as_slice(),
+            dloss.as_slice(),
+        )
+    };
+    threads::run(|| D::backward(write, targets, &options, lse, dloss))?;
+    Ok(())
+}
+
+/// A softmax or log_softmax call.
+///
+/// # Safety
+///
+/// As [`forward`].
+pub(crate) unsafe fn normalize<D: Dtype>(call: NormalizeCall<D>) -> Result<(), XentStatus> {
+    let Batch {
+        ptr,
+        rows,
+        cols,
+        stride,
+    } = call.x;
+    let x = StridedBuffer::new(ptr, rows, cols, stride)?;
+    let y = Destination::new(&x, call.y, rows, cols)?;
+    check_disjoint(&[Some(y.bytes())], &[y.input_bytes(&x)])?;
+    // SAFETY: C's contract makes both buffers valid for this call; y was just checked
+    // disjoint from x, or is x exactly (in place) with no other view.
+    let write = unsafe { y.views(&x) }?;
+    threads::run(|| D::normalize(write, call.normalization))?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! The C ABI of xent (SPEC §3): `libxent.so` and `libxent.a`, declared by the generated
+//! header `include/xent.h`.
+//!
+//! Each exported function turns its C pointers into the core crate's checked views and calls
+//! it; it has no arithmetic of its own, so C gets exactly the Rust crate's results. Around
+//! that call:
+//!
+//! - a panic boundary (`boundary`): no panic unwinds into C; it becomes
+//!   `XENT_STATUS_INTERNAL_PANIC`;
+//! - the pointer checks (`raw`, `calls`): NULL, shape, size, alignment and overlap, all
+//!   before the first slice exists and before anything is written (SPEC §4);
+//! - the thread setting (`threads`): a pool owned by the library, or the calling thread.
+//!
+//! The Rust items are public so that Rust tests can call the C functions through the rlib;
+//! C programs use the header, whose text is generated from these doc comments (see
+//! `cbindgen.toml` and `tests/header.rs`).
+
+// The modules that export C functions. The header declares their functions in this order,
+// so each is its own group (rustfmt sorts a group of `mod` items).
+mod status; // xent_status_string
+
+mod options; // xent_options_default
+
+mod info; // xent_version, xent_simd_level
+
+mod threads; // xent_set_num_threads
+
+mod abi_f32; // the computing functions over float logits
+
+// The machinery behind them.
+mod boundary;
+mod calls;
+mod dtype;
+mod raw;
+
+pub use abi_f32::{
+    xent_cross_entropy_backward_f32, xent_cross_entropy_f32, xent_cross_entropy_soft_f32,
+    xent_log_softmax_f32, xent_softmax_f32,
+};
+pub use info::{xent_simd_level, xent_version};
+pub use options::{XentOptions, XentReduction, xent_options_default};
+pub use status::{XentStatus, XentStatusCode, xent_status_string};
+pub use threads::xent_set_num_threads;

@@ -1,0 +1,58 @@
+//! The C test programs of `tests/c/`, compiled with `-std=c99 -Wall -Wextra -Wpedantic
+//! -Werror`, linked against the static and the shared library, and run:
+//!
+//! - `bad_input.c` walks every row of SPEC §4 and checks each status and that a refused
+//!   call wrote no byte of any buffer; it also checks the successful paths against double
+//!   precision computed in C;
+//! - `threads.c` calls `xent_cross_entropy_f32` from 8 threads at once and compares with
+//!   the serial results bit for bit, under each thread setting.
+
+mod common;
+
+use common::{Lang, Linkage, Scratch, build_program, crate_dir, program, run_stdout};
+
+/// Builds `tests/c/<name>.c` with `flags` and `libs` against each linkage, runs it, and
+/// returns its outputs.
+fn build_and_run(name: &str, flags: &[&str], libs: &[&str]) -> Vec<String> {
+    let dir = Scratch::new(&format!("c-{name}"));
+    let source = crate_dir().join("tests/c").join(format!("{name}.c"));
+    Linkage::BOTH
+        .into_iter()
+        .map(|linkage| {
+            let exe = dir.join(format!("{name}-{}", linkage.name()));
+            build_program(Lang::C99, &source, &exe, linkage, flags, libs);
+            let output = run_stdout(&mut program(&exe));
+            println!("{name} ({}):\n{output}", linkage.name());
+            output
+        })
+        .collect()
+}
+
+#[test]
+fn every_bad_input_gets_its_status_and_writes_nothing() {
+    let version = format!("-DXENT_EXPECTED_VERSION=\"{}\"", env!("CARGO_PKG_VERSION"));
+    for output in build_and_run("bad_input", &[&version], &["-lm"]) {
+        assert!(!output.contains("FAIL"), "{output}");
+        let summary = output.lines().last().unwrap_or_default();
+        let (passed, total) = summary
+            .strip_prefix("bad_input.c: ")
+            .and_then(|s| s.strip_suffix(" checks passed"))
+            .and_then(|s| s.split_once(" of "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
+        assert_eq!(passed, total, "{output}");
+        assert!(
+            total.parse::<u32>().unwrap() > 300,
+            "too few checks ran:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_calls_from_c_threads_match_serial_calls() {
+    for output in build_and_run("threads", &["-pthread"], &[]) {
+        assert!(
+            output.ends_with("threads.c: all results identical\n"),
+            "{output}"
+        );
+    }
+}

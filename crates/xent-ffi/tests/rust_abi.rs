@@ -1,0 +1,615 @@
+//! The exported functions, called through the rlib exactly as C calls them, give the core
+//! crate's results bit for bit — out of place, in place and strided — and those agree with
+//! the f64 oracle (`xent::reference`) within SPEC §2's tolerances.
+
+use std::ptr;
+
+use xent::{
+    XentOptions, XentReduction, XentStatus, xent_cross_entropy_backward_f32,
+    xent_cross_entropy_f32, xent_cross_entropy_soft_f32, xent_log_softmax_f32,
+    xent_options_default, xent_softmax_f32,
+};
+use xent_core::reference::{self, RefTargets};
+use xent_core::{Options, Reduction, Rows, RowsMut, Targets};
+
+/// Padding no call may read into a result or overwrite: a NaN with a payload.
+const PAD: f32 = f32::from_bits(0x7fc0_dead);
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi).
+    fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// `rows` rows of `cols` values with `stride`, PAD in the padding.
+fn strided(rows: usize, cols: usize, stride: usize, mut value: impl FnMut() -> f32) -> Vec<f32> {
+    let len = if rows == 0 {
+        0
+    } else {
+        (rows - 1) * stride + cols
+    };
+    (0..len)
+        .map(|k| if k % stride < cols { value() } else { PAD })
+        .collect()
+}
+
+fn assert_padding_intact(buf: &[f32], cols: usize, stride: usize, what: &str) {
+    for (k, v) in buf.iter().enumerate() {
+        if k % stride >= cols {
+            assert_eq!(
+                v.to_bits(),
+                PAD.to_bits(),
+                "{what}: padding {k} was written"
+            );
+        }
+    }
+}
+
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
+/// `got` agrees with the oracle's `want` within `tol` (NaN meets NaN, ∞ the same ∞).
+fn assert_close(got: f32, want: f64, tol: f64, what: &str) {
+    let ok = if want.is_nan() {
+        got.is_nan()
+    } else if want.is_infinite() {
+        f64::from(got) == want
+    } else {
+        (f64::from(got) - want).abs() <= tol
+    };
+    assert!(
+        ok,
+        "{what}: got {got}, the oracle says {want} (tolerance {tol:e})"
+    );
+}
+
+/// The targets of a case.
+enum CaseTargets {
+    Hard(Vec<i64>),
+    Soft { probs: Vec<f32>, stride: usize },
+}
+
+/// One call's inputs.
+struct Case {
+    name: &'static str,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    logits: Vec<f32>,
+    targets: CaseTargets,
+    weights: Option<Vec<f32>>,
+    options: XentOptions,
+}
+
+impl Case {
+    fn new(name: &'static str, rows: usize, cols: usize, stride: usize, seed: u64) -> Case {
+        let mut rng = Rng(seed);
+        let logits = strided(rows, cols, stride, || rng.range(-8.0, 8.0));
+        let targets = (0..rows).map(|_| rng.below(cols) as i64).collect();
+        Case {
+            name,
+            rows,
+            cols,
+            stride,
+            logits,
+            targets: CaseTargets::Hard(targets),
+            weights: None,
+            options: xent_options_default(),
+        }
+    }
+
+    fn reduction(&self) -> Reduction {
+        match self.options.reduction {
+            r if r == XentReduction::Sum as u32 => Reduction::Sum,
+            r if r == XentReduction::None as u32 => Reduction::None,
+            _ => Reduction::Mean,
+        }
+    }
+
+    /// The options for C, pointing at this case's class weights.
+    fn c_options(&self) -> XentOptions {
+        XentOptions {
+            class_weights: self.weights.as_ref().map_or(ptr::null(), |w| w.as_ptr()),
+            ..self.options
+        }
+    }
+
+    fn core_options(&self) -> Options<'_> {
+        Options {
+            reduction: self.reduction(),
+            ignore_index: self.options.ignore_index,
+            label_smoothing: self.options.label_smoothing,
+            z_loss: self.options.z_loss,
+            softcap: self.options.softcap,
+            class_weights: self.weights.as_deref(),
+            grad_scale: self.options.grad_scale,
+        }
+    }
+
+    fn loss_len(&self) -> usize {
+        self.reduction().loss_len(self.rows)
+    }
+
+    fn logits_view(&self) -> Rows<'_> {
+        Rows::new(&self.logits, self.rows, self.cols, self.stride).unwrap()
+    }
+
+    fn core_targets(&self) -> Targets<'_> {
+        match &self.targets {
+            CaseTargets::Hard(t) => Targets::I64(t),
+            CaseTargets::Soft { probs, stride } => {
+                Targets::Soft(Rows::new(probs, self.rows, self.cols, *stride).unwrap())
+            }
+        }
+    }
+
+    /// The C forward call over `logits` (this case's, or a copy for in place).
+    fn call_forward(
+        &self,
+        logits: *const f32,
+        loss: &mut [f32],
+        grad: *mut f32,
+        grad_stride: usize,
+        lse: &mut [f32],
+    ) -> XentStatus {
+        let options = self.c_options();
+        let (rows, cols, stride) = (self.rows, self.cols, self.stride);
+        // SAFETY: every pointer covers the elements its arguments describe, and the outputs
+        // are separate vectors (or the logits themselves, in place).
+        unsafe {
+            match &self.targets {
+                CaseTargets::Hard(t) => xent_cross_entropy_f32(
+                    logits,
+                    rows,
+                    cols,
+                    stride,
+                    t.as_ptr(),
+                    &options,
+                    loss.as_mut_ptr(),
+                    grad,
+                    grad_stride,
+                    lse.as_mut_ptr(),
+                ),
+                CaseTargets::Soft { probs, stride: ts } => xent_cross_entropy_soft_f32(
+                    logits,
+                    rows,
+                    cols,
+                    stride,
+                    probs.as_ptr(),
+                    *ts,
+                    &options,
+                    loss.as_mut_ptr(),
+                    grad,
+                    grad_stride,
+                    lse.as_mut_ptr(),
+                ),
+            }
+        }
+    }
+
+    fn oracle(&self) -> reference::RefOutput {
+        let x = reference::widen(self.logits_view());
+        let soft;
+        let targets = match &self.targets {
+            CaseTargets::Hard(t) => RefTargets::Hard(t),
+            CaseTargets::Soft { probs, stride } => {
+                soft = reference::widen(Rows::new(probs, self.rows, self.cols, *stride).unwrap());
+                RefTargets::Soft(&soft)
+            }
+        };
+        reference::cross_entropy(&x, self.rows, self.cols, targets, &self.core_options())
+    }
+
+    fn max_weight(&self) -> f64 {
+        self.weights
+            .iter()
+            .flatten()
+            .fold(1.0, |m: f64, &w| m.max(f64::from(w)))
+    }
+
+    /// SPEC §2's loss tolerance per row, combined as the reduction combines rows.
+    fn loss_tolerances(&self, r: &reference::RefOutput) -> Vec<f64> {
+        let rows: Vec<f64> = (0..self.rows)
+            .map(|i| {
+                let m = if r.row_max[i].is_finite() {
+                    r.row_max[i].abs()
+                } else {
+                    0.0
+                };
+                1e-5 * r.row_loss[i].abs() + 1e-6 * (1.0 + m) * self.max_weight()
+            })
+            .collect();
+        let total: f64 = rows.iter().sum();
+        match self.reduction() {
+            Reduction::None => rows,
+            Reduction::Sum => vec![total],
+            // A mean divides by at least the smallest counted weight's share: scale by s.
+            Reduction::Mean => vec![total * r.ce_scale.abs().max(r.z_scale.abs()) + 1e-7],
+        }
+    }
+
+    fn grad_tolerance(&self, r: &reference::RefOutput, want: f64) -> f64 {
+        let s = r.ce_scale.abs().max(r.z_scale.abs());
+        1e-5 * want.abs() + 1e-6 * s * self.max_weight()
+    }
+}
+
+/// Every way of calling the forward on `case` agrees with the core crate and the oracle.
+fn check_forward(case: &Case) {
+    let name = case.name;
+    let (rows, cols) = (case.rows, case.cols);
+    let oracle = case.oracle();
+    let loss_tol = case.loss_tolerances(&oracle);
+    let core_options = case.core_options();
+
+    // The loss alone, and each row's lse.
+    let mut loss = vec![0.0f32; case.loss_len()];
+    let mut lse = vec![0.0f32; rows];
+    let status = case.call_forward(
+        case.logits.as_ptr(),
+        &mut loss,
+        ptr::null_mut(),
+        0,
+        &mut lse,
+    );
+    assert_eq!(status, XentStatus::Ok, "{name}: forward");
+    let (mut core_loss, mut core_lse) = (vec![0.0f32; loss.len()], vec![0.0f32; rows]);
+    xent_core::cross_entropy(
+        case.logits_view(),
+        case.core_targets(),
+        &core_options,
+        &mut core_loss,
+        Some(&mut core_lse),
+    )
+    .unwrap();
+    assert_eq!(
+        bits(&loss),
+        bits(&core_loss),
+        "{name}: loss differs from the core's"
+    );
+    assert_eq!(
+        bits(&lse),
+        bits(&core_lse),
+        "{name}: lse differs from the core's"
+    );
+    for (i, (&got, &want)) in loss.iter().zip(&oracle.loss).enumerate() {
+        assert_close(got, want, loss_tol[i], &format!("{name}: loss[{i}]"));
+    }
+    for (i, (&got, &want)) in lse.iter().zip(&oracle.lse).enumerate() {
+        let tol = 1e-6 * (1.0 + want.abs());
+        assert_close(got, want, tol, &format!("{name}: lse[{i}]"));
+    }
+
+    // The fused gradient into a separate buffer with its own stride.
+    let grad_stride = cols + 1;
+    let mut grad = strided(rows, cols, grad_stride, || 0.0);
+    let mut grad_loss = vec![0.0f32; loss.len()];
+    let status = case.call_forward(
+        case.logits.as_ptr(),
+        &mut grad_loss,
+        grad.as_mut_ptr(),
+        grad_stride,
+        &mut lse,
+    );
+    assert_eq!(status, XentStatus::Ok, "{name}: forward + grad");
+    assert_eq!(
+        bits(&grad_loss),
+        bits(&loss),
+        "{name}: the loss depends on the gradient"
+    );
+    assert_padding_intact(&grad, cols, grad_stride, name);
+    let mut core_grad = strided(rows, cols, grad_stride, || 0.0);
+    xent_core::cross_entropy_grad(
+        case.logits_view(),
+        case.core_targets(),
+        &core_options,
+        &mut core_loss,
+        RowsMut::new(&mut core_grad, rows, cols, grad_stride).unwrap(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        bits(&grad),
+        bits(&core_grad),
+        "{name}: grad differs from the core's"
+    );
+    for i in 0..rows {
+        for c in 0..cols {
+            let want = oracle.grad[i * cols + c];
+            let tol = case.grad_tolerance(&oracle, want);
+            let got = grad[i * grad_stride + c];
+            assert_close(got, want, tol, &format!("{name}: grad[{i}][{c}]"));
+        }
+    }
+
+    // In place: the logits become the gradient, exactly the core's in-place result.
+    let mut in_place = case.logits.clone();
+    let mut in_place_loss = vec![0.0f32; loss.len()];
+    let p = in_place.as_mut_ptr();
+    let status = case.call_forward(p, &mut in_place_loss, p, case.stride, &mut lse);
+    assert_eq!(status, XentStatus::Ok, "{name}: in place");
+    assert_eq!(bits(&in_place_loss), bits(&loss), "{name}: in-place loss");
+    assert_padding_intact(&in_place, cols, case.stride, name);
+    let mut core_in_place = case.logits.clone();
+    xent_core::cross_entropy_grad_in_place(
+        RowsMut::new(&mut core_in_place, rows, cols, case.stride).unwrap(),
+        case.core_targets(),
+        &core_options,
+        &mut core_loss,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        bits(&in_place),
+        bits(&core_in_place),
+        "{name}: in-place grad"
+    );
+}
+
+/// The backward from the saved lse agrees with the core crate and the oracle, out of place
+/// and in place.
+fn check_backward(case: &Case) {
+    let name = case.name;
+    let (rows, cols, stride) = (case.rows, case.cols, case.stride);
+    let CaseTargets::Hard(targets) = &case.targets else {
+        unreachable!("the C ABI has a backward for hard targets only")
+    };
+    let core_options = case.core_options();
+    let mut loss = vec![0.0f32; case.loss_len()];
+    let mut lse = vec![0.0f32; rows];
+    xent_core::cross_entropy(
+        case.logits_view(),
+        case.core_targets(),
+        &core_options,
+        &mut loss,
+        Some(&mut lse),
+    )
+    .unwrap();
+    let dloss: Vec<f32> = (0..loss.len()).map(|i| 0.5 + i as f32 * 0.25).collect();
+    let options = case.c_options();
+    let backward = |logits: *const f32, grad: *mut f32, grad_stride: usize| {
+        // SAFETY: every pointer covers the elements its arguments describe; grad is a
+        // separate vector or the logits themselves.
+        unsafe {
+            xent_cross_entropy_backward_f32(
+                logits,
+                rows,
+                cols,
+                stride,
+                targets.as_ptr(),
+                &options,
+                lse.as_ptr(),
+                dloss.as_ptr(),
+                grad,
+                grad_stride,
+            )
+        }
+    };
+
+    let grad_stride = cols + 2;
+    let mut grad = strided(rows, cols, grad_stride, || 0.0);
+    let status = backward(case.logits.as_ptr(), grad.as_mut_ptr(), grad_stride);
+    assert_eq!(status, XentStatus::Ok, "{name}: backward");
+    assert_padding_intact(&grad, cols, grad_stride, name);
+    let mut core_grad = strided(rows, cols, grad_stride, || 0.0);
+    xent_core::cross_entropy_backward(
+        case.logits_view(),
+        case.core_targets(),
+        &core_options,
+        &lse,
+        &dloss,
+        RowsMut::new(&mut core_grad, rows, cols, grad_stride).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        bits(&grad),
+        bits(&core_grad),
+        "{name}: backward differs from the core's"
+    );
+
+    let x = reference::widen(case.logits_view());
+    let lse64: Vec<f64> = lse.iter().map(|&v| f64::from(v)).collect();
+    let dloss64: Vec<f64> = dloss.iter().map(|&v| f64::from(v)).collect();
+    let want = reference::cross_entropy_backward(
+        &x,
+        rows,
+        cols,
+        RefTargets::Hard(targets),
+        &core_options,
+        &lse64,
+        &dloss64,
+    );
+    let oracle = case.oracle();
+    let scale = dloss64.iter().fold(0.0f64, |m, d| m.max(d.abs()));
+    for i in 0..rows {
+        for c in 0..cols {
+            let w = want[i * cols + c];
+            let tol = case.grad_tolerance(&oracle, w) * scale.max(1.0);
+            let got = grad[i * grad_stride + c];
+            assert_close(got, w, tol, &format!("{name}: backward[{i}][{c}]"));
+        }
+    }
+
+    let mut in_place = case.logits.clone();
+    let p = in_place.as_mut_ptr();
+    assert_eq!(
+        backward(p, p, stride),
+        XentStatus::Ok,
+        "{name}: backward in place"
+    );
+    assert_padding_intact(&in_place, cols, stride, name);
+    let mut core_in_place = case.logits.clone();
+    xent_core::cross_entropy_backward_in_place(
+        RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
+        case.core_targets(),
+        &core_options,
+        &lse,
+        &dloss,
+    )
+    .unwrap();
+    assert_eq!(
+        bits(&in_place),
+        bits(&core_in_place),
+        "{name}: backward in place"
+    );
+}
+
+fn cases() -> Vec<Case> {
+    let mut defaults = Case::new("defaults, strided", 9, 7, 10, 1);
+    if let CaseTargets::Hard(t) = &mut defaults.targets {
+        t[4] = -100; // ignored
+    }
+
+    let mut smoothed = Case::new("sum, smoothing, weights, ignore_index", 12, 5, 5, 2);
+    smoothed.options.reduction = XentReduction::Sum as u32;
+    smoothed.options.label_smoothing = 0.1;
+    smoothed.options.ignore_index = 3;
+    smoothed.weights = Some(vec![0.5, 2.0, 1.0, 0.0, 1.5]);
+
+    let mut capped = Case::new("none, z_loss, softcap, grad_scale", 6, 33, 40, 3);
+    capped.options.reduction = XentReduction::None as u32;
+    capped.options.z_loss = 1e-3;
+    capped.options.softcap = 5.0;
+    capped.options.grad_scale = 0.5;
+
+    let mut mean_weighted = Case::new("mean, weights, z_loss", 16, 10, 13, 4);
+    mean_weighted.options.z_loss = 1e-2;
+    mean_weighted.options.label_smoothing = 0.2;
+    mean_weighted.weights = Some((0..10).map(|c| 0.25 + c as f32 * 0.2).collect());
+
+    let mut soft = Case::new("soft targets, mean, smoothing", 8, 6, 9, 5);
+    let mut rng = Rng(6);
+    let soft_stride = 7;
+    let mut probs = strided(8, 6, soft_stride, || rng.range(0.0, 1.0));
+    for i in 0..8 {
+        let row = &mut probs[i * soft_stride..i * soft_stride + 6];
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|p| *p /= sum);
+    }
+    soft.targets = CaseTargets::Soft {
+        probs,
+        stride: soft_stride,
+    };
+    soft.options.label_smoothing = 0.05;
+
+    vec![defaults, smoothed, capped, mean_weighted, soft]
+}
+
+#[test]
+fn forward_matches_the_core_and_the_oracle() {
+    for case in cases() {
+        check_forward(&case);
+    }
+}
+
+#[test]
+fn backward_matches_the_core_and_the_oracle() {
+    for case in cases() {
+        if matches!(case.targets, CaseTargets::Hard(_)) {
+            check_backward(&case);
+        }
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax_match_the_core_and_the_oracle() {
+    type Exported =
+        unsafe extern "C" fn(*const f32, usize, usize, usize, *mut f32, usize) -> XentStatus;
+    type Core = fn(Rows<'_>, RowsMut<'_>) -> xent_core::Result<()>;
+    type CoreInPlace = fn(RowsMut<'_>) -> xent_core::Result<()>;
+    type Oracle = fn(&[f64], usize, usize) -> Vec<f64>;
+    let kernels: [(&str, Exported, Core, CoreInPlace, Oracle); 2] = [
+        (
+            "softmax",
+            xent_softmax_f32,
+            xent_core::softmax,
+            xent_core::softmax_in_place,
+            reference::softmax,
+        ),
+        (
+            "log_softmax",
+            xent_log_softmax_f32,
+            xent_core::log_softmax,
+            xent_core::log_softmax_in_place,
+            reference::log_softmax,
+        ),
+    ];
+    let (rows, cols, x_stride, y_stride) = (5, 11, 12, 14);
+    let mut rng = Rng(7);
+    let x = strided(rows, cols, x_stride, || rng.range(-20.0, 20.0));
+    let x64 = reference::widen(Rows::new(&x, rows, cols, x_stride).unwrap());
+    for (name, exported, core, core_in_place, oracle) in kernels {
+        let mut y = strided(rows, cols, y_stride, || 0.0);
+        // SAFETY: x and y cover their shapes and are separate vectors.
+        let status =
+            unsafe { exported(x.as_ptr(), rows, cols, x_stride, y.as_mut_ptr(), y_stride) };
+        assert_eq!(status, XentStatus::Ok, "{name}");
+        assert_padding_intact(&y, cols, y_stride, name);
+        let mut core_y = strided(rows, cols, y_stride, || 0.0);
+        core(
+            Rows::new(&x, rows, cols, x_stride).unwrap(),
+            RowsMut::new(&mut core_y, rows, cols, y_stride).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(bits(&y), bits(&core_y), "{name} differs from the core's");
+        let want = oracle(&x64, rows, cols);
+        for i in 0..rows {
+            for c in 0..cols {
+                let w = want[i * cols + c];
+                let tol = 1e-5 * w.abs() + 1e-6;
+                assert_close(y[i * y_stride + c], w, tol, &format!("{name}[{i}][{c}]"));
+            }
+        }
+
+        let mut in_place = x.clone();
+        let p = in_place.as_mut_ptr();
+        // SAFETY: in place: y is x exactly, same stride.
+        let status = unsafe { exported(p, rows, cols, x_stride, p, x_stride) };
+        assert_eq!(status, XentStatus::Ok, "{name} in place");
+        let mut core_in_place_y = x.clone();
+        core_in_place(RowsMut::new(&mut core_in_place_y, rows, cols, x_stride).unwrap()).unwrap();
+        assert_eq!(bits(&in_place), bits(&core_in_place_y), "{name} in place");
+    }
+}
+
+#[test]
+fn zero_rows_need_no_buffers_but_loss() {
+    let mut loss = [1.0f32];
+    // SAFETY: rows = 0: no buffer but loss is read or written.
+    let status = unsafe {
+        xent_cross_entropy_f32(
+            ptr::null(),
+            0,
+            5,
+            5,
+            ptr::null(),
+            ptr::null(),
+            loss.as_mut_ptr(),
+            ptr::null_mut(),
+            0,
+            ptr::null_mut(),
+        )
+    };
+    assert_eq!(status, XentStatus::Ok);
+    assert!(
+        loss[0].is_nan(),
+        "the mean over no rows is NaN, as in PyTorch"
+    );
+}

@@ -1,0 +1,329 @@
+//! One row, in column blocks: the row statistics (max, Σ exp and the sums the loss needs)
+//! and the write of its output, block by block.
+//!
+//! The block length depends on the row length only, and blocks are combined in order, so a
+//! row gives the same bits whether its blocks run on one thread or on several (which is how
+//! a batch of fewer rows than threads still uses every core).
+//!
+//! Phase 1 reads each block twice while it sits in L1 (its max, then exp(x − max) with the
+//! sums), storing the exponentials in the output when there is one: one exp per element.
+//! Phase 2 turns them into the output with one multiply-subtract per element, using a
+//! per-block factor exp(max_b − max) that reconciles the blocks' shifts.
+
+use rayon::prelude::*;
+
+use crate::kernels::{GradRow, RowIo, RowKernels, SmoothedTargets};
+
+/// At most this many blocks per row (their statistics live on the stack).
+pub(crate) const MAX_BLOCKS: usize = 64;
+/// The shortest block: 16 KiB of f32, half an L1 data cache.
+const MIN_BLOCK: usize = 4096;
+
+/// The block length for rows of `cols` values.
+pub(crate) fn block_len(cols: usize) -> usize {
+    cols.div_ceil(MAX_BLOCKS)
+        .next_multiple_of(64)
+        .max(MIN_BLOCK)
+}
+
+/// Where a row's logits come from: read-only (forward without output), or a pair with the
+/// output row (in place or separate).
+pub(crate) enum RowSrc<'r> {
+    Read(&'r [f32]),
+    Io(RowIo<'r>),
+}
+
+impl RowSrc<'_> {
+    pub(crate) fn input(&self) -> &[f32] {
+        match self {
+            RowSrc::Read(x) => x,
+            RowSrc::Io(io) => io.input(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.input().len()
+    }
+
+    /// The sub-row `start..start + len`.
+    fn slice(&mut self, start: usize, len: usize) -> RowSrc<'_> {
+        match self {
+            RowSrc::Read(x) => RowSrc::Read(&x[start..start + len]),
+            RowSrc::Io(io) => RowSrc::Io(io.slice(start, len)),
+        }
+    }
+
+    /// The row cut into blocks of `len` values, with their offsets.
+    fn into_blocks<'b>(self, len: usize) -> Vec<(usize, RowSrc<'b>)>
+    where
+        Self: 'b,
+    {
+        match self {
+            RowSrc::Read(x) => x
+                .chunks(len)
+                .enumerate()
+                .map(|(b, x)| (b * len, RowSrc::Read(x)))
+                .collect(),
+            RowSrc::Io(RowIo::InPlace(row)) => row
+                .chunks_mut(len)
+                .enumerate()
+                .map(|(b, r)| (b * len, RowSrc::Io(RowIo::InPlace(r))))
+                .collect(),
+            RowSrc::Io(RowIo::Separate(x, out)) => x
+                .chunks(len)
+                .zip(out.chunks_mut(len))
+                .enumerate()
+                .map(|(b, (x, o))| (b * len, RowSrc::Io(RowIo::Separate(x, o))))
+                .collect(),
+        }
+    }
+}
+
+/// What phase 1 gathers besides the max and Σ exp.
+#[derive(Clone, Copy)]
+pub(crate) struct Gather<'a> {
+    /// The softcap c (0: off).
+    pub cap: f32,
+    /// Store exp(x − max_b) into the output row (needs an output and no softcap).
+    pub store: bool,
+    /// Gather Σ_c w_c·(x'_c − max) for label smoothing.
+    pub smoothing: bool,
+    /// The class weights of the whole row.
+    pub weights: Option<&'a [f32]>,
+    /// Soft targets of the whole row, for Σ w·t'·(x' − max) and Σ w·t'.
+    pub soft: Option<SmoothedTargets<'a>>,
+    /// Σ_c w_c of each block (for label smoothing), see [`block_weight_sums`].
+    pub block_weights: &'a [f64; MAX_BLOCKS],
+}
+
+/// Σ_c w_c over each block of a row of `cols` values (the block length for the whole
+/// call), so that phase 1 can move the weighted sums from the block's shift to the row's.
+pub(crate) fn block_weight_sums(cols: usize, weights: Option<&[f32]>) -> [f64; MAX_BLOCKS] {
+    let len = block_len(cols);
+    let mut sums = [0.0; MAX_BLOCKS];
+    for (b, sum) in sums.iter_mut().enumerate().take(cols.div_ceil(len)) {
+        let range = b * len..((b + 1) * len).min(cols);
+        *sum = match weights {
+            Some(w) => w[range].iter().map(|&w| f64::from(w)).sum(),
+            None => range.len() as f64,
+        };
+    }
+    sums
+}
+
+/// Phase 1's result for one block, every sum taken relative to `shift`.
+#[derive(Clone, Copy, Default)]
+struct BlockStats {
+    /// max_c x'_c over the block.
+    max: f32,
+    /// The shift the sums use: the max, or 0 for a block of only −∞ (whose exps are 0).
+    shift: f32,
+    sum: f64,
+    weighted: f64,
+    dot: f64,
+    t_total: f64,
+}
+
+/// The statistics of a whole row, every sum relative to its max.
+#[derive(Clone, Copy)]
+pub(crate) struct RowStats {
+    /// m = max_c x'_c.
+    pub max: f32,
+    /// S = Σ_c exp(x'_c − m); NaN for a row of only −∞.
+    pub sum: f64,
+    /// Σ_c w_c·(x'_c − m), when gathered.
+    pub weighted: f64,
+    /// Σ_{t' ≠ 0} w_c·t'_c·(x'_c − m), when gathered.
+    pub dot: f64,
+    /// Σ_c w_c·t'_c, when gathered.
+    pub t_total: f64,
+    /// Per block, exp(shift_b − m): what turns stored exp(x − shift_b) into exp(x − m).
+    factors: [f64; MAX_BLOCKS],
+}
+
+fn block_stats(
+    k: &dyn RowKernels,
+    offset: usize,
+    mut src: RowSrc<'_>,
+    g: &Gather<'_>,
+) -> BlockStats {
+    let x = src.input();
+    let len = x.len();
+    let max = k.row_max(x, g.cap);
+    let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
+    let weights = g.weights.map(|w| &w[offset..offset + len]);
+    let mut stats = BlockStats {
+        max,
+        shift,
+        ..BlockStats::default()
+    };
+    // Everything that reads the logits runs before the exps may overwrite them.
+    if g.smoothing {
+        stats.weighted = k.weighted_shifted_sum(x, weights, shift, g.cap);
+    }
+    if let Some(t) = g.soft {
+        let t = SmoothedTargets {
+            probs: &t.probs[offset..offset + len],
+            ..t
+        };
+        (stats.dot, stats.t_total) = k.soft_target_sums(x, t, weights, shift, g.cap);
+    }
+    stats.sum = match src.slice(0, len) {
+        RowSrc::Io(io) if g.store => k.exp_store_sum(io, shift),
+        src => k.sum_exp(src.input(), shift, g.cap),
+    };
+    stats
+}
+
+/// Phase 1 over a row: its statistics, and with `g.store` the exps in its output.
+/// `parallel`: run the blocks on the current rayon pool (same bits as serial).
+pub(crate) fn row_stats(
+    k: &dyn RowKernels,
+    src: RowSrc<'_>,
+    g: &Gather<'_>,
+    parallel: bool,
+) -> RowStats {
+    let len = block_len(src.len());
+    let mut blocks = [BlockStats::default(); MAX_BLOCKS];
+    let count = src.len().div_ceil(len).max(1);
+    if count == 1 {
+        blocks[0] = block_stats(k, 0, src, g);
+    } else {
+        let parts = src.into_blocks(len);
+        let stats: Vec<BlockStats> = if parallel {
+            parts
+                .into_par_iter()
+                .map(|(offset, part)| block_stats(k, offset, part, g))
+                .collect()
+        } else {
+            parts
+                .into_iter()
+                .map(|(offset, part)| block_stats(k, offset, part, g))
+                .collect()
+        };
+        blocks[..count].copy_from_slice(&stats);
+    }
+    combine(&blocks[..count], g.block_weights)
+}
+
+/// Moves every block's sums to the row max, in block order.
+fn combine(blocks: &[BlockStats], block_weights: &[f64; MAX_BLOCKS]) -> RowStats {
+    let max = blocks.iter().fold(f32::NEG_INFINITY, |m, b| m.max(b.max));
+    let m = f64::from(max);
+    let mut row = RowStats {
+        max,
+        sum: 0.0,
+        weighted: 0.0,
+        dot: 0.0,
+        t_total: 0.0,
+        factors: [0.0; MAX_BLOCKS],
+    };
+    for (b, block) in blocks.iter().enumerate() {
+        let delta = f64::from(block.shift) - m;
+        // A block of only −∞ stored zeros (or NaN, which must stay NaN: 0·NaN is NaN).
+        let factor = if block.max == f32::NEG_INFINITY {
+            0.0
+        } else {
+            delta.exp()
+        };
+        row.factors[b] = factor;
+        row.sum += if block.sum == 0.0 {
+            0.0
+        } else {
+            block.sum * factor
+        };
+        row.weighted += block.weighted + delta * block_weights[b];
+        row.dot += block.dot + delta * block.t_total;
+        row.t_total += block.t_total;
+    }
+    if max == f32::NEG_INFINITY {
+        // A row of only −∞ has no softmax.
+        row.sum = f64::NAN;
+    }
+    row
+}
+
+/// The coefficients of a gradient (or probability) row before the per-block parts: the
+/// scale applies to exp(x' − m)/S, i.e. it is A/S.
+#[derive(Clone, Copy)]
+pub(crate) struct RowGrad<'a> {
+    pub scale: f64,
+    pub smooth: f32,
+    pub target: Option<(usize, f32)>,
+    pub soft: Option<SmoothedTargets<'a>>,
+    pub weights: Option<&'a [f32]>,
+    pub cap: f32,
+}
+
+impl<'a> RowGrad<'a> {
+    /// The coefficients for block `offset..offset + len` with the given exp scale and shift.
+    fn block(&self, offset: usize, len: usize, scale: f64, shift: f32) -> GradRow<'a> {
+        GradRow {
+            shift,
+            scale: scale as f32,
+            smooth: self.smooth,
+            target: self
+                .target
+                .filter(|&(y, _)| (offset..offset + len).contains(&y))
+                .map(|(y, coef)| (y - offset, coef)),
+            soft: self.soft.map(|t| SmoothedTargets {
+                probs: &t.probs[offset..offset + len],
+                ..t
+            }),
+            weights: self.weights.map(|w| &w[offset..offset + len]),
+            cap: self.cap,
+        }
+    }
+}
+
+/// Where phase 2 finds exp(x' − m).
+#[derive(Clone, Copy)]
+pub(crate) enum Exps<'s> {
+    /// Phase 1 left exp(x − shift_b) in the output; the row statistics reconcile the shifts.
+    Stored(&'s RowStats),
+    /// Computed from the logits: exp(x' − shift) (a softcap, or a backward from the lse).
+    FromLogits { shift: f32 },
+}
+
+/// Phase 2 over a row: writes the output described by `grad`, scale·exp(x' − m) − terms.
+/// `parallel` as in [`row_stats`].
+pub(crate) fn write_row(
+    k: &dyn RowKernels,
+    io: RowIo<'_>,
+    grad: &RowGrad<'_>,
+    exps: Exps<'_>,
+    parallel: bool,
+) {
+    let write = |offset: usize, src: RowSrc<'_>, b: usize| {
+        let RowSrc::Io(io) = src else {
+            unreachable!("phase 2 always has an output")
+        };
+        let len = io.input().len();
+        match exps {
+            Exps::Stored(stats) => {
+                let coef = grad.block(offset, len, grad.scale * stats.factors[b], 0.0);
+                k.scale_exp(io.into_output(), &coef);
+            }
+            Exps::FromLogits { shift } => {
+                k.write_grad(io, &grad.block(offset, len, grad.scale, shift));
+            }
+        }
+    };
+    let src = RowSrc::Io(io);
+    let len = block_len(src.len());
+    if src.len() <= len {
+        write(0, src, 0);
+    } else {
+        let parts = src.into_blocks(len);
+        if parallel {
+            parts
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(b, (offset, part))| write(offset, part, b));
+        } else {
+            for (b, (offset, part)) in parts.into_iter().enumerate() {
+                write(offset, part, b);
+            }
+        }
+    }
+}

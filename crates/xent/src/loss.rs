@@ -3,11 +3,12 @@
 
 use crate::dispatch::kernels;
 use crate::error::{Error, Result};
-use crate::kernels::{RowKernels, SmoothedTargets, softcap};
+use crate::kernels::{GROUP, RowKernels, SHORT_COLS, ShortGrad, SmoothedTargets, softcap};
 use crate::options::{Options, Reduction};
 use crate::pass::Pass;
 use crate::row::{
-    Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, block_weight_sums, row_stats, write_row,
+    Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, RowStats, block_weight_sums, row_stats,
+    whole_row_stats, write_row,
 };
 use crate::rows::{Rows, RowsMut, Targets};
 use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut, split_rows};
@@ -79,6 +80,9 @@ struct Plan<'o> {
     block_weights: [f64; MAX_BLOCKS],
     /// Run each row's column blocks in parallel: fewer rows than threads.
     split_rows: bool,
+    /// Run rows in groups through the short-row kernel: rows of at most `SHORT_COLS`
+    /// values, hard targets, no smoothing and no softcap (nothing but max and Σ exp).
+    short_rows: bool,
 }
 
 /// Sums over a chunk's counted rows, in f64, combined in row order.
@@ -184,7 +188,13 @@ impl<'o> Plan<'o> {
             zero_grad: options.reduction == Reduction::Mean && ce_div == 0.0,
             block_weights: block_weight_sums(cols, options.class_weights),
             split_rows: split_rows(counts.rows, cols),
+            short_rows: cols <= SHORT_COLS && !soft && eps == 0.0 && options.softcap == 0.0,
         }
+    }
+
+    /// Whether the chunk's rows get a gradient (else an output, if any, gets zeros).
+    fn writes(&self, chunk: &Chunk<'_>) -> bool {
+        !matches!(chunk.pass, Pass::Forward(_)) && !self.zero_grad
     }
 
     /// The reduced loss from the chunks' sums.
@@ -296,88 +306,216 @@ fn row_target<'t>(targets: &Targets<'t>, i: usize, ignore_index: i64) -> Option<
     }
 }
 
-/// The forward (and fused gradient) of one chunk.
+/// The forward (and fused gradient) of one chunk: short rows in groups where the options
+/// allow it, every other row on its own.
 fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> Partial {
     let mut partial = Partial::default();
-    let cap = plan.cap;
-    let has_output = !matches!(chunk.pass, Pass::Forward(_));
-    for i in 0..chunk.pass.rows() {
-        let target = row_target(&chunk.targets, i, plan.options.ignore_index);
-        let Some(target) = target else {
-            // Ignored: loss 0 and gradient 0 whatever the logits hold; the lse is still the
-            // row's true logsumexp when asked for.
-            if let Some(lse) = chunk.lse_out.as_deref_mut() {
-                let src = RowSrc::Read(chunk.pass.input(i));
-                let stats = row_stats(k, src, &plan.gather(None, false), plan.split_rows);
-                lse[i] = (f64::from(stats.max) + stats.sum.ln()) as f32;
-            }
-            if let Some(loss) = chunk.loss.as_deref_mut() {
-                loss[i] = 0.0;
-            }
-            if let Some(mut io) = chunk.pass.io(i) {
-                io.output().fill(0.0);
-            }
-            continue;
-        };
-        // Read before phase 1 may overwrite the logits with exponentials.
-        let x_y = match target {
-            RowTarget::Class(y) => f64::from(softcap(chunk.pass.input(i)[y], cap)),
-            RowTarget::Soft(_) => 0.0,
-        };
-        let write = has_output && !plan.zero_grad;
-        // Without a softcap phase 1 stores exp(x − m) and phase 2 only scales it: one exp
-        // per element. With one, phase 2 needs x' itself, so it recomputes from the logits.
-        let store = write && cap == 0.0;
-        let src = if store {
-            RowSrc::Io(chunk.pass.io(i).expect("has an output"))
+    let rows = chunk.pass.rows();
+    let mut i = 0;
+    while i < rows {
+        if plan.short_rows && rows - i >= GROUP {
+            forward_group(k, plan, &mut chunk, i, &mut partial);
+            i += GROUP;
         } else {
-            RowSrc::Read(chunk.pass.input(i))
-        };
-        let stats = row_stats(k, src, &plan.gather(Some(target), store), plan.split_rows);
-        let m = f64::from(stats.max);
-        let ln_sum = stats.sum.ln();
-        let lse = m + ln_sum;
-        // SPEC §2's ce, rewritten around the max for accuracy:
-        // −lp_c = lse − x'_c = ln S − (x'_c − m).
-        let ce = match target {
-            RowTarget::Class(y) => {
-                let w_y = f64::from(plan.options.weight(y));
-                let mut ce = plan.keep * w_y * ((m - x_y) + ln_sum);
-                if plan.uniform > 0.0 {
-                    ce += plan.uniform * (plan.weight_sum * ln_sum - stats.weighted);
-                }
-                ce
-            }
-            RowTarget::Soft(_) => stats.t_total * ln_sum - stats.dot,
-        };
-        let zl = if plan.z > 0.0 {
-            plan.z * lse * lse
-        } else {
-            0.0
-        };
-        partial.ce += ce;
-        partial.zl += zl;
-        if let Some(loss) = chunk.loss.as_deref_mut() {
-            loss[i] = (ce + zl) as f32;
-        }
-        if let Some(lse_out) = chunk.lse_out.as_deref_mut() {
-            lse_out[i] = lse as f32;
-        }
-        if let Some(mut io) = chunk.pass.io(i) {
-            if write {
-                let grad = plan.grad_row(target, stats.t_total, stats.sum, lse, 1.0);
-                let exps = if store {
-                    Exps::Stored(&stats)
-                } else {
-                    Exps::FromLogits { shift: stats.max }
-                };
-                write_row(k, io, &grad, exps, plan.split_rows);
-            } else {
-                io.output().fill(0.0);
-            }
+            forward_row(k, plan, &mut chunk, i, &mut partial);
+            i += 1;
         }
     }
     partial
+}
+
+/// Row `i` on its own: phase 1 in column blocks, then the loss and phase 2.
+fn forward_row(
+    k: &dyn RowKernels,
+    plan: &Plan<'_>,
+    chunk: &mut Chunk<'_>,
+    i: usize,
+    partial: &mut Partial,
+) {
+    let Some(target) = row_target(&chunk.targets, i, plan.options.ignore_index) else {
+        // The lse of an ignored row costs a pass only when it is asked for.
+        let stats = chunk.lse_out.is_some().then(|| {
+            let src = RowSrc::Read(chunk.pass.input(i));
+            row_stats(k, src, &plan.gather(None, false), plan.split_rows)
+        });
+        ignored_row(chunk, i, stats.as_ref());
+        return;
+    };
+    let x_y = target_logit(plan, chunk, i, target);
+    // Without a softcap phase 1 stores exp(x − m) and phase 2 only scales it: one exp per
+    // element. With one, phase 2 needs x' itself, so it recomputes from the logits.
+    let store = plan.writes(chunk) && plan.cap == 0.0;
+    let src = if store {
+        RowSrc::Io(chunk.pass.io(i).expect("has an output"))
+    } else {
+        RowSrc::Read(chunk.pass.input(i))
+    };
+    let stats = row_stats(k, src, &plan.gather(Some(target), store), plan.split_rows);
+    counted_row(k, plan, chunk, i, target, x_y, &stats, store, partial);
+}
+
+/// Rows `first..first + GROUP`, all short: both phases in one kernel call, which asks for
+/// the rows' coefficients between them.
+fn forward_group(
+    k: &dyn RowKernels,
+    plan: &Plan<'_>,
+    chunk: &mut Chunk<'_>,
+    first: usize,
+    partial: &mut Partial,
+) {
+    let targets: [Option<RowTarget<'_>>; GROUP] =
+        core::array::from_fn(|r| row_target(&chunk.targets, first + r, plan.options.ignore_index));
+    // Read before the kernel overwrites the logits.
+    let x_y: [f64; GROUP] = core::array::from_fn(|r| match targets[r] {
+        Some(target) => target_logit(plan, chunk, first + r, target),
+        None => 0.0,
+    });
+    let write = plan.writes(chunk);
+    let Chunk {
+        pass,
+        loss,
+        lse_out,
+        ..
+    } = chunk;
+    let mut coefs = |max: &[f32; GROUP], sum: &[f64; GROUP]| {
+        let mut grad = ShortGrad::default();
+        for r in 0..GROUP {
+            let i = first + r;
+            let stats = whole_row_stats(max[r], sum[r]);
+            grad.target[r] = -1.0;
+            let Some(target) = targets[r] else {
+                if let Some(lse) = lse_out.as_deref_mut() {
+                    lse[i] = (f64::from(stats.max) + stats.sum.ln()) as f32;
+                }
+                if let Some(loss) = loss.as_deref_mut() {
+                    loss[i] = 0.0;
+                }
+                continue;
+            };
+            let row = row_loss(plan, target, x_y[r], &stats, partial);
+            if let Some(loss) = loss.as_deref_mut() {
+                loss[i] = (row.ce + row.zl) as f32;
+            }
+            if let Some(lse) = lse_out.as_deref_mut() {
+                lse[i] = row.lse as f32;
+            }
+            if write {
+                let coef = plan.grad_row(target, 0.0, stats.sum, row.lse, 1.0);
+                grad.scale[r] = (coef.scale * stats.factor(0)) as f32;
+                if let Some((y, target_coef)) = coef.target {
+                    grad.target[r] = y as f32;
+                    grad.target_coef[r] = target_coef;
+                }
+                grad.keep[r] = true;
+            }
+        }
+        grad
+    };
+    let mut scratch = [[0.0f32; SHORT_COLS]; GROUP];
+    k.short_rows(&mut pass.group_io(first, &mut scratch), &mut coefs);
+}
+
+/// x'_y of a counted row with a hard target (0 for soft targets), read before phase 1.
+fn target_logit(plan: &Plan<'_>, chunk: &Chunk<'_>, i: usize, target: RowTarget<'_>) -> f64 {
+    match target {
+        RowTarget::Class(y) => f64::from(softcap(chunk.pass.input(i)[y], plan.cap)),
+        RowTarget::Soft(_) => 0.0,
+    }
+}
+
+/// An ignored row: loss 0 and gradient 0 whatever the logits hold; the lse is still the
+/// row's true logsumexp when asked for (`stats` is there then).
+fn ignored_row(chunk: &mut Chunk<'_>, i: usize, stats: Option<&RowStats>) {
+    if let (Some(lse), Some(stats)) = (chunk.lse_out.as_deref_mut(), stats) {
+        lse[i] = (f64::from(stats.max) + stats.sum.ln()) as f32;
+    }
+    if let Some(loss) = chunk.loss.as_deref_mut() {
+        loss[i] = 0.0;
+    }
+    if let Some(mut io) = chunk.pass.io(i) {
+        io.output().fill(0.0);
+    }
+}
+
+/// A counted row's loss terms and lse.
+struct RowLoss {
+    ce: f64,
+    zl: f64,
+    lse: f64,
+}
+
+/// SPEC §2's ce and zl of a counted row from its statistics, added to `partial`.
+fn row_loss(
+    plan: &Plan<'_>,
+    target: RowTarget<'_>,
+    x_y: f64,
+    stats: &RowStats,
+    partial: &mut Partial,
+) -> RowLoss {
+    let m = f64::from(stats.max);
+    let ln_sum = stats.sum.ln();
+    let lse = m + ln_sum;
+    // Rewritten around the max for accuracy: −lp_c = lse − x'_c = ln S − (x'_c − m).
+    let ce = match target {
+        RowTarget::Class(y) => {
+            let w_y = f64::from(plan.options.weight(y));
+            let mut ce = plan.keep * w_y * ((m - x_y) + ln_sum);
+            if plan.uniform > 0.0 {
+                ce += plan.uniform * (plan.weight_sum * ln_sum - stats.weighted);
+            }
+            ce
+        }
+        RowTarget::Soft(_) => stats.t_total * ln_sum - stats.dot,
+    };
+    let zl = if plan.z > 0.0 {
+        plan.z * lse * lse
+    } else {
+        0.0
+    };
+    partial.ce += ce;
+    partial.zl += zl;
+    RowLoss { ce, zl, lse }
+}
+
+/// A counted row after phase 1: its loss, lse and gradient (phase 2, from the stored
+/// exponentials when `stored`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one row's whole state, used in two places"
+)]
+fn counted_row(
+    k: &dyn RowKernels,
+    plan: &Plan<'_>,
+    chunk: &mut Chunk<'_>,
+    i: usize,
+    target: RowTarget<'_>,
+    x_y: f64,
+    stats: &RowStats,
+    stored: bool,
+    partial: &mut Partial,
+) {
+    let row = row_loss(plan, target, x_y, stats, partial);
+    if let Some(loss) = chunk.loss.as_deref_mut() {
+        loss[i] = (row.ce + row.zl) as f32;
+    }
+    if let Some(lse_out) = chunk.lse_out.as_deref_mut() {
+        lse_out[i] = row.lse as f32;
+    }
+    let lse = row.lse;
+    let write = plan.writes(chunk);
+    if let Some(mut io) = chunk.pass.io(i) {
+        if write {
+            let grad = plan.grad_row(target, stats.t_total, stats.sum, lse, 1.0);
+            let exps = if stored {
+                Exps::Stored(stats)
+            } else {
+                Exps::FromLogits { shift: stats.max }
+            };
+            write_row(k, io, &grad, exps, plan.split_rows);
+        } else {
+            io.output().fill(0.0);
+        }
+    }
 }
 
 /// The gradient of one chunk from its saved lse: p = exp(x' − lse), one pass.

@@ -2,7 +2,7 @@
 //! logits themselves.
 
 use crate::error::{Error, Result};
-use crate::kernels::RowIo;
+use crate::kernels::{GROUP, RowIo, SHORT_COLS};
 use crate::rows::{Rows, RowsMut};
 use crate::schedule::SplitRows;
 
@@ -36,6 +36,32 @@ impl Pass<'_> {
             Pass::Forward(_) => None,
             Pass::Separate(x, out) => Some(RowIo::Separate(x.row(i), out.row_mut(i))),
             Pass::InPlace(x) => Some(RowIo::InPlace(x.row_mut(i))),
+        }
+    }
+
+    /// Rows `first..first + GROUP` as row pairs for a short-row kernel; without an output
+    /// (forward only) the rows of `scratch` stand in for it.
+    pub(crate) fn group_io<'s>(
+        &'s mut self,
+        first: usize,
+        scratch: &'s mut [[f32; SHORT_COLS]; GROUP],
+    ) -> [RowIo<'s>; GROUP] {
+        match self {
+            Pass::Forward(x) => {
+                let cols = x.cols();
+                let mut scratch = scratch.iter_mut();
+                core::array::from_fn(|r| {
+                    let out = scratch.next().expect("GROUP scratch rows");
+                    RowIo::Separate(x.row(first + r), &mut out[..cols])
+                })
+            }
+            Pass::Separate(x, out) => {
+                let mut outs = out.rows_mut::<GROUP>(first).into_iter();
+                core::array::from_fn(|r| {
+                    RowIo::Separate(x.row(first + r), outs.next().expect("GROUP rows"))
+                })
+            }
+            Pass::InPlace(x) => x.rows_mut::<GROUP>(first).map(RowIo::InPlace),
         }
     }
 

@@ -125,7 +125,7 @@ struct BlockStats {
 }
 
 /// The statistics of a whole row, every sum relative to its max.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct RowStats {
     /// m = max_c x'_c.
     pub max: f32,
@@ -138,7 +138,31 @@ pub(crate) struct RowStats {
     /// Σ_c w_c·t'_c, when gathered.
     pub t_total: f64,
     /// Per block, exp(shift_b − m): what turns stored exp(x − shift_b) into exp(x − m).
-    factors: [f64; MAX_BLOCKS],
+    /// (A row of one block, the common case, allocates nothing.)
+    factors: Factors,
+}
+
+/// The per-block factors of a row: one, or one per block.
+#[derive(Clone)]
+enum Factors {
+    One(f64),
+    Blocks(Vec<f64>),
+}
+
+impl RowStats {
+    /// exp(shift_b − m) of block `b`.
+    pub(crate) fn factor(&self, block: usize) -> f64 {
+        self.factors.get(block)
+    }
+}
+
+impl Factors {
+    fn get(&self, block: usize) -> f64 {
+        match self {
+            Factors::One(f) => *f,
+            Factors::Blocks(f) => f[block],
+        }
+    }
 }
 
 fn block_stats(
@@ -155,7 +179,10 @@ fn block_stats(
     let mut stats = BlockStats {
         max,
         shift,
-        ..BlockStats::default()
+        sum: 0.0,
+        weighted: 0.0,
+        dot: 0.0,
+        t_total: 0.0,
     };
     // Everything that reads the logits runs before the exps may overwrite them.
     if g.smoothing {
@@ -184,26 +211,37 @@ pub(crate) fn row_stats(
     parallel: bool,
 ) -> RowStats {
     let len = block_len(src.len());
-    let mut blocks = [BlockStats::default(); MAX_BLOCKS];
-    let count = src.len().div_ceil(len).max(1);
-    if count == 1 {
-        blocks[0] = block_stats(k, 0, src, g);
-    } else {
-        let parts = src.into_blocks(len);
-        let stats: Vec<BlockStats> = if parallel {
-            parts
-                .into_par_iter()
-                .map(|(offset, part)| block_stats(k, offset, part, g))
-                .collect()
-        } else {
-            parts
-                .into_iter()
-                .map(|(offset, part)| block_stats(k, offset, part, g))
-                .collect()
-        };
-        blocks[..count].copy_from_slice(&stats);
+    if src.len() <= len {
+        let stats = block_stats(k, 0, src, g);
+        return combine(core::slice::from_ref(&stats), g.block_weights);
     }
-    combine(&blocks[..count], g.block_weights)
+    let parts = src.into_blocks(len);
+    let stats: Vec<BlockStats> = if parallel {
+        parts
+            .into_par_iter()
+            .map(|(offset, part)| block_stats(k, offset, part, g))
+            .collect()
+    } else {
+        parts
+            .into_iter()
+            .map(|(offset, part)| block_stats(k, offset, part, g))
+            .collect()
+    };
+    combine(&stats, g.block_weights)
+}
+
+/// The statistics of a row that phase 1 ran over as one piece with shift = `max` and no
+/// extra sums (the short-row kernels).
+pub(crate) fn whole_row_stats(max: f32, sum: f64) -> RowStats {
+    let block = BlockStats {
+        max,
+        shift: max,
+        sum,
+        weighted: 0.0,
+        dot: 0.0,
+        t_total: 0.0,
+    };
+    combine(&[block], &[0.0; MAX_BLOCKS])
 }
 
 /// Moves every block's sums to the row max, in block order.
@@ -216,17 +254,25 @@ fn combine(blocks: &[BlockStats], block_weights: &[f64; MAX_BLOCKS]) -> RowStats
         weighted: 0.0,
         dot: 0.0,
         t_total: 0.0,
-        factors: [0.0; MAX_BLOCKS],
+        factors: Factors::One(0.0),
     };
+    let mut factors = Vec::with_capacity(if blocks.len() > 1 { blocks.len() } else { 0 });
     for (b, block) in blocks.iter().enumerate() {
         let delta = f64::from(block.shift) - m;
         // A block of only −∞ stored zeros (or NaN, which must stay NaN: 0·NaN is NaN).
         let factor = if block.max == f32::NEG_INFINITY {
             0.0
+        } else if delta == 0.0 {
+            // The block holding the max (every one-block row): no exp call.
+            1.0
         } else {
             delta.exp()
         };
-        row.factors[b] = factor;
+        if blocks.len() == 1 {
+            row.factors = Factors::One(factor);
+        } else {
+            factors.push(factor);
+        }
         row.sum += if block.sum == 0.0 {
             0.0
         } else {
@@ -235,6 +281,9 @@ fn combine(blocks: &[BlockStats], block_weights: &[f64; MAX_BLOCKS]) -> RowStats
         row.weighted += block.weighted + delta * block_weights[b];
         row.dot += block.dot + delta * block.t_total;
         row.t_total += block.t_total;
+    }
+    if blocks.len() > 1 {
+        row.factors = Factors::Blocks(factors);
     }
     if max == f32::NEG_INFINITY {
         // A row of only −∞ has no softmax.
@@ -301,7 +350,7 @@ pub(crate) fn write_row(
         let len = io.input().len();
         match exps {
             Exps::Stored(stats) => {
-                let coef = grad.block(offset, len, grad.scale * stats.factors[b], 0.0);
+                let coef = grad.block(offset, len, grad.scale * stats.factors.get(b), 0.0);
                 k.scale_exp(io.into_output(), &coef);
             }
             Exps::FromLogits { shift } => {

@@ -227,6 +227,24 @@ impl<'a, T> RowsMut<'a, T> {
         }
     }
 
+    /// Rows `first..first + N`, writable at once. Panics when they are not all there.
+    pub(crate) fn rows_mut<const N: usize>(&mut self, first: usize) -> [&mut [T]; N] {
+        assert!(
+            first + N <= self.rows,
+            "rows {first}..{} of {}",
+            first + N,
+            self.rows
+        );
+        let (stride, cols) = (self.stride, self.cols);
+        let mut rest = &mut self.data[first * stride..];
+        core::array::from_fn(|_| {
+            let taken = core::mem::take(&mut rest);
+            let (row, tail) = taken.split_at_mut(cols);
+            rest = tail.get_mut(stride - cols..).unwrap_or_default();
+            row
+        })
+    }
+
     /// The rows `0..at` and `at..rows` as two disjoint views. Panics when `at > rows`.
     pub(crate) fn split_at_row(self, at: usize) -> (Self, Self) {
         assert!(at <= self.rows);

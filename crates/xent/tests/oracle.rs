@@ -171,6 +171,16 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Batches of short rows, which run in groups of 8 through the short-row kernels.
+    #[test]
+    fn matches_oracle_short_rows(p in params(8usize..40, 1usize..=16)) {
+        check_case(&build(&p));
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Long rows, where summation order and accumulated rounding matter.

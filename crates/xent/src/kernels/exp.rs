@@ -34,22 +34,52 @@ const EXP_C6: f32 = 0.001_334_455;
 #[inline(always)]
 pub(crate) unsafe fn exp<V: F32Vector>(x: V) -> V {
     // SAFETY: the caller runs on a CPU with V's features (the trait's contract).
+    unsafe { exp_n([x])[0] }
+}
+
+/// [`exp`] of `N` vectors at once, each step applied to all of them before the next: the
+/// `N` dependency chains interleave in program order, so the CPU's scheduler finds
+/// independent work within a short window (one chain is ~40 cycles of latency).
+#[inline(always)]
+pub(crate) unsafe fn exp_n<V: F32Vector, const N: usize>(x: [V; N]) -> [V; N] {
+    // SAFETY: the caller runs on a CPU with V's features (the trait's contract).
     unsafe {
-        // max/min keep a NaN in their second operand, so NaN flows through to the result.
-        let x = V::splat(EXP_LO).max(V::splat(EXP_HI).min(x));
-        let biased = x.mul_add(V::splat(LOG2_E), V::splat(ROUND_BIAS));
-        let n = biased.sub(V::splat(ROUND_BIAS));
-        let r = n.mul_add(V::splat(-LN2_HI), x);
-        let r = n.mul_add(V::splat(-LN2_LO), r);
-        let p = V::splat(EXP_C6).mul_add(r, V::splat(EXP_C5));
-        let p = p.mul_add(r, V::splat(EXP_C4));
-        let p = p.mul_add(r, V::splat(EXP_C3));
-        let p = p.mul_add(r, V::splat(EXP_C2));
-        let p = p.mul_add(r, V::splat(1.0));
-        let p = p.mul_add(r, V::splat(1.0));
+        let (lo, hi) = (V::splat(EXP_LO), V::splat(EXP_HI));
+        let (log2e, bias) = (V::splat(LOG2_E), V::splat(ROUND_BIAS));
+        let (ln2_hi, ln2_lo) = (V::splat(-LN2_HI), V::splat(-LN2_LO));
+        // (Loops, not closures: a closure would be compiled without V's target features.)
+        let (mut x, mut biased, mut r, mut r2) = (x, x, x, x);
+        for v in x.iter_mut() {
+            // max/min keep a NaN in their second operand, so NaN flows through.
+            *v = lo.max(hi.min(*v));
+        }
+        for k in 0..N {
+            biased[k] = x[k].mul_add(log2e, bias);
+        }
+        for k in 0..N {
+            let n = biased[k].sub(bias);
+            r[k] = n.mul_add(ln2_lo, n.mul_add(ln2_hi, x[k]));
+        }
+        for k in 0..N {
+            r2[k] = r[k].mul(r[k]);
+        }
+        // p(r) = 1 + r + r²·((c2 + c3·r) + r²·((c4 + c5·r) + c6·r²)), Estrin's scheme:
+        // a shorter dependency chain than Horner's for the same coefficients.
+        let mut p = r;
+        for k in 0..N {
+            let a = V::splat(EXP_C3).mul_add(r[k], V::splat(EXP_C2));
+            let b = V::splat(EXP_C5).mul_add(r[k], V::splat(EXP_C4));
+            let one_r = r[k].add(V::splat(1.0));
+            let q = V::splat(EXP_C6).mul_add(r2[k], b);
+            let t = q.mul_add(r2[k], a);
+            p[k] = t.mul_add(r2[k], one_r);
+        }
         // n ∈ [−127, 127]: n + 127 sits in the low 8 bits of `biased`; shifted into the
         // exponent field it is 2^n, and exactly 0 for n = −127.
-        p.mul(biased.shl23())
+        for k in 0..N {
+            p[k] = p[k].mul(biased[k].shl23());
+        }
+        p
     }
 }
 

@@ -10,9 +10,9 @@
 //! Every function is `unsafe` for one reason: the caller must run on a CPU with `V`'s
 //! features. Pointers come from slices whose lengths the functions respect.
 
-use super::exp::{exp, softcap};
+use super::exp::{exp, exp_n, softcap};
 use super::vector::F32Vector;
-use super::{GradRow, RowIo, SmoothedTargets};
+use super::{GROUP, GradRow, RowIo, SHORT_COLS, ShortGrad, SmoothedTargets};
 
 /// How far ahead of the read position the exp passes prefetch: they are compute-bound, and
 /// the hardware prefetcher idles meanwhile, so they fetch the data the next (streaming)
@@ -29,13 +29,17 @@ struct Cap<V> {
 impl<V: F32Vector> Cap<V> {
     #[inline(always)]
     unsafe fn new(cap: f32) -> Option<Self> {
-        // SAFETY: forwarded caller contract (V's features).
-        (cap > 0.0).then(|| unsafe {
-            Cap {
-                cap: V::splat(cap),
-                inv_cap: V::splat(1.0 / cap),
-            }
-        })
+        if cap > 0.0 {
+            // SAFETY: forwarded caller contract (V's features).
+            Some(unsafe {
+                Cap {
+                    cap: V::splat(cap),
+                    inv_cap: V::splat(1.0 / cap),
+                }
+            })
+        } else {
+            None
+        }
     }
 }
 
@@ -112,25 +116,35 @@ unsafe fn keep_lanes<V: F32Vector>(v: V, lanes: usize, neutral: f32) -> V {
     }
 }
 
-/// Calls `f` on each full vector of `x` and once on the padded tail, with the element index
-/// of the vector's first lane. Reading stops at the row's end; tail lanes hold `fill`.
-#[inline(always)]
-unsafe fn for_each_vector<V: F32Vector>(x: &[f32], fill: f32, mut f: impl FnMut(usize, V, usize)) {
-    let n = x.len();
-    let full = n - n % V::LANES;
-    let p = x.as_ptr();
-    let mut i = 0;
-    // SAFETY: `i + LANES <= full <= n` values are readable at `p + i`; the tail copies only
-    // the `n - full` remaining values. V's features: forwarded caller contract.
-    unsafe {
-        while i < full {
-            f(i, V::load(p.add(i)), V::LANES);
-            i += V::LANES;
+/// Runs `$body` on each full vector `$v` of the slice `$x` and once on the padded tail, with
+/// `$i` the index of the vector's first element and `$lanes` how many of its lanes are real.
+/// Reading stops at the slice's end; tail lanes hold `$fill`.
+///
+/// A macro, not a function taking a closure: a closure body is compiled without the
+/// caller's `#[target_feature]`s, which would turn every intrinsic into a call.
+macro_rules! for_each_vector {
+    ($V:ty, $x:expr, $fill:expr, |$i:ident, $v:ident, $lanes:ident| $body:block) => {{
+        let x: &[f32] = $x;
+        let n = x.len();
+        let full = n - n % <$V>::LANES;
+        let p = x.as_ptr();
+        let mut start = 0;
+        // SAFETY (for the loads): `start + LANES <= full <= n` values are readable at
+        // `p + start`; the tail copies only the `n - full` remaining values.
+        while start < full {
+            let $i = start;
+            let $v = <$V>::load(p.add(start));
+            let $lanes = <$V>::LANES;
+            $body
+            start += <$V>::LANES;
         }
         if full < n {
-            f(full, V::load_partial(p.add(full), n - full, fill), n - full);
+            let $i = full;
+            let $v = <$V>::load_partial(p.add(full), n - full, $fill);
+            let $lanes = n - full;
+            $body
         }
-    }
+    }};
 }
 
 /// max_c x'_c.
@@ -151,24 +165,44 @@ pub(crate) unsafe fn row_max<V: F32Vector>(x: &[f32], cap: f32) -> f32 {
         }
         let mut m = acc[0].max(acc[1]).max(acc[2].max(acc[3]));
         // Tail lanes: −∞ after the softcap too (which maps a −∞ fill to −c).
-        for_each_vector::<V>(&x[n4..], f32::NEG_INFINITY, |_, v, lanes| {
+        for_each_vector!(V, &x[n4..], f32::NEG_INFINITY, |_i, v, lanes| {
             m = m.max(keep_lanes(capped(v, cap), lanes, f32::NEG_INFINITY));
         });
         m.reduce_max()
     }
 }
 
+/// Vectors per step of the hot loops: four independent exp chains keep the FMA units busy
+/// while each chain waits on its own latency.
+const UNROLL: usize = 4;
+
 /// Σ_c exp(x'_c − shift).
 #[inline(always)]
 pub(crate) unsafe fn sum_exp<V: F32Vector>(x: &[f32], shift: f32, cap: f32) -> f64 {
-    // SAFETY: forwarded caller contract (V's features).
+    // SAFETY: forwarded caller contract (V's features); loads stay below `x.len()`.
     unsafe {
         let cap = Cap::<V>::new(cap);
         let s = V::splat(shift);
         let mut sum = Sum::<V>::new();
         let p = x.as_ptr();
-        for_each_vector::<V>(x, f32::NEG_INFINITY, |i, v, lanes| {
+        let step = UNROLL * V::LANES;
+        let body = x.len() - x.len() % step;
+        let mut i = 0;
+        while i < body {
             V::prefetch(p.wrapping_add(i + PREFETCH_AHEAD));
+            let mut x = [s; UNROLL];
+            for (u, x) in x.iter_mut().enumerate() {
+                *x = capped(V::load(p.add(i + u * V::LANES)), cap).sub(s);
+            }
+            let e = exp_n(x);
+            let mut total = e[0];
+            for e in &e[1..] {
+                total = total.add(*e);
+            }
+            sum.add(total);
+            i += step;
+        }
+        for_each_vector!(V, &x[body..], f32::NEG_INFINITY, |_i, v, lanes| {
             sum.add(keep_lanes(exp(capped(v, cap).sub(s)), lanes, 0.0));
         });
         sum.finish()
@@ -184,9 +218,27 @@ pub(crate) unsafe fn exp_store_sum<V: F32Vector>(io: RowIo<'_>, shift: f32) -> f
     unsafe {
         let s = V::splat(shift);
         let mut sum = Sum::<V>::new();
+        let step = UNROLL * V::LANES;
+        let body = n - n % step;
         let mut i = 0;
-        while i < n {
+        while i < body {
             V::prefetch(src.wrapping_add(i + PREFETCH_AHEAD));
+            let mut x = [s; UNROLL];
+            for (u, x) in x.iter_mut().enumerate() {
+                *x = V::load(src.add(i + u * V::LANES)).sub(s);
+            }
+            let e = exp_n(x);
+            let mut total = e[0];
+            for (u, e) in e.iter().enumerate() {
+                e.store(dst.add(i + u * V::LANES));
+                if u > 0 {
+                    total = total.add(*e);
+                }
+            }
+            sum.add(total);
+            i += step;
+        }
+        while i < n {
             let lanes = V::LANES.min(n - i);
             let e = if lanes == V::LANES {
                 let e = exp(V::load(src.add(i)).sub(s));
@@ -204,6 +256,84 @@ pub(crate) unsafe fn exp_store_sum<V: F32Vector>(io: RowIo<'_>, shift: f32) -> f
     }
 }
 
+/// Both phases for [`GROUP`] rows of at most [`SHORT_COLS`] values: loaded row by row,
+/// transposed so that lane r holds row r, reduced and exponentiated lane-wise, turned into
+/// the gradient with the coefficients `coefs` returns, transposed back and stored.
+/// Needs `V::LANES == GROUP`.
+#[inline(always)]
+pub(crate) unsafe fn short_rows<V: F32Vector>(
+    rows: &mut [RowIo<'_>; GROUP],
+    coefs: &mut dyn FnMut(&[f32; GROUP], &[f64; GROUP]) -> ShortGrad,
+) {
+    debug_assert_eq!(V::LANES, GROUP);
+    let cols = rows[0].input().len();
+    debug_assert!(cols <= SHORT_COLS && rows.iter().all(|r| r.input().len() == cols));
+    let blocks = cols.div_ceil(GROUP);
+    // SAFETY: every load and store covers at most the `cols` values of its row; V's
+    // features: forwarded caller contract.
+    unsafe {
+        let ninf = V::splat(f32::NEG_INFINITY);
+        let mut col = [ninf; SHORT_COLS];
+        for b in 0..blocks {
+            let width = GROUP.min(cols - b * GROUP);
+            let mut block = [ninf; GROUP];
+            for (v, row) in block.iter_mut().zip(rows.iter()) {
+                *v = load_lanes::<V>(&row.input()[b * GROUP..], width, f32::NEG_INFINITY);
+            }
+            col[b * GROUP..(b + 1) * GROUP].copy_from_slice(&V::transpose8(block));
+        }
+        let mut max = col[0];
+        for c in &col[1..cols] {
+            max = max.max(*c);
+        }
+        // Columns past `cols` hold −∞: exp gives 0 (or NaN for a row of only −∞, which
+        // is NaN anyway), and they are neither summed nor stored.
+        for quad in col.chunks_exact_mut(4).take(cols.div_ceil(4)) {
+            let e = exp_n([
+                quad[0].sub(max),
+                quad[1].sub(max),
+                quad[2].sub(max),
+                quad[3].sub(max),
+            ]);
+            quad.copy_from_slice(&e);
+        }
+        let mut total = col[0];
+        for e in &col[1..cols] {
+            total = total.add(*e);
+        }
+        let mut max_out = [0.0f32; GROUP];
+        let mut sums = [0.0f32; GROUP];
+        max.store(max_out.as_mut_ptr());
+        total.store(sums.as_mut_ptr());
+        let grad = coefs(&max_out, &sums.map(f64::from));
+
+        let scale = V::load(grad.scale.as_ptr());
+        let target = V::load(grad.target.as_ptr());
+        let target_coef = V::load(grad.target_coef.as_ptr());
+        let keep_bits = grad.keep.map(|k| if k { u32::MAX } else { 0 });
+        let keep = V::load(keep_bits.as_ptr().cast());
+        let zero = V::splat(0.0);
+        for (c, e) in col.iter_mut().enumerate().take(cols) {
+            let one_hot = V::select(target.eq(V::splat(c as f32)), target_coef, zero);
+            *e = V::select(keep, e.mul(scale).sub(one_hot), zero);
+        }
+        for b in 0..blocks {
+            let width = GROUP.min(cols - b * GROUP);
+            let mut block = [ninf; GROUP];
+            block.copy_from_slice(&col[b * GROUP..(b + 1) * GROUP]);
+            let block = V::transpose8(block);
+            for (v, row) in block.iter().zip(rows.iter_mut()) {
+                let out = &mut row.output()[b * GROUP..];
+                if width == GROUP {
+                    v.store(out.as_mut_ptr());
+                } else {
+                    v.store_partial(out.as_mut_ptr(), width);
+                }
+            }
+        }
+    }
+}
+
 /// Σ_c w_c·(x'_c − shift), with w_c = 1 without weights.
 #[inline(always)]
 pub(crate) unsafe fn weighted_shifted_sum<V: F32Vector>(
@@ -217,7 +347,7 @@ pub(crate) unsafe fn weighted_shifted_sum<V: F32Vector>(
         let cap = Cap::<V>::new(cap);
         let s = V::splat(shift);
         let mut sum = Sum::<V>::new();
-        for_each_vector::<V>(x, shift, |i, v, lanes| {
+        for_each_vector!(V, x, shift, |i, v, lanes| {
             let d = keep_lanes(capped(v, cap).sub(s), lanes, 0.0);
             sum.add(match weights {
                 Some(w) => load_lanes::<V>(&w[i..], lanes, 0.0).mul(d),
@@ -259,7 +389,7 @@ pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
         let (keep, uniform) = (V::splat(targets.keep), V::splat(targets.uniform));
         let zero = V::splat(0.0);
         let (mut dot, mut total) = (Sum::<V>::new(), Sum::<V>::new());
-        for_each_vector::<V>(x, shift, |i, v, lanes| {
+        for_each_vector!(V, x, shift, |i, v, lanes| {
             // Tail lanes: w = 0 and a finite x' − shift, so they add 0 to both sums.
             let t = load_lanes::<V>(&targets.probs[i..], lanes, 0.0).mul_add(keep, uniform);
             let w = match weights {
@@ -283,7 +413,14 @@ pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
 unsafe fn class_terms<V: F32Vector>(coef: &GradRow<'_>, i: usize, lanes: usize) -> V {
     // SAFETY: weights and soft targets have the row's length; V's features: caller contract.
     unsafe {
-        let w = coef.weights.map(|w| load_lanes::<V>(&w[i..], lanes, 0.0));
+        #[allow(
+            clippy::manual_map,
+            reason = "a closure would be compiled without the tier's target features"
+        )]
+        let w = match coef.weights {
+            Some(w) => Some(load_lanes::<V>(&w[i..], lanes, 0.0)),
+            None => None,
+        };
         let mut terms = match w {
             Some(w) => w.mul(V::splat(coef.smooth)),
             None => V::splat(coef.smooth),
@@ -313,6 +450,35 @@ fn plain(coef: &GradRow<'_>) -> bool {
     coef.smooth == 0.0 && coef.soft.is_none() && coef.target.is_none()
 }
 
+/// out_c = k·out_c over `range` of the row at `p` (a range of whole vectors, or reaching
+/// the row's end `n`).
+#[inline(always)]
+unsafe fn scale_plain<V: F32Vector>(p: *mut f32, range: core::ops::Range<usize>, n: usize, k: V) {
+    // SAFETY: `range` lies within the `n` values at `p`; V's features: caller contract.
+    unsafe {
+        let mut i = range.start;
+        let step = UNROLL * V::LANES;
+        while i + step <= range.end {
+            for u in 0..UNROLL {
+                let at = p.add(i + u * V::LANES);
+                V::load(at).mul(k).store(at);
+            }
+            i += step;
+        }
+        while i < range.end {
+            let lanes = V::LANES.min(n - i);
+            if lanes == V::LANES {
+                V::load(p.add(i)).mul(k).store(p.add(i));
+            } else {
+                V::load_partial(p.add(i), lanes, 0.0)
+                    .mul(k)
+                    .store_partial(p.add(i), lanes);
+            }
+            i += lanes;
+        }
+    }
+}
+
 /// out_c = coef.scale·out_c − terms_c: the gradient from stored exponentials (no softcap).
 #[inline(always)]
 pub(crate) unsafe fn scale_exp<V: F32Vector>(out: &mut [f32], coef: &GradRow<'_>) {
@@ -321,20 +487,30 @@ pub(crate) unsafe fn scale_exp<V: F32Vector>(out: &mut [f32], coef: &GradRow<'_>
     // SAFETY: `p` covers `n` values; V's features: forwarded caller contract.
     unsafe {
         let k = V::splat(coef.scale);
-        let plain = plain(coef);
-        let mut i = 0;
-        while i < n {
+        // Without smoothing or soft targets only the target's vector has a term: the rest
+        // of the row is a plain multiply, and the one-hot is subtracted as that vector is
+        // stored (never patched afterwards).
+        let terms = if coef.smooth == 0.0 && coef.soft.is_none() {
+            match coef.target {
+                Some((y, _)) => {
+                    let start = y - y % V::LANES;
+                    start..(start + V::LANES).min(n)
+                }
+                None => n..n,
+            }
+        } else {
+            0..n
+        };
+        scale_plain(p, 0..terms.start, n, k);
+        let mut i = terms.start;
+        while i < terms.end {
             let lanes = V::LANES.min(n - i);
             let e = if lanes == V::LANES {
                 V::load(p.add(i))
             } else {
                 V::load_partial(p.add(i), lanes, 0.0)
             };
-            let g = if plain {
-                e.mul(k)
-            } else {
-                e.mul(k).sub(class_terms::<V>(coef, i, lanes))
-            };
+            let g = e.mul(k).sub(class_terms::<V>(coef, i, lanes));
             if lanes == V::LANES {
                 g.store(p.add(i));
             } else {
@@ -342,6 +518,7 @@ pub(crate) unsafe fn scale_exp<V: F32Vector>(out: &mut [f32], coef: &GradRow<'_>
             }
             i += lanes;
         }
+        scale_plain(p, terms.end..n, n, k);
     }
 }
 

@@ -107,6 +107,25 @@ pub(crate) struct GradRow<'a> {
     pub cap: f32,
 }
 
+/// Rows per group in [`RowKernels::short_rows_exp_store`].
+pub(crate) const GROUP: usize = 8;
+/// The longest rows [`RowKernels::short_rows_exp_store`] takes.
+pub(crate) const SHORT_COLS: usize = 16;
+
+/// The gradient coefficients of a group of short rows (see [`RowKernels::short_rows`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ShortGrad {
+    /// Multiplies exp(x − m) in each row.
+    pub scale: [f32; GROUP],
+    /// Each row's target class (as f32, exact below 2^24), or −1 for none.
+    pub target: [f32; GROUP],
+    /// Subtracted at the target.
+    pub target_coef: [f32; GROUP],
+    /// Rows whose output is the gradient; the others get zeros (ignored rows, whatever
+    /// their logits hold).
+    pub keep: [bool; GROUP],
+}
+
 /// A soft target row with label smoothing: t'_c = keep·t_c + uniform.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SmoothedTargets<'a> {
@@ -154,6 +173,18 @@ pub(crate) trait RowKernels: Sync {
         shift: f32,
         cap: f32,
     ) -> (f64, f64);
+
+    /// Both phases for [`GROUP`] short rows (at most [`SHORT_COLS`] values each) at once:
+    /// each row's max m_r and S_r = Σ_c exp(x_r,c − m_r) go to `coefs`, which returns the
+    /// rows' [`ShortGrad`]; then out_r,c = scale_r·exp(x_r,c − m_r) − [c = y_r]·target_r
+    /// (0 where `keep_r` is false). Rows this short would spend more on per-row work than
+    /// on the row: the vector tiers transpose the group in registers so that each lane is
+    /// a row, and load and store each value once.
+    fn short_rows(
+        &self,
+        rows: &mut [RowIo<'_>; GROUP],
+        coefs: &mut dyn FnMut(&[f32; GROUP], &[f64; GROUP]) -> ShortGrad,
+    );
 
     /// Writes the gradient or probability row described by `coef` (see [`GradRow`]),
     /// computing exp(x'_c − coef.shift) from the logits.
@@ -251,6 +282,29 @@ macro_rules! vector_tier {
                 }
                 // SAFETY: a value of this tier exists only on a CPU with its features.
                 unsafe { imp(x, targets, weights, shift, cap) }
+            }
+
+            fn short_rows(
+                &self,
+                rows: &mut [$crate::kernels::RowIo<'_>; $crate::kernels::GROUP],
+                coefs: &mut dyn FnMut(
+                    &[f32; $crate::kernels::GROUP],
+                    &[f64; $crate::kernels::GROUP],
+                ) -> $crate::kernels::ShortGrad,
+            ) {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(
+                    rows: &mut [$crate::kernels::RowIo<'_>; $crate::kernels::GROUP],
+                    coefs: &mut dyn FnMut(
+                        &[f32; $crate::kernels::GROUP],
+                        &[f64; $crate::kernels::GROUP],
+                    ) -> $crate::kernels::ShortGrad,
+                ) {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe { $crate::kernels::generic::short_rows::<$vector>(rows, coefs) }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(rows, coefs) }
             }
 
             fn write_grad(

@@ -93,6 +93,11 @@ unsafe impl F32Vector for Wide {
         self.0.reduce_add()
     }
     #[inline(always)]
+    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8] {
+        let [a, b, c, d, e, f, g, h] = rows;
+        f32x8::transpose([a.0, b.0, c.0, d.0, e.0, f.0, g.0, h.0]).map(Wide)
+    }
+    #[inline(always)]
     unsafe fn reduce_max(self) -> f32 {
         self.0
             .to_array()

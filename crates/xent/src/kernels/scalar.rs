@@ -1,7 +1,7 @@
 //! The scalar tier: one element at a time, sums kept in f64. It is the fallback on every
 //! CPU and the yardstick the vector tiers are tested against.
 
-use super::{GradRow, RowIo, RowKernels, SmoothedTargets, softcap};
+use super::{GROUP, GradRow, RowIo, RowKernels, ShortGrad, SmoothedTargets, softcap};
 
 /// Plain Rust loops, no SIMD.
 pub(crate) struct Scalar;
@@ -43,6 +43,34 @@ impl RowKernels for Scalar {
             e
         });
         sum
+    }
+
+    fn short_rows(
+        &self,
+        rows: &mut [RowIo<'_>; GROUP],
+        coefs: &mut dyn FnMut(&[f32; GROUP], &[f64; GROUP]) -> ShortGrad,
+    ) {
+        let mut max = [0.0; GROUP];
+        let mut sum = [0.0; GROUP];
+        for (r, row) in rows.iter_mut().enumerate() {
+            max[r] = self.row_max(row.input(), 0.0);
+            sum[r] = self.exp_store_sum(row.slice(0, row.input().len()), max[r]);
+        }
+        let grad = coefs(&max, &sum);
+        for (r, row) in rows.iter_mut().enumerate() {
+            for (c, v) in row.output().iter_mut().enumerate() {
+                let one_hot = if c as f32 == grad.target[r] {
+                    grad.target_coef[r]
+                } else {
+                    0.0
+                };
+                *v = if grad.keep[r] {
+                    grad.scale[r] * *v - one_hot
+                } else {
+                    0.0
+                };
+            }
+        }
     }
 
     fn weighted_shifted_sum(

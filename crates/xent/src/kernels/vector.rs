@@ -55,6 +55,10 @@ pub(crate) unsafe trait F32Vector: Copy {
     /// The maximum of the lanes (NaN lanes may or may not win).
     unsafe fn reduce_max(self) -> f32;
 
+    /// The 8×8 transpose of eight 8-lane vectors: lane `j` of result `i` is lane `i` of
+    /// input `j`. Only called when `LANES == 8`.
+    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8];
+
     /// Hints that the cache line at `p` will be read soon. `p` need not be valid.
     #[inline(always)]
     unsafe fn prefetch(_p: *const f32) {}

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Prints the README's performance table from criterion's results (target/criterion).
+
+Run after `cargo bench -p xent-benches`. For every group (variant/shape) it reads the median
+time of `roofline`, `naive` and `xent`, and prints xent's throughput, its share of the
+roofline measured in the same run, and its speed-up over the naive unfused baseline.
+"""
+import json
+import pathlib
+import sys
+
+root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
+groups = {}
+for bench in sorted(root.glob("*/*/new/benchmark.json")):
+    meta = json.loads(bench.read_text())
+    estimates = json.loads((bench.parent / "estimates.json").read_text())
+    median_ns = estimates["median"]["point_estimate"]
+    elements = meta["throughput"]["Elements"]
+    groups.setdefault(meta["group_id"], {})[meta["function_id"]] = (median_ns, elements)
+
+ORDER = ["forward", "fused_in_place", "fused_separate", "softmax", "log_softmax",
+         "fused_in_place_1thread"]
+REFERENCE = {"forward": "read-only sum", "fused_in_place": "a[i] *= k",
+             "fused_separate": "copy", "softmax": "copy", "log_softmax": "copy",
+             "fused_in_place_1thread": "a[i] *= k, 1 thread"}
+
+
+def key(group):
+    variant, shape = group.split("/")
+    rows, cols = (int(v) for v in shape.split("x"))
+    return (ORDER.index(variant) if variant in ORDER else 99, -rows * cols, rows)
+
+
+print("| variant | shape | xent Gelem/s | roofline (what) Gelem/s | % of roofline | × naive |")
+print("|---|---|---|---|---|---|")
+for group in sorted(groups, key=key):
+    g = groups[group]
+    if "xent" not in g or "roofline" not in g:
+        continue
+    variant, shape = group.split("/")
+    rate = lambda name: g[name][1] / g[name][0]  # elements per ns = Gelem/s
+    xent, roof = rate("xent"), rate("roofline")
+    naive = f"{xent / rate('naive'):.1f}×" if "naive" in g else "–"
+    print(f"| {variant} | {shape.replace('x', ' × ')} | {xent:.2f} | {roof:.2f} ({REFERENCE.get(variant, '')}) "
+          f"| {100 * xent / roof:.0f}% | {naive} |")
+
+split = groups.get("fused_in_place/1x262144", {}), groups.get("fused_in_place_1thread/1x262144", {})
+if "xent" in split[0] and "xent" in split[1]:
+    print(f"\n1 × 262144 in place: 2 threads run {split[1]['xent'][0] / split[0]['xent'][0]:.2f}× "
+          "faster than 1 thread (the row split into column blocks).")

@@ -162,7 +162,7 @@ xent_options xent_options_default(void);
 const char *xent_version(void);
 
 /**
- * The kernel tier this process runs, e.g. "avx2+fma", "sse2", "neon" or "scalar" (the
+ * The kernel tier this process runs, e.g. "avx512vl", "avx2+fma", "sse2", "neon" or "scalar" (the
  * environment variable `XENT_SIMD`, read once, can force a lower tier): a static string,
  * never NULL, not to be freed.
  */

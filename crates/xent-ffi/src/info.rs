@@ -23,7 +23,7 @@ pub extern "C" fn xent_version() -> *const c_char {
     catch_panic(VERSION.as_ptr(), || VERSION.as_ptr())
 }
 
-/// The kernel tier this process runs, e.g. "avx2+fma", "sse2", "neon" or "scalar" (the
+/// The kernel tier this process runs, e.g. "avx512vl", "avx2+fma", "sse2", "neon" or "scalar" (the
 /// environment variable `XENT_SIMD`, read once, can force a lower tier): a static string,
 /// never NULL, not to be freed.
 #[unsafe(no_mangle)]

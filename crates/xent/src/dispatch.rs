@@ -10,6 +10,9 @@ use crate::kernels::scalar::Scalar;
 /// The instruction-set tiers, from the most capable down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tier {
+    /// The AVX2 kernels compiled with AVX-512F/VL too (32 registers), chosen at run time.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     /// `core::arch` AVX2 + FMA, chosen at run time.
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -23,15 +26,22 @@ impl Tier {
     /// The best tier this CPU supports.
     fn detect() -> Tier {
         #[cfg(target_arch = "x86_64")]
+        if crate::kernels::avx2::kernels_avx512().is_some() {
+            return Tier::Avx512;
+        }
+        #[cfg(target_arch = "x86_64")]
         if crate::kernels::avx2::kernels().is_some() {
             return Tier::Avx2;
         }
         Tier::Portable
     }
 
-    /// The tier `XENT_SIMD` names (`avx2`, `portable` or `scalar`), when this CPU has it.
+    /// The tier `XENT_SIMD` names (`avx512`, `avx2`, `portable` or `scalar`), when this CPU
+    /// has it.
     fn from_name(name: &str) -> Option<Tier> {
         match name {
+            #[cfg(target_arch = "x86_64")]
+            "avx512" => crate::kernels::avx2::kernels_avx512().map(|_| Tier::Avx512),
             #[cfg(target_arch = "x86_64")]
             "avx2" => crate::kernels::avx2::kernels().map(|_| Tier::Avx2),
             "portable" => Some(Tier::Portable),
@@ -42,6 +52,8 @@ impl Tier {
 
     fn name(self) -> &'static str {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => "avx512vl",
             #[cfg(target_arch = "x86_64")]
             Tier::Avx2 => "avx2+fma",
             Tier::Portable if cfg!(target_feature = "avx2") => "portable-avx2",
@@ -54,6 +66,8 @@ impl Tier {
 
     fn kernels(self) -> &'static dyn RowKernels {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => crate::kernels::avx2::kernels_avx512().expect("detected before"),
             #[cfg(target_arch = "x86_64")]
             Tier::Avx2 => crate::kernels::avx2::kernels().expect("detected before"),
             Tier::Portable => &Portable,
@@ -78,15 +92,16 @@ pub(crate) fn kernels() -> &'static dyn RowKernels {
     active().kernels()
 }
 
-/// The name of the kernel tier this process runs: `"avx2+fma"` (detected at run time),
-/// `"sse2"` or `"neon"` (the portable `wide` tier, compiled for the target), or `"scalar"`.
+/// The name of the kernel tier this process runs: `"avx512vl"` or `"avx2+fma"` (detected
+/// at run time), `"sse2"` or `"neon"` (the portable `wide` tier, compiled for the target),
+/// or `"scalar"`.
 ///
-/// The environment variable `XENT_SIMD` (`avx2`, `portable` or `scalar`, read once) forces
-/// a tier; a tier the CPU lacks, or an unknown name, is ignored, so this function is how
+/// The environment variable `XENT_SIMD` (`avx512`, `avx2`, `portable` or `scalar`, read
+/// once) forces a tier; a tier the CPU lacks, or an unknown name, is ignored, so this function is how
 /// to check what runs.
 ///
 /// ```
-/// assert!(["avx2+fma", "portable-avx2", "sse2", "neon", "portable", "scalar"]
+/// assert!(["avx512vl", "avx2+fma", "portable-avx2", "sse2", "neon", "portable", "scalar"]
 ///     .contains(&xent::simd_level()));
 /// ```
 pub fn simd_level() -> &'static str {

@@ -543,6 +543,7 @@ fn softmax_and_log_softmax() {
 fn forced_tier_is_the_active_one() {
     let level = xent::simd_level();
     match std::env::var("XENT_SIMD").as_deref() {
+        Ok("avx512") => assert_eq!(level, "avx512vl"),
         Ok("avx2") => assert_eq!(level, "avx2+fma"),
         Ok("portable") => assert!(["sse2", "portable-avx2", "neon", "portable"].contains(&level)),
         Ok("scalar") => assert_eq!(level, "scalar"),

@@ -1,5 +1,7 @@
-//! The AVX2+FMA tier: `generic.rs` over 8-lane `__m256` vectors, compiled with
-//! `#[target_feature(enable = "avx2,fma")]` and chosen at run time.
+//! The x86-64 tiers over 8-lane `__m256` vectors, chosen at run time: `generic.rs`
+//! compiled with `#[target_feature(enable = "avx2,fma")]`, and the same code compiled with
+//! AVX-512F/VL as well, which keeps the vectors at 256 bits but gives the compiler 32
+//! registers and broadcast operands — the exp chains stop spilling (measured +15%).
 
 use core::arch::x86_64::*;
 
@@ -185,4 +187,21 @@ pub(crate) fn kernels() -> Option<&'static dyn RowKernels> {
     static AVX2: Avx2 = Avx2 { _detected: () };
     (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
         .then_some(&AVX2 as &dyn RowKernels)
+}
+
+/// The same kernels compiled with AVX-512F/VL too. A value exists only behind
+/// [`kernels_avx512`], after detection.
+pub(crate) struct Avx512 {
+    _detected: (),
+}
+
+super::vector_tier!(Avx512, F32x8, "avx2,fma,avx512f,avx512vl");
+
+/// The AVX-512VL kernels, when this CPU has AVX2, FMA, AVX-512F and AVX-512VL.
+pub(crate) fn kernels_avx512() -> Option<&'static dyn RowKernels> {
+    static AVX512: Avx512 = Avx512 { _detected: () };
+    (kernels().is_some()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512vl"))
+    .then_some(&AVX512 as &dyn RowKernels)
 }

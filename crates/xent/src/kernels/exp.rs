@@ -190,6 +190,23 @@ mod tests {
             fn tanh_avx2(x: &[f32], o: &mut [f32]) {
                 map::<F32x8>(x, o, super::tanh);
             }
+            if crate::kernels::avx2::kernels_avx512().is_some() {
+                #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+                fn exp_avx512(x: &[f32], o: &mut [f32]) {
+                    map::<F32x8>(x, o, super::exp);
+                }
+                #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+                fn tanh_avx512(x: &[f32], o: &mut [f32]) {
+                    map::<F32x8>(x, o, super::tanh);
+                }
+                tiers.push((
+                    "avx512vl",
+                    // SAFETY: AVX2, FMA, AVX-512F and AVX-512VL were detected just above.
+                    |x, o| unsafe { exp_avx512(x, o) },
+                    // SAFETY: as above.
+                    |x, o| unsafe { tanh_avx512(x, o) },
+                ));
+            }
             tiers.push((
                 "avx2",
                 // SAFETY: AVX2 and FMA were detected just above.

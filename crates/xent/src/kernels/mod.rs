@@ -144,6 +144,23 @@ impl SmoothedTargets<'_> {
     }
 }
 
+impl GradRow<'_> {
+    /// What class `c` subtracts from its scaled exponential, one element at a time (the
+    /// scalar tier's form of `generic::class_terms`): smooth·w_c + w_c·t'_c + [c = y]·coef.
+    #[inline(always)]
+    pub(crate) fn class_term(&self, c: usize) -> f32 {
+        let w = self.weights.map_or(1.0, |w| w[c]);
+        let mut term = self.smooth * w;
+        if let Some(t) = self.soft {
+            term += w * t.at(c);
+        }
+        match self.target {
+            Some((y, coef)) if y == c => term + coef,
+            _ => term,
+        }
+    }
+}
+
 /// The arithmetic over one row (or a block of one), written once per instruction-set
 /// tier. Every method reads exactly the values it is given (no padding) and no value after
 /// writing it.

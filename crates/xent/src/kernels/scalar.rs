@@ -113,38 +113,22 @@ impl RowKernels for Scalar {
     }
 
     fn write_grad(&self, io: RowIo<'_>, coef: &GradRow<'_>) {
-        let (target, target_coef) = coef.target.unwrap_or((usize::MAX, 0.0));
         map_row(io, |c, v| {
             let x = softcap(v, coef.cap);
-            let w = coef.weights.map_or(1.0, |w| w[c]);
-            let mut g = coef.scale * (x - coef.shift).exp() - coef.smooth * w;
-            if let Some(t) = coef.soft {
-                g -= w * t.at(c);
-            }
-            if c == target {
-                g -= target_coef;
-            }
+            let g = coef.scale * (x - coef.shift).exp() - coef.class_term(c);
             if coef.cap > 0.0 {
                 let r = x / coef.cap;
-                g *= 1.0 - r * r;
+                g * (1.0 - r * r)
+            } else {
+                g
             }
-            g
         });
     }
 
     fn scale_exp(&self, out: &mut [f32], coef: &GradRow<'_>) {
-        let (target, target_coef) = coef.target.unwrap_or((usize::MAX, 0.0));
-        for (c, e) in out.iter_mut().enumerate() {
-            let w = coef.weights.map_or(1.0, |w| w[c]);
-            let mut g = coef.scale * *e - coef.smooth * w;
-            if let Some(t) = coef.soft {
-                g -= w * t.at(c);
-            }
-            if c == target {
-                g -= target_coef;
-            }
-            *e = g;
-        }
+        map_row(RowIo::InPlace(out), |c, e| {
+            coef.scale * e - coef.class_term(c)
+        });
     }
 
     fn write_log_probs(&self, io: RowIo<'_>, max: f32, ln_sum: f32) {

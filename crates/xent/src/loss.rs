@@ -3,12 +3,13 @@
 
 use crate::dispatch::kernels;
 use crate::error::{Error, Result};
-use crate::kernels::{GROUP, RowKernels, SHORT_COLS, ShortGrad, SmoothedTargets, softcap};
+use crate::kernels::{
+    GROUP, RowKernels, SHORT_COLS, ShortJob, ShortLoss, SmoothedTargets, softcap,
+};
 use crate::options::{Options, Reduction};
 use crate::pass::Pass;
 use crate::row::{
-    Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, RowStats, block_weight_sums, row_stats,
-    whole_row_stats, write_row,
+    Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, RowStats, block_weight_sums, row_stats, write_row,
 };
 use crate::rows::{Rows, RowsMut, Targets};
 use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut, split_rows};
@@ -311,10 +312,13 @@ fn row_target<'t>(targets: &Targets<'t>, i: usize, ignore_index: i64) -> Option<
 fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> Partial {
     let mut partial = Partial::default();
     let rows = chunk.pass.rows();
+    // The outputs of a forward-only call's short rows (made once: zeroing it per group
+    // showed in profiles).
+    let mut scratch = [[0.0f32; SHORT_COLS]; GROUP];
     let mut i = 0;
     while i < rows {
         if plan.short_rows && rows - i >= GROUP {
-            forward_group(k, plan, &mut chunk, i, &mut partial);
+            forward_group(k, plan, &mut chunk, i, &mut scratch, &mut partial);
             i += GROUP;
         } else {
             forward_row(k, plan, &mut chunk, i, &mut partial);
@@ -354,65 +358,52 @@ fn forward_row(
     counted_row(k, plan, chunk, i, target, x_y, &stats, store, partial);
 }
 
-/// Rows `first..first + GROUP`, all short: both phases in one kernel call, which asks for
-/// the rows' coefficients between them.
+/// Rows `first..first + GROUP`, all short, hard targets, no smoothing, no softcap: one
+/// kernel call computes every row's terms and gradient lane-wise.
 fn forward_group(
     k: &dyn RowKernels,
     plan: &Plan<'_>,
     chunk: &mut Chunk<'_>,
     first: usize,
+    scratch: &mut [[f32; SHORT_COLS]; GROUP],
     partial: &mut Partial,
 ) {
-    let targets: [Option<RowTarget<'_>>; GROUP] =
-        core::array::from_fn(|r| row_target(&chunk.targets, first + r, plan.options.ignore_index));
-    // Read before the kernel overwrites the logits.
-    let x_y: [f64; GROUP] = core::array::from_fn(|r| match targets[r] {
-        Some(target) => target_logit(plan, chunk, first + r, target),
-        None => 0.0,
-    });
-    let write = plan.writes(chunk);
-    let Chunk {
-        pass,
-        loss,
-        lse_out,
-        ..
-    } = chunk;
-    let mut coefs = |max: &[f32; GROUP], sum: &[f64; GROUP]| {
-        let mut grad = ShortGrad::default();
-        for r in 0..GROUP {
-            let i = first + r;
-            let stats = whole_row_stats(max[r], sum[r]);
-            grad.target[r] = -1.0;
-            let Some(target) = targets[r] else {
-                if let Some(lse) = lse_out.as_deref_mut() {
-                    lse[i] = (f64::from(stats.max) + stats.sum.ln()) as f32;
-                }
-                if let Some(loss) = loss.as_deref_mut() {
-                    loss[i] = 0.0;
-                }
-                continue;
-            };
-            let row = row_loss(plan, target, x_y[r], &stats, partial);
-            if let Some(loss) = loss.as_deref_mut() {
-                loss[i] = (row.ce + row.zl) as f32;
-            }
-            if let Some(lse) = lse_out.as_deref_mut() {
-                lse[i] = row.lse as f32;
-            }
-            if write {
-                let coef = plan.grad_row(target, 0.0, stats.sum, row.lse, 1.0);
-                grad.scale[r] = (coef.scale * stats.factor(0)) as f32;
-                if let Some((y, target_coef)) = coef.target {
-                    grad.target[r] = y as f32;
-                    grad.target_coef[r] = target_coef;
-                }
-                grad.keep[r] = true;
-            }
+    let mut target = [-1.0f32; GROUP];
+    let mut weight = [0.0f32; GROUP];
+    for r in 0..GROUP {
+        if let Some(RowTarget::Class(y)) =
+            row_target(&chunk.targets, first + r, plan.options.ignore_index)
+        {
+            // y < cols ≤ SHORT_COLS: exact in f32.
+            target[r] = y as f32;
+            weight[r] = plan.options.weight(y);
         }
-        grad
-    };
-    let mut scratch = [[0.0f32; SHORT_COLS]; GROUP];
-    k.short_rows(&mut pass.group_io(first, &mut scratch), &mut coefs);
+    }
+    let job = ShortJob::Loss(ShortLoss {
+        target,
+        weight,
+        ce_scale: plan.ce_scale as f32,
+        z: plan.z as f32,
+        z_grad: (2.0 * plan.z * plan.z_scale) as f32,
+        write: plan.writes(chunk),
+    });
+    let stats = k.short_rows(&mut chunk.pass.group_io(first, scratch), &job);
+    for r in 0..GROUP {
+        partial.ce += f64::from(stats.ce[r]);
+        partial.zl += f64::from(stats.zl[r]);
+    }
+    let rows = first..first + GROUP;
+    if let Some(loss) = chunk.loss.as_deref_mut() {
+        for (l, (ce, zl)) in loss[rows.clone()]
+            .iter_mut()
+            .zip(stats.ce.iter().zip(&stats.zl))
+        {
+            *l = ce + zl;
+        }
+    }
+    if let Some(lse) = chunk.lse_out.as_deref_mut() {
+        lse[rows].copy_from_slice(&stats.lse);
+    }
 }
 
 /// x'_y of a counted row with a hard target (0 for soft targets), read before phase 1.

@@ -149,13 +149,6 @@ enum Factors {
     Blocks(Vec<f64>),
 }
 
-impl RowStats {
-    /// exp(shift_b − m) of block `b`.
-    pub(crate) fn factor(&self, block: usize) -> f64 {
-        self.factors.get(block)
-    }
-}
-
 impl Factors {
     fn get(&self, block: usize) -> f64 {
         match self {
@@ -228,20 +221,6 @@ pub(crate) fn row_stats(
             .collect()
     };
     combine(&stats, g.block_weights)
-}
-
-/// The statistics of a row that phase 1 ran over as one piece with shift = `max` and no
-/// extra sums (the short-row kernels).
-pub(crate) fn whole_row_stats(max: f32, sum: f64) -> RowStats {
-    let block = BlockStats {
-        max,
-        shift: max,
-        sum,
-        weighted: 0.0,
-        dot: 0.0,
-        t_total: 0.0,
-    };
-    combine(&[block], &[0.0; MAX_BLOCKS])
 }
 
 /// Moves every block's sums to the row max, in block order.

@@ -2,7 +2,7 @@
 
 use crate::dispatch::kernels;
 use crate::error::Result;
-use crate::kernels::{GROUP, RowKernels, SHORT_COLS, ShortGrad};
+use crate::kernels::{GROUP, RowKernels, SHORT_COLS, ShortJob};
 use crate::pass::Pass;
 use crate::row::{Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, row_stats, write_row};
 use crate::rows::{Rows, RowsMut};
@@ -28,17 +28,15 @@ fn rows_chunk(k: &dyn RowKernels, mut chunk: Pass<'_>, output: Output, split: bo
     const NO_BLOCK_WEIGHTS: [f64; MAX_BLOCKS] = [0.0; MAX_BLOCKS];
     let rows = chunk.rows();
     let mut first = 0;
-    // Short rows: probabilities 8 rows at a time, p = exp(x − m)·(1/S), no per-row calls.
-    if matches!(output, Output::Probabilities) && chunk.cols() <= SHORT_COLS {
-        let mut scratch = [[0.0f32; SHORT_COLS]; GROUP];
-        let mut probs = |_: &[f32; GROUP], sum: &[f64; GROUP]| ShortGrad {
-            scale: sum.map(|s| (1.0 / s) as f32),
-            target: [-1.0; GROUP],
-            target_coef: [0.0; GROUP],
-            keep: [true; GROUP],
+    // Short rows: 8 rows at a time, no per-row calls.
+    if chunk.cols() <= SHORT_COLS {
+        let job = match output {
+            Output::Probabilities => ShortJob::Probabilities,
+            Output::LogProbabilities => ShortJob::LogProbabilities,
         };
+        let mut scratch = [[0.0f32; SHORT_COLS]; GROUP];
         while rows - first >= GROUP {
-            k.short_rows(&mut chunk.group_io(first, &mut scratch), &mut probs);
+            k.short_rows(&mut chunk.group_io(first, &mut scratch), &job);
             first += GROUP;
         }
     }

@@ -83,6 +83,45 @@ pub(crate) unsafe fn exp_n<V: F32Vector, const N: usize>(x: [V; N]) -> [V; N] {
     }
 }
 
+/// ln x for x in [1, 16] — the sum of at most [`super::SHORT_COLS`] exponentials one of
+/// which is exp(0) = 1 — within about 2 ulp; NaN for NaN.
+///
+/// x = 2^k·f with f in [√½, √2) and k ≤ 4 (an exact scaling; no exponent-bit tricks
+/// needed over this range), then ln f = 2·atanh(s) with s = (f − 1)/(f + 1), |s| ≤ 0.172:
+/// the odd series to s⁹ leaves 2·s¹¹/11 < 1e-9.
+#[inline(always)]
+pub(crate) unsafe fn ln_short_sum<V: F32Vector>(x: V) -> V {
+    // SAFETY: the caller runs on a CPU with V's features (the trait's contract).
+    unsafe {
+        // k = the number of thresholds √2·2^j below x, compared at once (a chain of
+        // halvings would be the longest latency in a short group); a NaN compares false
+        // and stays as it is.
+        let one = V::splat(1.0);
+        let (mut k, mut scale) = (V::splat(0.0), one);
+        for j in 0..4 {
+            let above = V::splat(core::f32::consts::SQRT_2 * (1 << j) as f32).lt(x);
+            k = V::select(above, V::splat((j + 1) as f32), k);
+            scale = V::select(above, V::splat(1.0 / (2 << j) as f32), scale);
+        }
+        let f = x.mul(scale);
+        // ln(1 + u) = 2·atanh(s) = 2s + s·R(s²) with s = u/(2 + u), rewritten as
+        // u − (u²/2 − s·(u²/2 + R)) (2s = u − s·u and s·u = (u²/2)(1 − s)): u is exact,
+        // so the rounding errors sit in a correction below u²/2.
+        let u = f.sub(one);
+        let s = u.div(u.add(V::splat(2.0)));
+        let z = s.mul(s);
+        let r = V::splat(2.0 / 9.0)
+            .mul_add(z, V::splat(2.0 / 7.0))
+            .mul_add(z, V::splat(2.0 / 5.0))
+            .mul_add(z, V::splat(2.0 / 3.0))
+            .mul(z);
+        let half_u2 = V::splat(0.5).mul(u).mul(u);
+        let correction = half_u2.sub(s.mul_add(half_u2.add(r), k.mul(V::splat(LN2_LO))));
+        // k·LN2_HI is exact for k ≤ 4.
+        k.mul_add(V::splat(LN2_HI), u.sub(correction))
+    }
+}
+
 /// Below this |y| tanh uses the odd polynomial.
 const TANH_SMALL: f32 = 0.625;
 const TANH_D0: f32 = -0.333_332_8;
@@ -172,48 +211,54 @@ mod tests {
     /// A lane-wise function applied over a slice.
     type Map = fn(&[f32], &mut [f32]);
 
-    /// (name, exp, tanh) of every vector tier this CPU has.
-    fn tiers() -> Vec<(&'static str, Map, Map)> {
-        let mut tiers: Vec<(&'static str, Map, Map)> = vec![(
-            "portable",
-            |x, o| map::<crate::kernels::portable::Wide>(x, o, super::exp),
-            |x, o| map::<crate::kernels::portable::Wide>(x, o, super::tanh),
-        )];
-        #[cfg(target_arch = "x86_64")]
-        if crate::kernels::avx2::kernels().is_some() {
-            use crate::kernels::avx2::F32x8;
-            #[target_feature(enable = "avx2,fma")]
-            fn exp_avx2(x: &[f32], o: &mut [f32]) {
-                map::<F32x8>(x, o, super::exp);
+    /// One vector tier's lane-wise functions, over slices.
+    struct Tier {
+        name: &'static str,
+        exp: Map,
+        tanh: Map,
+        ln: Map,
+    }
+
+    /// Instantiates [`Tier`] for a vector type inside functions compiled with `$features`.
+    macro_rules! tier {
+        ($name:literal, $V:ty $(, $features:literal)?) => {{
+            $(#[target_feature(enable = $features)])?
+            fn exp(x: &[f32], o: &mut [f32]) {
+                map::<$V>(x, o, super::exp);
             }
-            #[target_feature(enable = "avx2,fma")]
-            fn tanh_avx2(x: &[f32], o: &mut [f32]) {
-                map::<F32x8>(x, o, super::tanh);
+            $(#[target_feature(enable = $features)])?
+            fn tanh(x: &[f32], o: &mut [f32]) {
+                map::<$V>(x, o, super::tanh);
             }
-            if crate::kernels::avx2::kernels_avx512().is_some() {
-                #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-                fn exp_avx512(x: &[f32], o: &mut [f32]) {
-                    map::<F32x8>(x, o, super::exp);
-                }
-                #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-                fn tanh_avx512(x: &[f32], o: &mut [f32]) {
-                    map::<F32x8>(x, o, super::tanh);
-                }
-                tiers.push((
-                    "avx512vl",
-                    // SAFETY: AVX2, FMA, AVX-512F and AVX-512VL were detected just above.
-                    |x, o| unsafe { exp_avx512(x, o) },
-                    // SAFETY: as above.
-                    |x, o| unsafe { tanh_avx512(x, o) },
-                ));
+            $(#[target_feature(enable = $features)])?
+            fn ln(x: &[f32], o: &mut [f32]) {
+                map::<$V>(x, o, super::ln_short_sum);
             }
-            tiers.push((
-                "avx2",
-                // SAFETY: AVX2 and FMA were detected just above.
-                |x, o| unsafe { exp_avx2(x, o) },
+            #[allow(unused_unsafe, reason = "the portable tier's functions are safe")]
+            Tier {
+                name: $name,
+                // SAFETY: the caller detected the tier's features first.
+                exp: |x, o| unsafe { exp(x, o) },
                 // SAFETY: as above.
-                |x, o| unsafe { tanh_avx2(x, o) },
-            ));
+                tanh: |x, o| unsafe { tanh(x, o) },
+                // SAFETY: as above.
+                ln: |x, o| unsafe { ln(x, o) },
+            }
+        }};
+    }
+
+    /// Every vector tier this CPU has.
+    fn tiers() -> Vec<Tier> {
+        let mut tiers = vec![tier!("portable", crate::kernels::portable::Wide)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::kernels::avx2::{F32x8, kernels, kernels_avx512};
+            if kernels_avx512().is_some() {
+                tiers.push(tier!("avx512vl", F32x8, "avx2,fma,avx512f,avx512vl"));
+            }
+            if kernels().is_some() {
+                tiers.push(tier!("avx2", F32x8, "avx2,fma"));
+            }
         }
         tiers
     }
@@ -222,7 +267,7 @@ mod tests {
     #[test]
     fn exp_is_within_2_ulp_on_every_f32_in_range() {
         let lo = (-87.33f32).to_bits();
-        for (name, exp, _) in tiers() {
+        for Tier { name, exp, .. } in tiers() {
             // Negative floats: bits from −0.0 (0x8000_0000) up to −87.33 grow with |x|.
             let (worst, at) = sweep(0x8000_0000..lo + 1, 1, exp, f64::exp);
             println!("exp, {name} tier: max error {worst:.3} ulp (at x = {at}) over [-87.33, 0]");
@@ -233,7 +278,7 @@ mod tests {
     /// exp's special values on every tier.
     #[test]
     fn exp_special_values() {
-        for (name, exp, _) in tiers() {
+        for Tier { name, exp, .. } in tiers() {
             let xs = [
                 f32::NEG_INFINITY,
                 -1000.0,
@@ -256,7 +301,7 @@ mod tests {
     /// tanh over every 61st f32 in [0, 20] and their negatives, and its special values.
     #[test]
     fn tanh_is_accurate() {
-        for (name, _, tanh) in tiers() {
+        for Tier { name, tanh, .. } in tiers() {
             let hi = 20f32.to_bits();
             let (worst, at) = sweep(0..hi, 61, tanh, f64::tanh);
             let (worst_neg, at_neg) = sweep(0x8000_0000..0x8000_0000 + hi, 61, tanh, f64::tanh);
@@ -284,6 +329,21 @@ mod tests {
             assert_eq!(out[3].to_bits(), 0.0f32.to_bits(), "{name}");
             assert_eq!(out[4].to_bits(), (-0.0f32).to_bits(), "{name}");
             assert_eq!((out[5], out[6], out[7]), (1e-30, 1.0, -1.0), "{name}");
+        }
+    }
+
+    /// Every f32 in [1, 16] (the sums of short rows): ln within 2 ulp of f64's, and NaN
+    /// for NaN.
+    #[test]
+    fn ln_short_sum_is_within_2_ulp_on_every_f32_in_range() {
+        for Tier { name, ln, .. } in tiers() {
+            let (worst, at) = sweep(1f32.to_bits()..16f32.to_bits() + 1, 1, ln, f64::ln);
+            println!("ln, {name} tier: max error {worst:.3} ulp (at x = {at}) over [1, 16]");
+            assert!(worst <= 2.0, "{name}: {worst} ulp at {at}");
+            let mut out = [0.0f32; 8];
+            ln(&[f32::NAN, 1.0, 2.0, 16.0, 1.5, 3.0, 5.0, 9.0], &mut out);
+            assert!(out[0].is_nan(), "{name}");
+            assert_eq!(out[1], 0.0, "{name}");
         }
     }
 }

@@ -10,9 +10,9 @@
 //! Every function is `unsafe` for one reason: the caller must run on a CPU with `V`'s
 //! features. Pointers come from slices whose lengths the functions respect.
 
-use super::exp::{exp, exp_n, softcap};
+use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::F32Vector;
-use super::{GROUP, GradRow, RowIo, SHORT_COLS, ShortGrad, SmoothedTargets};
+use super::{GROUP, GradRow, RowIo, SHORT_COLS, ShortJob, ShortStats, SmoothedTargets};
 
 /// How far ahead of the read position the exp passes prefetch: they are compute-bound, and
 /// the hardware prefetcher idles meanwhile, so they fetch the data the next (streaming)
@@ -256,82 +256,151 @@ pub(crate) unsafe fn exp_store_sum<V: F32Vector>(io: RowIo<'_>, shift: f32) -> f
     }
 }
 
-/// Both phases for [`GROUP`] rows of at most [`SHORT_COLS`] values: loaded row by row,
-/// transposed so that lane r holds row r, reduced and exponentiated lane-wise, turned into
-/// the gradient with the coefficients `coefs` returns, transposed back and stored.
-/// Needs `V::LANES == GROUP`.
+/// Folds `$v[..$n]` (n ≥ 1) with the vector method `$op` in pairs: log₂ n dependent steps
+/// instead of n − 1, which is what bounds a short group (its whole work is one chain of
+/// max, exp, sum, ln). A macro for the same reason as [`for_each_vector!`].
+macro_rules! pairwise {
+    ($v:expr, $n:expr, $op:ident) => {{
+        let mut v = $v;
+        let mut n = $n;
+        while n > 1 {
+            let half = n.div_ceil(2);
+            for i in 0..n - half {
+                v[i] = v[i].$op(v[i + half]);
+            }
+            n = half;
+        }
+        v[0]
+    }};
+}
+
+/// [`GROUP`] rows of at most [`SHORT_COLS`] values: loaded row by row, transposed so that
+/// lane r holds row r, reduced, exponentiated and turned into `job`'s output and per-row
+/// terms lane-wise, transposed back and stored. Needs `V::LANES == GROUP`.
 #[inline(always)]
 pub(crate) unsafe fn short_rows<V: F32Vector>(
     rows: &mut [RowIo<'_>; GROUP],
-    coefs: &mut dyn FnMut(&[f32; GROUP], &[f64; GROUP]) -> ShortGrad,
-) {
-    debug_assert_eq!(V::LANES, GROUP);
+    job: &ShortJob,
+) -> ShortStats {
     let cols = rows[0].input().len();
+    // One instantiation per row length: with `COLS` known the column loops unroll and the
+    // group's vectors stay in registers (a runtime length kept them on the stack: 1.6×
+    // slower on 10-value rows).
+    macro_rules! by_cols {
+        ($($c:literal)*) => {
+            match cols {
+                // SAFETY: forwarded caller contract; `cols` is the rows' length.
+                $($c => unsafe { short_rows_of::<V, $c>(rows, job) },)*
+                _ => unreachable!("short rows have 1..={SHORT_COLS} values"),
+            }
+        };
+    }
+    by_cols!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+/// [`short_rows`] for rows of exactly `COLS` values.
+#[inline(always)]
+unsafe fn short_rows_of<V: F32Vector, const COLS: usize>(
+    rows: &mut [RowIo<'_>; GROUP],
+    job: &ShortJob,
+) -> ShortStats {
+    debug_assert_eq!(V::LANES, GROUP);
+    let cols = COLS;
     debug_assert!(cols <= SHORT_COLS && rows.iter().all(|r| r.input().len() == cols));
     let blocks = cols.div_ceil(GROUP);
+    let mut stats = ShortStats::default();
     // SAFETY: every load and store covers at most the `cols` values of its row; V's
     // features: forwarded caller contract.
     unsafe {
         let ninf = V::splat(f32::NEG_INFINITY);
-        let mut col = [ninf; SHORT_COLS];
+        let zero = V::splat(0.0);
+        let mut x = [ninf; SHORT_COLS];
         for b in 0..blocks {
             let width = GROUP.min(cols - b * GROUP);
             let mut block = [ninf; GROUP];
             for (v, row) in block.iter_mut().zip(rows.iter()) {
                 *v = load_lanes::<V>(&row.input()[b * GROUP..], width, f32::NEG_INFINITY);
             }
-            col[b * GROUP..(b + 1) * GROUP].copy_from_slice(&V::transpose8(block));
+            x[b * GROUP..(b + 1) * GROUP].copy_from_slice(&V::transpose8(block));
         }
-        let mut max = col[0];
-        for c in &col[1..cols] {
-            max = max.max(*c);
-        }
+        let max = pairwise!(x, cols, max);
         // Columns past `cols` hold −∞: exp gives 0 (or NaN for a row of only −∞, which
         // is NaN anyway), and they are neither summed nor stored.
-        for quad in col.chunks_exact_mut(4).take(cols.div_ceil(4)) {
-            let e = exp_n([
-                quad[0].sub(max),
-                quad[1].sub(max),
-                quad[2].sub(max),
-                quad[3].sub(max),
-            ]);
-            quad.copy_from_slice(&e);
+        let mut e = x;
+        for v in e.iter_mut().take(cols) {
+            *v = v.sub(max);
         }
-        let mut total = col[0];
-        for e in &col[1..cols] {
-            total = total.add(*e);
+        // Four at a time (interleaved chains), then the last one to three.
+        let whole = cols / 4 * 4;
+        for quad in e[..whole].chunks_exact_mut(4) {
+            quad.copy_from_slice(&exp_n([quad[0], quad[1], quad[2], quad[3]]));
         }
-        let mut max_out = [0.0f32; GROUP];
-        let mut sums = [0.0f32; GROUP];
-        max.store(max_out.as_mut_ptr());
-        total.store(sums.as_mut_ptr());
-        let grad = coefs(&max_out, &sums.map(f64::from));
+        let rest = &mut e[whole..cols];
+        match *rest {
+            [a] => rest[0] = exp(a),
+            [a, b] => rest.copy_from_slice(&exp_n([a, b])),
+            [a, b, c] => rest.copy_from_slice(&exp_n([a, b, c])),
+            _ => {}
+        }
+        let sum = pairwise!(e, cols, add);
+        let ln_sum = ln_short_sum(sum);
+        let lse = max.add(ln_sum);
+        lse.store(stats.lse.as_mut_ptr());
 
-        let scale = V::load(grad.scale.as_ptr());
-        let target = V::load(grad.target.as_ptr());
-        let target_coef = V::load(grad.target_coef.as_ptr());
-        let keep_bits = grad.keep.map(|k| if k { u32::MAX } else { 0 });
-        let keep = V::load(keep_bits.as_ptr().cast());
-        let zero = V::splat(0.0);
-        for (c, e) in col.iter_mut().enumerate().take(cols) {
-            let one_hot = V::select(target.eq(V::splat(c as f32)), target_coef, zero);
-            *e = V::select(keep, e.mul(scale).sub(one_hot), zero);
+        let mut out = e;
+        match job {
+            ShortJob::Probabilities => {
+                let scale = V::splat(1.0).div(sum);
+                for v in out.iter_mut().take(cols) {
+                    *v = v.mul(scale);
+                }
+            }
+            ShortJob::LogProbabilities => {
+                for (o, v) in out.iter_mut().zip(&x).take(cols) {
+                    *o = v.sub(max).sub(ln_sum);
+                }
+            }
+            ShortJob::Loss(job) => {
+                let target = V::load(job.target.as_ptr());
+                let mut x_y = zero;
+                for (c, v) in x.iter().enumerate().take(cols) {
+                    x_y = V::select(target.eq(V::splat(c as f32)), *v, x_y);
+                }
+                let counted = V::splat(-0.5).lt(target);
+                let weight = V::load(job.weight.as_ptr());
+                let ce = weight.mul(ln_sum.sub(x_y.sub(max)));
+                V::select(counted, ce, zero).store(stats.ce.as_mut_ptr());
+                let target_coef = V::splat(job.ce_scale).mul(weight);
+                let mut a = target_coef;
+                if job.z > 0.0 {
+                    let zl = V::splat(job.z).mul(lse).mul(lse);
+                    V::select(counted, zl, zero).store(stats.zl.as_mut_ptr());
+                    a = V::splat(job.z_grad).mul_add(lse, a);
+                }
+                let scale = a.div(sum);
+                let keep = if job.write { counted } else { zero };
+                for (c, v) in out.iter_mut().enumerate().take(cols) {
+                    let one_hot = V::select(target.eq(V::splat(c as f32)), target_coef, zero);
+                    *v = V::select(keep, v.mul(scale).sub(one_hot), zero);
+                }
+            }
         }
         for b in 0..blocks {
             let width = GROUP.min(cols - b * GROUP);
             let mut block = [ninf; GROUP];
-            block.copy_from_slice(&col[b * GROUP..(b + 1) * GROUP]);
+            block.copy_from_slice(&out[b * GROUP..(b + 1) * GROUP]);
             let block = V::transpose8(block);
             for (v, row) in block.iter().zip(rows.iter_mut()) {
-                let out = &mut row.output()[b * GROUP..];
+                let dst = &mut row.output()[b * GROUP..];
                 if width == GROUP {
-                    v.store(out.as_mut_ptr());
+                    v.store(dst.as_mut_ptr());
                 } else {
-                    v.store_partial(out.as_mut_ptr(), width);
+                    v.store_partial(dst.as_mut_ptr(), width);
                 }
             }
         }
     }
+    stats
 }
 
 /// Σ_c w_c·(x'_c − shift), with w_c = 1 without weights.

@@ -1,7 +1,7 @@
 //! The scalar tier: one element at a time, sums kept in f64. It is the fallback on every
 //! CPU and the yardstick the vector tiers are tested against.
 
-use super::{GROUP, GradRow, RowIo, RowKernels, ShortGrad, SmoothedTargets, softcap};
+use super::{GROUP, GradRow, RowIo, RowKernels, ShortJob, ShortStats, SmoothedTargets, softcap};
 
 /// Plain Rust loops, no SIMD.
 pub(crate) struct Scalar;
@@ -45,32 +45,54 @@ impl RowKernels for Scalar {
         sum
     }
 
-    fn short_rows(
-        &self,
-        rows: &mut [RowIo<'_>; GROUP],
-        coefs: &mut dyn FnMut(&[f32; GROUP], &[f64; GROUP]) -> ShortGrad,
-    ) {
-        let mut max = [0.0; GROUP];
-        let mut sum = [0.0; GROUP];
+    /// Row by row, with the row sums and terms in f64.
+    fn short_rows(&self, rows: &mut [RowIo<'_>; GROUP], job: &ShortJob) -> ShortStats {
+        let mut stats = ShortStats::default();
         for (r, row) in rows.iter_mut().enumerate() {
-            max[r] = self.row_max(row.input(), 0.0);
-            sum[r] = self.exp_store_sum(row.slice(0, row.input().len()), max[r]);
-        }
-        let grad = coefs(&max, &sum);
-        for (r, row) in rows.iter_mut().enumerate() {
-            for (c, v) in row.output().iter_mut().enumerate() {
-                let one_hot = if c as f32 == grad.target[r] {
-                    grad.target_coef[r]
-                } else {
-                    0.0
-                };
-                *v = if grad.keep[r] {
-                    grad.scale[r] * *v - one_hot
-                } else {
-                    0.0
-                };
+            let x = row.input();
+            let max = self.row_max(x, 0.0);
+            let sum = self.sum_exp(x, max, 0.0);
+            let ln_sum = sum.ln();
+            let lse = f64::from(max) + ln_sum;
+            stats.lse[r] = lse as f32;
+            let x_y = match job {
+                ShortJob::Loss(job) if job.target[r] >= 0.0 => x[job.target[r] as usize],
+                _ => 0.0,
+            };
+            let len = x.len();
+            let io = row.slice(0, len);
+            let probs = |scale: f64, target| GradRow {
+                shift: max,
+                scale: scale as f32,
+                smooth: 0.0,
+                target,
+                soft: None,
+                weights: None,
+                cap: 0.0,
+            };
+            match job {
+                ShortJob::Probabilities => self.write_grad(io, &probs(1.0 / sum, None)),
+                ShortJob::LogProbabilities => self.write_log_probs(io, max, ln_sum as f32),
+                ShortJob::Loss(job) if job.target[r] >= 0.0 => {
+                    let y = job.target[r] as usize;
+                    let w = f64::from(job.weight[r]);
+                    stats.ce[r] = (w * (ln_sum - (f64::from(x_y) - f64::from(max)))) as f32;
+                    let ce_s = f64::from(job.ce_scale) * w;
+                    let mut a = ce_s;
+                    if job.z > 0.0 {
+                        stats.zl[r] = (f64::from(job.z) * lse * lse) as f32;
+                        a += f64::from(job.z_grad) * lse;
+                    }
+                    if job.write {
+                        self.write_grad(io, &probs(a / sum, Some((y, ce_s as f32))));
+                    } else {
+                        io.into_output().fill(0.0);
+                    }
+                }
+                ShortJob::Loss(_) => io.into_output().fill(0.0),
             }
         }
+        stats
     }
 
     fn weighted_shifted_sum(

@@ -4,7 +4,8 @@
 use crate::dispatch::kernels;
 use crate::error::{Error, Result};
 use crate::kernels::{
-    GROUP, RowKernels, SHORT_COLS, ShortJob, ShortLoss, SmoothedTargets, softcap,
+    GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortLoss, ShortStats, ShortTargets,
+    SmoothedTargets, softcap,
 };
 use crate::options::{Options, Reduction};
 use crate::pass::Pass;
@@ -312,14 +313,12 @@ fn row_target<'t>(targets: &Targets<'t>, i: usize, ignore_index: i64) -> Option<
 fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> Partial {
     let mut partial = Partial::default();
     let rows = chunk.pass.rows();
-    // The outputs of a forward-only call's short rows (made once: zeroing it per group
-    // showed in profiles).
-    let mut scratch = [[0.0f32; SHORT_COLS]; GROUP];
     let mut i = 0;
     while i < rows {
         if plan.short_rows && rows - i >= GROUP {
-            forward_group(k, plan, &mut chunk, i, &mut scratch, &mut partial);
-            i += GROUP;
+            let groups = ((rows - i) / GROUP).min(GROUPS_PER_CALL);
+            forward_groups(k, plan, &mut chunk, i, groups, &mut partial);
+            i += groups * GROUP;
         } else {
             forward_row(k, plan, &mut chunk, i, &mut partial);
             i += 1;
@@ -358,51 +357,78 @@ fn forward_row(
     counted_row(k, plan, chunk, i, target, x_y, &stats, store, partial);
 }
 
-/// Rows `first..first + GROUP`, all short, hard targets, no smoothing, no softcap: one
-/// kernel call computes every row's terms and gradient lane-wise.
-fn forward_group(
+/// Rows `first..first + GROUP·groups`, all short, hard targets, no smoothing, no softcap:
+/// one kernel call computes every row's terms and gradient lane-wise.
+fn forward_groups(
     k: &dyn RowKernels,
     plan: &Plan<'_>,
     chunk: &mut Chunk<'_>,
     first: usize,
-    scratch: &mut [[f32; SHORT_COLS]; GROUP],
+    groups: usize,
     partial: &mut Partial,
 ) {
-    let mut target = [-1.0f32; GROUP];
-    let mut weight = [0.0f32; GROUP];
-    for r in 0..GROUP {
-        if let Some(RowTarget::Class(y)) =
-            row_target(&chunk.targets, first + r, plan.options.ignore_index)
-        {
-            // y < cols ≤ SHORT_COLS: exact in f32.
-            target[r] = y as f32;
-            weight[r] = plan.options.weight(y);
+    let mut targets = [ShortTargets::default(); GROUPS_PER_CALL];
+    let targets = &mut targets[..groups];
+    match chunk.targets {
+        Targets::I64(t) => short_targets(&t[first..], plan.options, targets),
+        Targets::I32(t) => short_targets(&t[first..], plan.options, targets),
+        Targets::U32(t) => short_targets(&t[first..], plan.options, targets),
+        Targets::Soft(_) => unreachable!("short-row groups take hard targets"),
+    }
+    let job = ShortJob::Loss(
+        ShortLoss {
+            ce_scale: plan.ce_scale as f32,
+            z: plan.z as f32,
+            z_grad: (2.0 * plan.z * plan.z_scale) as f32,
+            write: plan.writes(chunk),
+        },
+        targets,
+    );
+    let mut stats = [ShortStats::default(); GROUPS_PER_CALL];
+    let stats = &mut stats[..groups];
+    k.short_rows(chunk.pass.groups(first, groups), &job, stats);
+    // A sum per lane, then across lanes: one running f64 sum would be a chain of
+    // dependent adds as long as the rows, the slowest part of this loop.
+    let (mut ce, mut zl) = ([0.0f64; GROUP], [0.0f64; GROUP]);
+    for s in stats.iter() {
+        for r in 0..GROUP {
+            ce[r] += f64::from(s.ce[r]);
+            zl[r] += f64::from(s.zl[r]);
         }
     }
-    let job = ShortJob::Loss(ShortLoss {
-        target,
-        weight,
-        ce_scale: plan.ce_scale as f32,
-        z: plan.z as f32,
-        z_grad: (2.0 * plan.z * plan.z_scale) as f32,
-        write: plan.writes(chunk),
-    });
-    let stats = k.short_rows(&mut chunk.pass.group_io(first, scratch), &job);
-    for r in 0..GROUP {
-        partial.ce += f64::from(stats.ce[r]);
-        partial.zl += f64::from(stats.zl[r]);
-    }
-    let rows = first..first + GROUP;
+    partial.ce += ce.iter().sum::<f64>();
+    partial.zl += zl.iter().sum::<f64>();
+    let rows = first..first + GROUP * groups;
     if let Some(loss) = chunk.loss.as_deref_mut() {
-        for (l, (ce, zl)) in loss[rows.clone()]
-            .iter_mut()
-            .zip(stats.ce.iter().zip(&stats.zl))
-        {
-            *l = ce + zl;
+        for (l, s) in loss[rows.clone()].chunks_exact_mut(GROUP).zip(stats.iter()) {
+            for (l, (ce, zl)) in l.iter_mut().zip(s.ce.iter().zip(&s.zl)) {
+                *l = ce + zl;
+            }
         }
     }
     if let Some(lse) = chunk.lse_out.as_deref_mut() {
-        lse[rows].copy_from_slice(&stats.lse);
+        for (l, s) in lse[rows].chunks_exact_mut(GROUP).zip(stats.iter()) {
+            l.copy_from_slice(&s.lse);
+        }
+    }
+}
+
+/// Each group's target lanes from its rows' validated classes (in `0..cols`, or
+/// `ignore_index`).
+fn short_targets<T: Copy + Into<i64>>(
+    classes: &[T],
+    options: &Options<'_>,
+    out: &mut [ShortTargets],
+) {
+    for (lanes, classes) in out.iter_mut().zip(classes.chunks_exact(GROUP)) {
+        for (r, &y) in classes.iter().enumerate() {
+            let y: i64 = y.into();
+            if y != options.ignore_index {
+                // y < cols ≤ SHORT_COLS: exact in f32.
+                lanes.class[r] = y as f32;
+                lanes.weight[r] = options.weight(y as usize);
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! logits themselves.
 
 use crate::error::{Error, Result};
-use crate::kernels::{GROUP, RowIo, SHORT_COLS};
+use crate::kernels::{GROUP, RowIo, StridedIo, StridedRows};
 use crate::rows::{Rows, RowsMut};
 use crate::schedule::SplitRows;
 
@@ -39,30 +39,22 @@ impl Pass<'_> {
         }
     }
 
-    /// Rows `first..first + GROUP` as row pairs for a short-row kernel; without an output
-    /// (forward only) the rows of `scratch` stand in for it.
-    pub(crate) fn group_io<'s>(
-        &'s mut self,
-        first: usize,
-        scratch: &'s mut [[f32; SHORT_COLS]; GROUP],
-    ) -> [RowIo<'s>; GROUP] {
-        match self {
-            Pass::Forward(x) => {
-                let cols = x.cols();
-                let mut scratch = scratch.iter_mut();
-                core::array::from_fn(|r| {
-                    let out = scratch.next().expect("GROUP scratch rows");
-                    RowIo::Separate(x.row(first + r), &mut out[..cols])
-                })
-            }
+    /// Rows `first..first + GROUP·groups` for the short-row kernels (`groups ≥ 1`).
+    pub(crate) fn groups(&mut self, first: usize, groups: usize) -> StridedRows<'_> {
+        let (n, cols) = (GROUP * groups, self.cols());
+        let (io, stride) = match self {
+            Pass::Forward(x) => (StridedIo::Read(x.span(first, n)), x.stride()),
             Pass::Separate(x, out) => {
-                let mut outs = out.rows_mut::<GROUP>(first).into_iter();
-                core::array::from_fn(|r| {
-                    RowIo::Separate(x.row(first + r), outs.next().expect("GROUP rows"))
-                })
+                let out_stride = out.stride();
+                let io = StridedIo::Separate(x.span(first, n), out.span_mut(first, n), out_stride);
+                (io, x.stride())
             }
-            Pass::InPlace(x) => x.rows_mut::<GROUP>(first).map(RowIo::InPlace),
-        }
+            Pass::InPlace(x) => {
+                let stride = x.stride();
+                (StridedIo::InPlace(x.span_mut(first, n)), stride)
+            }
+        };
+        StridedRows::new(io, cols, stride, groups)
     }
 
     /// Checks that a separate output buffer (named `output` in the error) has the

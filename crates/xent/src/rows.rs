@@ -123,6 +123,13 @@ impl<'a, T> Rows<'a, T> {
         &self.data[i * self.stride..i * self.stride + self.cols]
     }
 
+    /// The elements from row `first`'s start to row `first + n − 1`'s end (padding
+    /// included). Panics unless `1 ≤ n` and `first + n ≤ rows`.
+    pub(crate) fn span(&self, first: usize, n: usize) -> &'a [T] {
+        assert!(n >= 1 && first + n <= self.rows);
+        &self.data[first * self.stride..(first + n - 1) * self.stride + self.cols]
+    }
+
     /// The rows `0..at` and `at..rows` as two views. Panics when `at > rows`.
     pub(crate) fn split_at_row(self, at: usize) -> (Self, Self) {
         assert!(at <= self.rows);
@@ -207,6 +214,12 @@ impl<'a, T> RowsMut<'a, T> {
         &mut self.data[i * self.stride..i * self.stride + self.cols]
     }
 
+    /// [`Rows::span`], writable.
+    pub(crate) fn span_mut(&mut self, first: usize, n: usize) -> &mut [T] {
+        assert!(n >= 1 && first + n <= self.rows);
+        &mut self.data[first * self.stride..(first + n - 1) * self.stride + self.cols]
+    }
+
     /// A read-only view of the same rows.
     pub fn as_rows(&self) -> Rows<'_, T> {
         Rows {
@@ -225,24 +238,6 @@ impl<'a, T> RowsMut<'a, T> {
             cols: self.cols,
             stride: self.stride,
         }
-    }
-
-    /// Rows `first..first + N`, writable at once. Panics when they are not all there.
-    pub(crate) fn rows_mut<const N: usize>(&mut self, first: usize) -> [&mut [T]; N] {
-        assert!(
-            first + N <= self.rows,
-            "rows {first}..{} of {}",
-            first + N,
-            self.rows
-        );
-        let (stride, cols) = (self.stride, self.cols);
-        let mut rest = &mut self.data[first * stride..];
-        core::array::from_fn(|_| {
-            let taken = core::mem::take(&mut rest);
-            let (row, tail) = taken.split_at_mut(cols);
-            rest = tail.get_mut(stride - cols..).unwrap_or_default();
-            row
-        })
     }
 
     /// The rows `0..at` and `at..rows` as two disjoint views. Panics when `at > rows`.

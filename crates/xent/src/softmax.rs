@@ -2,7 +2,7 @@
 
 use crate::dispatch::kernels;
 use crate::error::Result;
-use crate::kernels::{GROUP, RowKernels, SHORT_COLS, ShortJob};
+use crate::kernels::{GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortStats};
 use crate::pass::Pass;
 use crate::row::{Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, row_stats, write_row};
 use crate::rows::{Rows, RowsMut};
@@ -34,10 +34,12 @@ fn rows_chunk(k: &dyn RowKernels, mut chunk: Pass<'_>, output: Output, split: bo
             Output::Probabilities => ShortJob::Probabilities,
             Output::LogProbabilities => ShortJob::LogProbabilities,
         };
-        let mut scratch = [[0.0f32; SHORT_COLS]; GROUP];
+        // The kernels fill per-row lse values, which nothing here wants.
+        let mut stats = [ShortStats::default(); GROUPS_PER_CALL];
         while rows - first >= GROUP {
-            k.short_rows(&mut chunk.group_io(first, &mut scratch), &job);
-            first += GROUP;
+            let groups = ((rows - first) / GROUP).min(GROUPS_PER_CALL);
+            k.short_rows(chunk.groups(first, groups), &job, &mut stats[..groups]);
+            first += groups * GROUP;
         }
     }
     for i in first..rows {

@@ -589,9 +589,10 @@ fn long_rows_split_across_threads() {
     assert!(loss[0].is_nan() && lse[0].is_nan() && grad.iter().all(|g| g.is_nan()));
 }
 
-/// Softmax of short rows (which run 8 at a time) against the oracle, strided, in place too.
+/// softmax and log_softmax of short rows (which run 8 at a time) against the oracle,
+/// strided, in place too.
 #[test]
-fn softmax_of_short_rows() {
+fn softmax_and_log_softmax_of_short_rows() {
     let mut rng = Rng::new(31);
     for cols in 1..=17 {
         let (rows, stride) = (21, cols + 3);
@@ -599,29 +600,36 @@ fn softmax_of_short_rows() {
         x[2 * stride] = NAN; // row 2 is NaN
         x[5 * stride..5 * stride + cols].fill(NINF); // row 5 is all −∞: NaN
         x[9 * stride] = NINF; // row 9 has a masked entry
-        let want = reference::softmax(
-            &reference::widen(Rows::new(&x, rows, cols, stride).unwrap()),
-            rows,
-            cols,
-        );
-        let mut out = padded(rows, cols, cols, |_, _| PAD);
-        xent::softmax(
-            Rows::new(&x, rows, cols, stride).unwrap(),
-            RowsMut::packed(&mut out, cols).unwrap(),
-        )
-        .unwrap();
-        let mut in_place = x.clone();
-        xent::softmax_in_place(RowsMut::new(&mut in_place, rows, cols, stride).unwrap()).unwrap();
-        common::assert_padding_intact(&in_place, rows, cols, stride, "in place");
-        for i in 0..rows {
-            for c in 0..cols {
-                let w = want[i * cols + c];
-                let (a, b) = (out[i * cols + c], in_place[i * stride + c]);
-                assert!(
-                    agrees(a, w, 1e-5 * w.abs() + 1e-6),
-                    "cols {cols}: [{i}][{c}] = {a} vs {w}"
-                );
-                assert_eq!(a.to_bits(), b.to_bits(), "in place differs");
+        let wide = reference::widen(Rows::new(&x, rows, cols, stride).unwrap());
+        for log in [false, true] {
+            let want = if log {
+                reference::log_softmax(&wide, rows, cols)
+            } else {
+                reference::softmax(&wide, rows, cols)
+            };
+            let mut out = padded(rows, cols, cols, |_, _| PAD);
+            let mut in_place = x.clone();
+            let view = Rows::new(&x, rows, cols, stride).unwrap();
+            let out_view = RowsMut::packed(&mut out, cols).unwrap();
+            let in_place_view = RowsMut::new(&mut in_place, rows, cols, stride).unwrap();
+            if log {
+                xent::log_softmax(view, out_view).unwrap();
+                xent::log_softmax_in_place(in_place_view).unwrap();
+            } else {
+                xent::softmax(view, out_view).unwrap();
+                xent::softmax_in_place(in_place_view).unwrap();
+            }
+            common::assert_padding_intact(&in_place, rows, cols, stride, "in place");
+            for i in 0..rows {
+                for c in 0..cols {
+                    let w = want[i * cols + c];
+                    let (a, b) = (out[i * cols + c], in_place[i * stride + c]);
+                    assert!(
+                        agrees(a, w, 1e-5 * w.abs() + 1e-6),
+                        "cols {cols} log {log}: [{i}][{c}] = {a} vs {w}"
+                    );
+                    assert_eq!(a.to_bits(), b.to_bits(), "in place differs");
+                }
             }
         }
     }

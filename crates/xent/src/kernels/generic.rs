@@ -12,7 +12,9 @@
 
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::F32Vector;
-use super::{GROUP, GradRow, RowIo, SHORT_COLS, ShortJob, ShortStats, SmoothedTargets};
+use super::{
+    GROUP, GradRow, RowIo, SHORT_COLS, ShortJob, ShortStats, SmoothedTargets, StridedRows,
+};
 
 /// How far ahead of the read position the exp passes prefetch: they are compute-bound, and
 /// the hardware prefetcher idles meanwhile, so they fetch the data the next (streaming)
@@ -274,23 +276,41 @@ macro_rules! pairwise {
     }};
 }
 
-/// [`GROUP`] rows of at most [`SHORT_COLS`] values: loaded row by row, transposed so that
-/// lane r holds row r, reduced, exponentiated and turned into `job`'s output and per-row
-/// terms lane-wise, transposed back and stored. Needs `V::LANES == GROUP`.
+/// Runs of [`GROUP`] rows of at most [`SHORT_COLS`] values, a group at a time: loaded row
+/// by row, transposed so that lane r holds row r, reduced, exponentiated and turned into
+/// `job`'s output and per-row terms lane-wise, transposed back and stored. Needs
+/// `V::LANES == GROUP`.
 #[inline(always)]
 pub(crate) unsafe fn short_rows<V: F32Vector>(
-    rows: &mut [RowIo<'_>; GROUP],
-    job: &ShortJob,
-) -> ShortStats {
-    let cols = rows[0].input().len();
+    mut rows: StridedRows<'_>,
+    job: &ShortJob<'_>,
+    stats: &mut [ShortStats],
+) {
+    assert_eq!(stats.len(), rows.groups());
+    if let ShortJob::Loss(_, targets) = job {
+        assert_eq!(targets.len(), rows.groups());
+    }
+    let cols = rows.cols();
+    let (src, stride, dst) = rows.raw_parts();
     // One instantiation per row length: with `COLS` known the column loops unroll and the
     // group's vectors stay in registers (a runtime length kept them on the stack: 1.6×
     // slower on 10-value rows).
     macro_rules! by_cols {
         ($($c:literal)*) => {
             match cols {
-                // SAFETY: forwarded caller contract; `cols` is the rows' length.
-                $($c => unsafe { short_rows_of::<V, $c>(rows, job) },)*
+                $($c => for (g, stats) in stats.iter_mut().enumerate() {
+                    // SAFETY: group g's rows are rows GROUP·g.. of `rows`, which lie at
+                    // multiples of their strides inside their slices (StridedRows::new);
+                    // V's features: forwarded caller contract.
+                    unsafe {
+                        let first = g * GROUP;
+                        let dst = match dst {
+                            Some((p, out_stride)) => Some((p.add(first * out_stride), out_stride)),
+                            None => None,
+                        };
+                        *stats = short_group::<V, $c>(src.add(first * stride), stride, dst, job, g);
+                    }
+                },)*
                 _ => unreachable!("short rows have 1..={SHORT_COLS} values"),
             }
         };
@@ -298,38 +318,71 @@ pub(crate) unsafe fn short_rows<V: F32Vector>(
     by_cols!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
 }
 
-/// [`short_rows`] for rows of exactly `COLS` values.
+/// How far ahead of a short-row group its loads are prefetched, in rows.
+const SHORT_PREFETCH_ROWS: usize = 4 * GROUP;
+
+/// One group of [`short_rows`], rows of exactly `COLS` values: row r of the input at
+/// `src + r·stride`, of the output (if any) at `dst.0 + r·dst.1`.
+///
+/// # Safety
+///
+/// Those [`GROUP`] rows are readable (and writable) for `COLS` values each and do not
+/// overlap each other; V's features are enabled.
 #[inline(always)]
-unsafe fn short_rows_of<V: F32Vector, const COLS: usize>(
-    rows: &mut [RowIo<'_>; GROUP],
-    job: &ShortJob,
+unsafe fn short_group<V: F32Vector, const COLS: usize>(
+    src: *const f32,
+    stride: usize,
+    dst: Option<(*mut f32, usize)>,
+    job: &ShortJob<'_>,
+    group: usize,
 ) -> ShortStats {
     debug_assert_eq!(V::LANES, GROUP);
     let cols = COLS;
-    debug_assert!(cols <= SHORT_COLS && rows.iter().all(|r| r.input().len() == cols));
     let blocks = cols.div_ceil(GROUP);
     let mut stats = ShortStats::default();
-    // SAFETY: every load and store covers at most the `cols` values of its row; V's
-    // features: forwarded caller contract.
+    // SAFETY: every load and store covers at most the `cols` values of its row (function
+    // contract); V's features: forwarded caller contract.
     unsafe {
         let ninf = V::splat(f32::NEG_INFINITY);
         let zero = V::splat(0.0);
+        // The rows a few groups ahead: the hardware prefetcher falls behind while a group
+        // computes. (`wrapping_add`: past the last group the address may leave the slice;
+        // a prefetch never faults.)
+        for r in 0..GROUP {
+            V::prefetch(src.wrapping_add((r + SHORT_PREFETCH_ROWS) * stride));
+        }
         let mut x = [ninf; SHORT_COLS];
         for b in 0..blocks {
             let width = GROUP.min(cols - b * GROUP);
             let mut block = [ninf; GROUP];
-            for (v, row) in block.iter_mut().zip(rows.iter()) {
-                *v = load_lanes::<V>(&row.input()[b * GROUP..], width, f32::NEG_INFINITY);
+            for (r, v) in block.iter_mut().enumerate() {
+                let p = src.add(r * stride + b * GROUP);
+                *v = if width == GROUP {
+                    V::load(p)
+                } else {
+                    V::load_partial(p, width, f32::NEG_INFINITY)
+                };
             }
             x[b * GROUP..(b + 1) * GROUP].copy_from_slice(&V::transpose8(block));
         }
         let max = pairwise!(x, cols, max);
         // Columns past `cols` hold −∞: exp gives 0 (or NaN for a row of only −∞, which
         // is NaN anyway), and they are neither summed nor stored.
-        let mut e = x;
-        for v in e.iter_mut().take(cols) {
+        let mut shifted = x;
+        for v in shifted.iter_mut().take(cols) {
             *v = v.sub(max);
         }
+        // x_y − m, picked before the exps so that only log-softmax keeps `shifted` alive
+        // across them (32 registers hold one array of a group, not two).
+        let mut target = V::splat(-1.0);
+        let mut shifted_y = zero;
+        if let ShortJob::Loss(_, targets) = job {
+            target = V::load(targets[group].class.as_ptr());
+            for (c, v) in shifted.iter().enumerate().take(cols) {
+                shifted_y = V::select(target.eq(V::splat(c as f32)), *v, shifted_y);
+            }
+        }
+        let mut e = shifted;
         // Four at a time (interleaved chains), then the last one to three.
         let whole = cols / 4 * 4;
         for quad in e[..whole].chunks_exact_mut(4) {
@@ -356,19 +409,14 @@ unsafe fn short_rows_of<V: F32Vector, const COLS: usize>(
                 }
             }
             ShortJob::LogProbabilities => {
-                for (o, v) in out.iter_mut().zip(&x).take(cols) {
-                    *o = v.sub(max).sub(ln_sum);
+                for (o, v) in out.iter_mut().zip(&shifted).take(cols) {
+                    *o = v.sub(ln_sum);
                 }
             }
-            ShortJob::Loss(job) => {
-                let target = V::load(job.target.as_ptr());
-                let mut x_y = zero;
-                for (c, v) in x.iter().enumerate().take(cols) {
-                    x_y = V::select(target.eq(V::splat(c as f32)), *v, x_y);
-                }
+            ShortJob::Loss(job, targets) => {
                 let counted = V::splat(-0.5).lt(target);
-                let weight = V::load(job.weight.as_ptr());
-                let ce = weight.mul(ln_sum.sub(x_y.sub(max)));
+                let weight = V::load(targets[group].weight.as_ptr());
+                let ce = weight.mul(ln_sum.sub(shifted_y));
                 V::select(counted, ce, zero).store(stats.ce.as_mut_ptr());
                 let target_coef = V::splat(job.ce_scale).mul(weight);
                 let mut a = target_coef;
@@ -385,17 +433,20 @@ unsafe fn short_rows_of<V: F32Vector, const COLS: usize>(
                 }
             }
         }
+        let Some((dst, out_stride)) = dst else {
+            return stats;
+        };
         for b in 0..blocks {
             let width = GROUP.min(cols - b * GROUP);
             let mut block = [ninf; GROUP];
             block.copy_from_slice(&out[b * GROUP..(b + 1) * GROUP]);
             let block = V::transpose8(block);
-            for (v, row) in block.iter().zip(rows.iter_mut()) {
-                let dst = &mut row.output()[b * GROUP..];
+            for (r, v) in block.iter().enumerate() {
+                let p = dst.add(r * out_stride + b * GROUP);
                 if width == GROUP {
-                    v.store(dst.as_mut_ptr());
+                    v.store(p);
                 } else {
-                    v.store_partial(dst.as_mut_ptr(), width);
+                    v.store_partial(p, width);
                 }
             }
         }

@@ -9,10 +9,16 @@ pub(crate) mod exp;
 pub(crate) mod generic;
 pub(crate) mod portable;
 pub(crate) mod scalar;
+pub(crate) mod short;
 pub(crate) mod vector;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+
+pub(crate) use short::{
+    GROUP, GROUPS_PER_CALL, SHORT_COLS, ShortJob, ShortLoss, ShortStats, ShortTargets, StridedIo,
+    StridedRows,
+};
 
 /// Where a write pass reads its logits and writes its result: the same row (in place), or a
 /// logits row and a separate output row of the same length.
@@ -107,62 +113,6 @@ pub(crate) struct GradRow<'a> {
     pub cap: f32,
 }
 
-/// Rows per group in [`RowKernels::short_rows`].
-pub(crate) const GROUP: usize = 8;
-/// The longest rows [`RowKernels::short_rows`] takes.
-pub(crate) const SHORT_COLS: usize = 16;
-
-/// What a short-row kernel writes for each row of its group (see
-/// [`RowKernels::short_rows`]), with m the row max and S = Σ_c exp(x_c − m).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum ShortJob {
-    /// Softmax: exp(x_c − m)·(1/S).
-    Probabilities,
-    /// Log-softmax: (x_c − m) − ln S.
-    LogProbabilities,
-    /// The hard-target loss and its gradient, described by [`ShortLoss`].
-    Loss(ShortLoss),
-}
-
-/// A group's hard-target cross-entropy without label smoothing or softcap (SPEC §2 with
-/// ε = 0 and c = 0). For a counted row, with s = `ce_scale` and w = `weight[r]`:
-///
-/// ce = w·(ln S − (x_y − m)),  zl = z·lse² (0 when z = 0),  lse = m + ln S,
-/// out_c = (s·w + z_grad·lse)/S·exp(x_c − m) − [c = y]·s·w
-///
-/// (the z term only when z > 0). An ignored row has ce = zl = 0 and zeros for its
-/// output; every row's lse is its true logsumexp.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ShortLoss {
-    /// Each row's target class as f32 (exact: classes are below [`SHORT_COLS`]), −1 for
-    /// an ignored row.
-    pub target: [f32; GROUP],
-    /// w_y of each counted row (ignored rows: any value, unused).
-    pub weight: [f32; GROUP],
-    /// s for the ce part of the gradient.
-    pub ce_scale: f32,
-    /// The z-loss coefficient z.
-    pub z: f32,
-    /// 2·z·s_z: multiplies lse in the gradient's scale.
-    pub z_grad: f32,
-    /// Write the gradient; when false every output row gets zeros (a forward-only call
-    /// writes to scratch rows, a mean over nothing has a zero gradient).
-    pub write: bool,
-}
-
-/// The per-row results of one short-row group, in f32: a row of at most [`SHORT_COLS`]
-/// values sums at most 16 exponentials in [0, 1], and ln S ≤ ln 16, so f32 holds every
-/// term within SPEC §2's tolerance. Zero where a job has no such term.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ShortStats {
-    /// The ce term of each row.
-    pub ce: [f32; GROUP],
-    /// The z-loss term of each row.
-    pub zl: [f32; GROUP],
-    /// Each row's lse, m + ln S.
-    pub lse: [f32; GROUP],
-}
-
 /// A soft target row with label smoothing: t'_c = keep·t_c + uniform.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SmoothedTargets<'a> {
@@ -228,12 +178,13 @@ pub(crate) trait RowKernels: Sync {
         cap: f32,
     ) -> (f64, f64);
 
-    /// [`GROUP`] short rows (at most [`SHORT_COLS`] values each) at once: reads each
-    /// value once, writes what `job` says for every row and returns the rows' loss terms
-    /// and lse. Rows this short would spend more on per-row work than on the row: the
-    /// vector tiers transpose the group in registers so that each lane is a row, and
-    /// compute every per-row term lane-wise too.
-    fn short_rows(&self, rows: &mut [RowIo<'_>; GROUP], job: &ShortJob) -> ShortStats;
+    /// Runs of [`GROUP`] short rows (at most [`SHORT_COLS`] values each): reads each value
+    /// once, writes what `job` says for every row (nothing in a read-only run) and puts
+    /// group g's loss terms and lse in `stats[g]` (`stats.len() == rows.groups()`). Rows
+    /// this short would spend more on per-row work than on the row: the vector tiers
+    /// transpose each group in registers so that each lane is a row, and compute every
+    /// per-row term lane-wise too.
+    fn short_rows(&self, rows: StridedRows<'_>, job: &ShortJob<'_>, stats: &mut [ShortStats]);
 
     /// Writes the gradient or probability row described by `coef` (see [`GradRow`]),
     /// computing exp(x'_c − coef.shift) from the logits.
@@ -335,19 +286,21 @@ macro_rules! vector_tier {
 
             fn short_rows(
                 &self,
-                rows: &mut [$crate::kernels::RowIo<'_>; $crate::kernels::GROUP],
-                job: &$crate::kernels::ShortJob,
-            ) -> $crate::kernels::ShortStats {
+                rows: $crate::kernels::StridedRows<'_>,
+                job: &$crate::kernels::ShortJob<'_>,
+                stats: &mut [$crate::kernels::ShortStats],
+            ) {
                 $(#[target_feature(enable = $feature)])?
                 unsafe fn imp(
-                    rows: &mut [$crate::kernels::RowIo<'_>; $crate::kernels::GROUP],
-                    job: &$crate::kernels::ShortJob,
-                ) -> $crate::kernels::ShortStats {
+                    rows: $crate::kernels::StridedRows<'_>,
+                    job: &$crate::kernels::ShortJob<'_>,
+                    stats: &mut [$crate::kernels::ShortStats],
+                ) {
                     // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::short_rows::<$vector>(rows, job) }
+                    unsafe { $crate::kernels::generic::short_rows::<$vector>(rows, job, stats) }
                 }
                 // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(rows, job) }
+                unsafe { imp(rows, job, stats) }
             }
 
             fn write_grad(

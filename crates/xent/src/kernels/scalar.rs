@@ -1,7 +1,9 @@
 //! The scalar tier: one element at a time, sums kept in f64. It is the fallback on every
 //! CPU and the yardstick the vector tiers are tested against.
 
-use super::{GROUP, GradRow, RowIo, RowKernels, ShortJob, ShortStats, SmoothedTargets, softcap};
+use super::{
+    GROUP, GradRow, RowIo, RowKernels, ShortJob, ShortStats, SmoothedTargets, StridedRows, softcap,
+};
 
 /// Plain Rust loops, no SIMD.
 pub(crate) struct Scalar;
@@ -46,21 +48,24 @@ impl RowKernels for Scalar {
     }
 
     /// Row by row, with the row sums and terms in f64.
-    fn short_rows(&self, rows: &mut [RowIo<'_>; GROUP], job: &ShortJob) -> ShortStats {
-        let mut stats = ShortStats::default();
-        for (r, row) in rows.iter_mut().enumerate() {
-            let x = row.input();
+    fn short_rows(&self, mut rows: StridedRows<'_>, job: &ShortJob<'_>, stats: &mut [ShortStats]) {
+        assert_eq!(stats.len(), rows.groups());
+        for i in 0..rows.groups() * GROUP {
+            let (g, r) = (i / GROUP, i % GROUP);
+            let x = rows.input(i);
             let max = self.row_max(x, 0.0);
             let sum = self.sum_exp(x, max, 0.0);
             let ln_sum = sum.ln();
             let lse = f64::from(max) + ln_sum;
-            stats.lse[r] = lse as f32;
-            let x_y = match job {
-                ShortJob::Loss(job) if job.target[r] >= 0.0 => x[job.target[r] as usize],
-                _ => 0.0,
+            stats[g].lse[r] = lse as f32;
+            let target = match job {
+                ShortJob::Loss(_, targets) if targets[g].class[r] >= 0.0 => {
+                    let y = targets[g].class[r] as usize;
+                    Some((y, x[y], f64::from(targets[g].weight[r])))
+                }
+                _ => None,
             };
-            let len = x.len();
-            let io = row.slice(0, len);
+            let io = rows.io(i);
             let probs = |scale: f64, target| GradRow {
                 shift: max,
                 scale: scale as f32,
@@ -70,29 +75,40 @@ impl RowKernels for Scalar {
                 weights: None,
                 cap: 0.0,
             };
-            match job {
-                ShortJob::Probabilities => self.write_grad(io, &probs(1.0 / sum, None)),
-                ShortJob::LogProbabilities => self.write_log_probs(io, max, ln_sum as f32),
-                ShortJob::Loss(job) if job.target[r] >= 0.0 => {
-                    let y = job.target[r] as usize;
-                    let w = f64::from(job.weight[r]);
-                    stats.ce[r] = (w * (ln_sum - (f64::from(x_y) - f64::from(max)))) as f32;
+            match (job, target) {
+                (ShortJob::Probabilities, _) => {
+                    if let Some(io) = io {
+                        self.write_grad(io, &probs(1.0 / sum, None));
+                    }
+                }
+                (ShortJob::LogProbabilities, _) => {
+                    if let Some(io) = io {
+                        self.write_log_probs(io, max, ln_sum as f32);
+                    }
+                }
+                (ShortJob::Loss(job, _), Some((y, x_y, w))) => {
+                    stats[g].ce[r] = (w * (ln_sum - (f64::from(x_y) - f64::from(max)))) as f32;
                     let ce_s = f64::from(job.ce_scale) * w;
                     let mut a = ce_s;
                     if job.z > 0.0 {
-                        stats.zl[r] = (f64::from(job.z) * lse * lse) as f32;
+                        stats[g].zl[r] = (f64::from(job.z) * lse * lse) as f32;
                         a += f64::from(job.z_grad) * lse;
                     }
-                    if job.write {
-                        self.write_grad(io, &probs(a / sum, Some((y, ce_s as f32))));
-                    } else {
+                    match io {
+                        Some(io) if job.write => {
+                            self.write_grad(io, &probs(a / sum, Some((y, ce_s as f32))));
+                        }
+                        Some(io) => io.into_output().fill(0.0),
+                        None => {}
+                    }
+                }
+                (ShortJob::Loss(..), None) => {
+                    if let Some(io) = io {
                         io.into_output().fill(0.0);
                     }
                 }
-                ShortJob::Loss(_) => io.into_output().fill(0.0),
             }
         }
-        stats
     }
 
     fn weighted_shifted_sum(

@@ -24,5 +24,6 @@ for tier in $tiers; do
     XENT_SIMD=$tier cargo test --workspace --locked
 done
 
-# The exhaustive exp sweep's figures (it ran above too; this prints them).
-cargo test -p xent --lib --locked exp_is_within -- --nocapture | grep -E "^exp,|test result"
+# The exhaustive exp and ln sweeps' figures (they ran above too; this prints them).
+cargo test -p xent --lib --locked _within_2_ulp_on_every_f32 -- --nocapture |
+    grep -E "^(exp|ln),|test result"

@@ -3,7 +3,8 @@
 //! # API at a glance
 //!
 //! - [`Options`] and [`Reduction`]: PyTorch's options with PyTorch's defaults.
-//! - [`Rows`] / [`RowsMut`]: checked views of `rows × cols` values with a stride.
+//! - [`Rows`] / [`RowsMut`]: checked views of `rows × cols` values with a stride; logits
+//!   may be `f32`, `half::bf16` or `half::f16` ([`Logit`]).
 //! - [`Targets`]: hard class indices (`i64`, `i32`, `u32`) or soft target rows.
 //! - [`cross_entropy`], [`cross_entropy_grad`], [`cross_entropy_grad_in_place`]: the fused
 //!   forward, without a gradient, with it in a separate buffer, or over the logits.
@@ -14,6 +15,7 @@
 //! - [`simd_level`], [`on_calling_thread`]: which kernels run, and where.
 
 mod dispatch;
+mod dtype;
 mod error;
 mod kernels;
 mod loss;
@@ -28,7 +30,9 @@ mod softmax;
 pub mod reference;
 
 pub use dispatch::simd_level;
+pub use dtype::Logit;
 pub use error::{Error, Result};
+pub use half::{bf16, f16};
 pub use loss::{
     cross_entropy, cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_grad,
     cross_entropy_grad_in_place,

@@ -2,6 +2,7 @@
 //! and the reductions. Data flows one way: validate → plan → per-row passes → reduce.
 
 use crate::dispatch::kernels;
+use crate::dtype::{self, Logit};
 use crate::error::{Error, Result};
 use crate::kernels::{
     GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortLoss, ShortStats, ShortTargets,
@@ -16,8 +17,8 @@ use crate::rows::{Rows, RowsMut, Targets};
 use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut, split_rows};
 
 /// One chunk's share of a cross-entropy call: its rows and every per-row buffer.
-struct Chunk<'a> {
-    pass: Pass<'a>,
+struct Chunk<'a, T = f32> {
+    pass: Pass<'a, T>,
     targets: Targets<'a>,
     /// Per-row losses (reduction `none`, forward only).
     loss: Option<&'a mut [f32]>,
@@ -28,7 +29,7 @@ struct Chunk<'a> {
     dloss: Option<&'a [f32]>,
 }
 
-impl SplitRows for Chunk<'_> {
+impl<T: Logit> SplitRows for Chunk<'_, T> {
     fn rows(&self) -> usize {
         self.pass.rows()
     }
@@ -61,6 +62,31 @@ impl SplitRows for Chunk<'_> {
     }
 }
 
+impl<T: Logit> Chunk<'_, T> {
+    /// Runs `f` on this chunk with f32 rows (a widened copy for 16-bit logits, see
+    /// `dtype.rs`).
+    fn run_as_f32<R>(self, f: impl FnOnce(Chunk<'_, f32>) -> R) -> R {
+        let Chunk {
+            pass,
+            targets,
+            loss,
+            lse_out,
+            lse_in,
+            dloss,
+        } = self;
+        dtype::run_as_f32(pass, |pass| {
+            f(Chunk {
+                pass,
+                targets,
+                loss,
+                lse_out,
+                lse_in,
+                dloss,
+            })
+        })
+    }
+}
+
 /// The per-call constants of SPEC §2's formulas, derived once from the validated options.
 struct Plan<'o> {
     options: &'o Options<'o>,
@@ -85,6 +111,44 @@ struct Plan<'o> {
     /// Run rows in groups through the short-row kernel: rows of at most `SHORT_COLS`
     /// values, hard targets, no smoothing and no softcap (nothing but max and Σ exp).
     short_rows: bool,
+}
+
+/// A hard target's probability p_y and 1 − p_y, each computed without cancellation, and
+/// its softcapped logit x'_y (for the softcap's factor).
+#[derive(Clone, Copy)]
+struct TargetProb {
+    p: f64,
+    rest: f64,
+    capped_logit: f64,
+}
+
+impl TargetProb {
+    /// From phase 1's sums: exp(x'_y − m)/S and (S − exp(x'_y − m))/S, the second summed
+    /// without the target (see [`RowStats::rest`]).
+    fn from_stats(stats: &RowStats, capped_logit: f64) -> Self {
+        TargetProb {
+            p: stats.target_exp / stats.sum,
+            rest: stats.rest / stats.sum,
+            capped_logit,
+        }
+    }
+
+    /// From a saved lse: exp(d) and −expm1(d) with d = x'_y − lse.
+    fn from_lse(capped_logit: f64, lse: f64) -> Self {
+        let d = capped_logit - lse;
+        TargetProb {
+            p: d.exp(),
+            rest: -d.exp_m1(),
+            capped_logit,
+        }
+    }
+
+    /// For rows without a hard target.
+    const NONE: TargetProb = TargetProb {
+        p: 0.0,
+        rest: 0.0,
+        capped_logit: 0.0,
+    };
 }
 
 /// Sums over a chunk's counted rows, in f64, combined in row order.
@@ -239,7 +303,8 @@ impl<'o> Plan<'o> {
     }
 
     /// The gradient coefficients of a counted row whose p_c is exp(x'_c − m)/`sum`, for an
-    /// upstream gradient `upstream` (times the plan's scales).
+    /// upstream gradient `upstream` (times the plan's scales). `p_y` describes a hard
+    /// target's probability (unused for soft targets).
     fn grad_row<'t>(
         &self,
         target: RowTarget<'t>,
@@ -247,23 +312,44 @@ impl<'o> Plan<'o> {
         sum: f64,
         lse: f64,
         upstream: f64,
+        p_y: TargetProb,
     ) -> RowGrad<'t>
     where
         'o: 't,
     {
         let ce_s = self.ce_scale * upstream;
         let z_s = self.z_scale * upstream;
+        let z_term = self.z_grad(z_s, lse);
         let (a, smooth, hard, soft) = match target {
             RowTarget::Class(y) => {
                 let w_y = f64::from(self.options.weight(y));
-                let a = ce_s * (self.keep * w_y + self.uniform * self.weight_sum);
-                let hard = Some((y, (ce_s * self.keep * w_y) as f32));
-                (a, (ce_s * self.uniform) as f32, hard, None)
+                let a = ce_s * (self.keep * w_y + self.uniform * self.weight_sum) + z_term;
+                // The target's entry A·p_y − B (B: what the one-hot and smoothing subtract
+                // there) as (A − B)·p_y − B·(1 − p_y): with p_y ≈ 1, A·p_y − B would cancel
+                // down to the rounding error of p_y, and a 16-bit gradient round it to 0.
+                let b = ce_s * (self.keep + self.uniform) * w_y;
+                let a_minus_b = ce_s * self.uniform * (self.weight_sum - w_y) + z_term;
+                let mut value = a_minus_b * p_y.p - b * p_y.rest;
+                if self.cap > 0.0 {
+                    let r = p_y.capped_logit / f64::from(self.cap);
+                    value *= 1.0 - r * r;
+                }
+                (
+                    a,
+                    (ce_s * self.uniform) as f32,
+                    Some((y, value as f32)),
+                    None,
+                )
             }
-            RowTarget::Soft(t) => (ce_s * t_total, 0.0, None, Some(self.smoothed(t, ce_s))),
+            RowTarget::Soft(t) => (
+                ce_s * t_total + z_term,
+                0.0,
+                None,
+                Some(self.smoothed(t, ce_s)),
+            ),
         };
         RowGrad {
-            scale: (a + self.z_grad(z_s, lse)) / sum,
+            scale: a / sum,
             smooth,
             target: hard,
             soft,
@@ -285,6 +371,10 @@ impl<'o> Plan<'o> {
                 _ => None,
             },
             block_weights: &self.block_weights,
+            target: match target {
+                Some(RowTarget::Class(y)) => Some(y),
+                _ => None,
+            },
         }
     }
 }
@@ -522,7 +612,8 @@ fn counted_row(
     let write = plan.writes(chunk);
     if let Some(mut io) = chunk.pass.io(i) {
         if write {
-            let grad = plan.grad_row(target, stats.t_total, stats.sum, lse, 1.0);
+            let p_y = TargetProb::from_stats(stats, x_y);
+            let grad = plan.grad_row(target, stats.t_total, stats.sum, lse, 1.0, p_y);
             let exps = if stored {
                 Exps::Stored(stats)
             } else {
@@ -562,7 +653,13 @@ fn backward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
             }
         };
         let upstream = chunk.dloss.map_or(1.0, |d| f64::from(d[i]));
-        let grad = plan.grad_row(target, t_total, 1.0, f64::from(lse), upstream);
+        let p_y = match target {
+            RowTarget::Class(y) => {
+                TargetProb::from_lse(f64::from(softcap(io.input()[y], plan.cap)), f64::from(lse))
+            }
+            RowTarget::Soft(_) => TargetProb::NONE,
+        };
+        let grad = plan.grad_row(target, t_total, 1.0, f64::from(lse), upstream, p_y);
         write_row(
             k,
             io,
@@ -574,8 +671,8 @@ fn backward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
 }
 
 /// Runs a validated forward call on the active kernel tier.
-fn run_forward(
-    pass: Pass<'_>,
+fn run_forward<T: Logit>(
+    pass: Pass<'_, T>,
     targets: Targets<'_>,
     options: &Options<'_>,
     loss: &mut [f32],
@@ -603,7 +700,9 @@ fn run_forward(
         dloss: None,
     };
     let k = kernels();
-    let partials = for_each_chunk(chunk, cols, |c| forward_chunk(k, &plan, c));
+    let partials = for_each_chunk(chunk, cols, |c| {
+        c.run_as_f32(|c| forward_chunk(k, &plan, c))
+    });
     if !per_row {
         let total = partials.iter().fold(Partial::default(), |acc, p| Partial {
             ce: acc.ce + p.ce,
@@ -615,8 +714,8 @@ fn run_forward(
 }
 
 /// Runs a validated backward call on the active kernel tier.
-fn run_backward(
-    pass: Pass<'_>,
+fn run_backward<T: Logit>(
+    pass: Pass<'_, T>,
     targets: Targets<'_>,
     options: &Options<'_>,
     lse: &[f32],
@@ -642,7 +741,9 @@ fn run_backward(
         dloss: if per_row { Some(dloss) } else { None },
     };
     let k = kernels();
-    for_each_chunk(chunk, cols, |c| backward_chunk(k, &plan, c));
+    for_each_chunk(chunk, cols, |c| {
+        c.run_as_f32(|c| backward_chunk(k, &plan, c))
+    });
     Ok(())
 }
 
@@ -664,8 +765,8 @@ fn run_backward(
 /// assert!((loss[0] - expected).abs() < 1e-6);
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn cross_entropy<'t>(
-    logits: Rows<'_>,
+pub fn cross_entropy<'t, T: Logit>(
+    logits: Rows<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
     loss: &mut [f32],
@@ -696,12 +797,12 @@ pub fn cross_entropy<'t>(
 /// assert!(grad[2] < 0.0 && grad[0] > 0.0);
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn cross_entropy_grad<'t>(
-    logits: Rows<'_>,
+pub fn cross_entropy_grad<'t, T: Logit>(
+    logits: Rows<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
     loss: &mut [f32],
-    grad: RowsMut<'_>,
+    grad: RowsMut<'_, T>,
     lse: Option<&mut [f32]>,
 ) -> Result<()> {
     run_forward(
@@ -732,8 +833,8 @@ pub fn cross_entropy_grad<'t>(
 /// assert_eq!(logits, [0.25, -0.75, 0.25, 0.25]);
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn cross_entropy_grad_in_place<'t>(
-    logits: RowsMut<'_>,
+pub fn cross_entropy_grad_in_place<'t, T: Logit>(
+    logits: RowsMut<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
     loss: &mut [f32],
@@ -762,13 +863,13 @@ pub fn cross_entropy_grad_in_place<'t>(
 /// assert!((grad[0] + grad[1]).abs() < 1e-6);
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn cross_entropy_backward<'t>(
-    logits: Rows<'_>,
+pub fn cross_entropy_backward<'t, T: Logit>(
+    logits: Rows<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
     lse: &[f32],
     dloss: &[f32],
-    grad: RowsMut<'_>,
+    grad: RowsMut<'_, T>,
 ) -> Result<()> {
     run_backward(
         Pass::Separate(logits, grad),
@@ -793,8 +894,8 @@ pub fn cross_entropy_backward<'t>(
 /// assert_eq!(logits, [-1.0, 1.0]);
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn cross_entropy_backward_in_place<'t>(
-    logits: RowsMut<'_>,
+pub fn cross_entropy_backward_in_place<'t, T: Logit>(
+    logits: RowsMut<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
     lse: &[f32],

@@ -1,22 +1,23 @@
 //! The logits of a call and where its output goes: nowhere, a separate buffer, or the
 //! logits themselves.
 
+use crate::dtype::Logit;
 use crate::error::{Error, Result};
 use crate::kernels::{GROUP, RowIo, StridedIo, StridedRows};
 use crate::rows::{Rows, RowsMut};
 use crate::schedule::SplitRows;
 
 /// The logits of a call and where its output (a gradient, probabilities) goes.
-pub(crate) enum Pass<'a> {
+pub(crate) enum Pass<'a, T = f32> {
     /// Read the logits, write no gradient.
-    Forward(Rows<'a>),
+    Forward(Rows<'a, T>),
     /// Read the logits, write the gradient into a separate buffer.
-    Separate(Rows<'a>, RowsMut<'a>),
+    Separate(Rows<'a, T>, RowsMut<'a, T>),
     /// Overwrite the logits with the gradient.
-    InPlace(RowsMut<'a>),
+    InPlace(RowsMut<'a, T>),
 }
 
-impl Pass<'_> {
+impl<'a, T: Logit> Pass<'a, T> {
     pub(crate) fn cols(&self) -> usize {
         match self {
             Pass::Forward(x) | Pass::Separate(x, _) => x.cols(),
@@ -24,13 +25,48 @@ impl Pass<'_> {
         }
     }
 
-    pub(crate) fn input(&self, i: usize) -> &[f32] {
+    pub(crate) fn input(&self, i: usize) -> &[T] {
         match self {
             Pass::Forward(x) | Pass::Separate(x, _) => x.row(i),
             Pass::InPlace(x) => x.row(i),
         }
     }
 
+    /// The same pass over f32 rows, or back unchanged when `T` is a 16-bit type.
+    pub(crate) fn into_f32(self) -> core::result::Result<Pass<'a, f32>, Self> {
+        match self {
+            Pass::Forward(x) => T::f32_rows(x).map(Pass::Forward).map_err(Pass::Forward),
+            Pass::Separate(x, out) => match (T::f32_rows(x), T::f32_rows_mut(out)) {
+                (Ok(x), Ok(out)) => Ok(Pass::Separate(x, out)),
+                (Err(x), Err(out)) => Err(Pass::Separate(x, out)),
+                _ => unreachable!("both views have the same element type"),
+            },
+            Pass::InPlace(x) => T::f32_rows_mut(x).map(Pass::InPlace).map_err(Pass::InPlace),
+        }
+    }
+
+    /// Checks that a separate output buffer (named `output` in the error) has the
+    /// logits' shape.
+    pub(crate) fn check(&self, output: &'static str) -> Result<()> {
+        if let Pass::Separate(x, out) = self {
+            if (out.rows(), out.cols()) != (x.rows(), x.cols()) {
+                return Err(Error::shape(
+                    output,
+                    format!(
+                        "is {}×{}, the logits are {}×{}",
+                        out.rows(),
+                        out.cols(),
+                        x.rows(),
+                        x.cols()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Pass<'_> {
     pub(crate) fn io(&mut self, i: usize) -> Option<RowIo<'_>> {
         match self {
             Pass::Forward(_) => None,
@@ -56,29 +92,9 @@ impl Pass<'_> {
         };
         StridedRows::new(io, cols, stride, groups)
     }
-
-    /// Checks that a separate output buffer (named `output` in the error) has the
-    /// logits' shape.
-    pub(crate) fn check(&self, output: &'static str) -> Result<()> {
-        if let Pass::Separate(x, out) = self {
-            if (out.rows(), out.cols()) != (x.rows(), x.cols()) {
-                return Err(Error::shape(
-                    output,
-                    format!(
-                        "is {}×{}, the logits are {}×{}",
-                        out.rows(),
-                        out.cols(),
-                        x.rows(),
-                        x.cols()
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
-impl SplitRows for Pass<'_> {
+impl<T: Logit> SplitRows for Pass<'_, T> {
     fn rows(&self) -> usize {
         match self {
             Pass::Forward(x) | Pass::Separate(x, _) => x.rows(),

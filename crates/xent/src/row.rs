@@ -94,6 +94,9 @@ pub(crate) struct Gather<'a> {
     pub soft: Option<SmoothedTargets<'a>>,
     /// Σ_c w_c of each block (for label smoothing), see [`block_weight_sums`].
     pub block_weights: &'a [f64; MAX_BLOCKS],
+    /// The row's hard target: its exp is summed apart from the others (see
+    /// [`RowStats::rest`]).
+    pub target: Option<usize>,
 }
 
 /// Σ_c w_c over each block of a row of `cols` values (the block length for the whole
@@ -122,6 +125,8 @@ struct BlockStats {
     weighted: f64,
     dot: f64,
     t_total: f64,
+    /// exp(x'_y − shift) when the target y lies in the block (then not in `sum`), else 0.
+    target_exp: f64,
 }
 
 /// The statistics of a whole row, every sum relative to its max.
@@ -131,6 +136,12 @@ pub(crate) struct RowStats {
     pub max: f32,
     /// S = Σ_c exp(x'_c − m); NaN for a row of only −∞.
     pub sum: f64,
+    /// exp(x'_y − m) for the row's hard target y (0 without one).
+    pub target_exp: f64,
+    /// S − exp(x'_y − m), summed without the target: accurate to its own size even when
+    /// p_y ≈ 1, where S − exp(x'_y − m) would keep only S's rounding error. It makes the
+    /// target's gradient entry A·p_y − B accurate (see `loss.rs`).
+    pub rest: f64,
     /// Σ_c w_c·(x'_c − m), when gathered.
     pub weighted: f64,
     /// Σ_{t' ≠ 0} w_c·t'_c·(x'_c − m), when gathered.
@@ -176,6 +187,7 @@ fn block_stats(
         weighted: 0.0,
         dot: 0.0,
         t_total: 0.0,
+        target_exp: 0.0,
     };
     // Everything that reads the logits runs before the exps may overwrite them.
     if g.smoothing {
@@ -188,10 +200,19 @@ fn block_stats(
         };
         (stats.dot, stats.t_total) = k.soft_target_sums(x, t, weights, shift, g.cap);
     }
-    stats.sum = match src.slice(0, len) {
+    let mut sum_exp = |start: usize, n: usize| match src.slice(start, n) {
         RowSrc::Io(io) if g.store => k.exp_store_sum(io, shift),
-        src => k.sum_exp(src.input(), shift, g.cap),
+        part => k.sum_exp(part.input(), shift, g.cap),
     };
+    match g.target.filter(|y| (offset..offset + len).contains(y)) {
+        // The target's exp apart: the rest sums values that are all small when p_y ≈ 1.
+        Some(y) => {
+            let t = y - offset;
+            stats.sum = sum_exp(0, t) + sum_exp(t + 1, len - t - 1);
+            stats.target_exp = sum_exp(t, 1);
+        }
+        None => stats.sum = sum_exp(0, len),
+    }
     stats
 }
 
@@ -230,6 +251,8 @@ fn combine(blocks: &[BlockStats], block_weights: &[f64; MAX_BLOCKS]) -> RowStats
     let mut row = RowStats {
         max,
         sum: 0.0,
+        target_exp: 0.0,
+        rest: 0.0,
         weighted: 0.0,
         dot: 0.0,
         t_total: 0.0,
@@ -252,11 +275,10 @@ fn combine(blocks: &[BlockStats], block_weights: &[f64; MAX_BLOCKS]) -> RowStats
         } else {
             factors.push(factor);
         }
-        row.sum += if block.sum == 0.0 {
-            0.0
-        } else {
-            block.sum * factor
-        };
+        // A zero sum stays 0 whatever the factor.
+        let scaled = |sum: f64| if sum == 0.0 { 0.0 } else { sum * factor };
+        row.rest += scaled(block.sum);
+        row.target_exp += scaled(block.target_exp);
         row.weighted += block.weighted + delta * block_weights[b];
         row.dot += block.dot + delta * block.t_total;
         row.t_total += block.t_total;
@@ -264,9 +286,11 @@ fn combine(blocks: &[BlockStats], block_weights: &[f64; MAX_BLOCKS]) -> RowStats
     if blocks.len() > 1 {
         row.factors = Factors::Blocks(factors);
     }
+    row.sum = row.rest + row.target_exp;
     if max == f32::NEG_INFINITY {
         // A row of only −∞ has no softmax.
         row.sum = f64::NAN;
+        row.rest = f64::NAN;
     }
     row
 }

@@ -1,6 +1,7 @@
 //! The standalone row kernels: softmax and log-softmax, in place or out of place.
 
 use crate::dispatch::kernels;
+use crate::dtype::{self, Logit};
 use crate::error::Result;
 use crate::kernels::{GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortStats};
 use crate::pass::Pass;
@@ -15,12 +16,14 @@ enum Output {
     LogProbabilities,
 }
 
-fn run(pass: Pass<'_>, output: Output) -> Result<()> {
+fn run<T: Logit>(pass: Pass<'_, T>, output: Output) -> Result<()> {
     pass.check("output")?;
     let cols = pass.cols();
     let split = split_rows(pass.rows(), cols);
     let k = kernels();
-    for_each_chunk(pass, cols, |chunk| rows_chunk(k, chunk, output, split));
+    for_each_chunk(pass, cols, |chunk| {
+        dtype::run_as_f32(chunk, |chunk| rows_chunk(k, chunk, output, split))
+    });
     Ok(())
 }
 
@@ -51,6 +54,7 @@ fn rows_chunk(k: &dyn RowKernels, mut chunk: Pass<'_>, output: Output, split: bo
             weights: None,
             soft: None,
             block_weights: &NO_BLOCK_WEIGHTS,
+            target: None,
         };
         let src = match chunk.io(i) {
             Some(io) if store => RowSrc::Io(io),
@@ -93,7 +97,7 @@ fn rows_chunk(k: &dyn RowKernels, mut chunk: Pass<'_>, output: Output, split: bo
 /// assert_eq!(y, [0.5; 4]);
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn softmax(x: Rows<'_>, y: RowsMut<'_>) -> Result<()> {
+pub fn softmax<T: Logit>(x: Rows<'_, T>, y: RowsMut<'_, T>) -> Result<()> {
     run(Pass::Separate(x, y), Output::Probabilities)
 }
 
@@ -105,7 +109,7 @@ pub fn softmax(x: Rows<'_>, y: RowsMut<'_>) -> Result<()> {
 /// assert_eq!(x, [0.25; 4]);
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn softmax_in_place(x: RowsMut<'_>) -> Result<()> {
+pub fn softmax_in_place<T: Logit>(x: RowsMut<'_, T>) -> Result<()> {
     run(Pass::InPlace(x), Output::Probabilities)
 }
 
@@ -120,7 +124,7 @@ pub fn softmax_in_place(x: RowsMut<'_>) -> Result<()> {
 /// assert!((y[0] + 2f32.ln()).abs() < 1e-6);
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn log_softmax(x: Rows<'_>, y: RowsMut<'_>) -> Result<()> {
+pub fn log_softmax<T: Logit>(x: Rows<'_, T>, y: RowsMut<'_, T>) -> Result<()> {
     run(Pass::Separate(x, y), Output::LogProbabilities)
 }
 
@@ -132,6 +136,6 @@ pub fn log_softmax(x: Rows<'_>, y: RowsMut<'_>) -> Result<()> {
 /// assert!(x.iter().all(|&v| (v + 4f32.ln()).abs() < 1e-6));
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn log_softmax_in_place(x: RowsMut<'_>) -> Result<()> {
+pub fn log_softmax_in_place<T: Logit>(x: RowsMut<'_, T>) -> Result<()> {
     run(Pass::InPlace(x), Output::LogProbabilities)
 }

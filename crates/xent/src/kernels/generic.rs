@@ -13,7 +13,7 @@
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::F32Vector;
 use super::{
-    GROUP, GradRow, RowIo, SHORT_COLS, ShortJob, ShortStats, SmoothedTargets, StridedRows,
+    GROUP, GradRow, HalfKind, RowIo, SHORT_COLS, ShortJob, ShortStats, SmoothedTargets, StridedRows,
 };
 
 /// How far ahead of the read position the exp passes prefetch: they are compute-bound, and
@@ -418,18 +418,30 @@ unsafe fn short_group<V: F32Vector, const COLS: usize>(
                 let weight = V::load(targets[group].weight.as_ptr());
                 let ce = weight.mul(ln_sum.sub(shifted_y));
                 V::select(counted, ce, zero).store(stats.ce.as_mut_ptr());
-                let target_coef = V::splat(job.ce_scale).mul(weight);
-                let mut a = target_coef;
+                // B = s·w, what the one-hot subtracts at the target, and A = B + z_grad·lse.
+                let b = V::splat(job.ce_scale).mul(weight);
+                let mut a_minus_b = zero;
                 if job.z > 0.0 {
                     let zl = V::splat(job.z).mul(lse).mul(lse);
                     V::select(counted, zl, zero).store(stats.zl.as_mut_ptr());
-                    a = V::splat(job.z_grad).mul_add(lse, a);
+                    a_minus_b = V::splat(job.z_grad).mul(lse);
                 }
-                let scale = a.div(sum);
+                let scale = b.add(a_minus_b).div(sum);
+                // The target's entry A·p_y − B as ((A − B)·e_y − B·Σ_{c≠y} e_c)/S: the
+                // one-hot's subtraction would cancel to S's rounding error at p_y ≈ 1.
+                let mut e_y = zero;
+                let mut others = out;
+                for (c, o) in others.iter_mut().enumerate().take(cols) {
+                    let is_y = target.eq(V::splat(c as f32));
+                    e_y = V::select(is_y, *o, e_y);
+                    *o = V::select(is_y, zero, *o);
+                }
+                let rest = pairwise!(others, cols, add);
+                let value = a_minus_b.mul(e_y).sub(b.mul(rest)).div(sum);
                 let keep = if job.write { counted } else { zero };
                 for (c, v) in out.iter_mut().enumerate().take(cols) {
-                    let one_hot = V::select(target.eq(V::splat(c as f32)), target_coef, zero);
-                    *v = V::select(keep, v.mul(scale).sub(one_hot), zero);
+                    let g = V::select(target.eq(V::splat(c as f32)), value, v.mul(scale));
+                    *v = V::select(keep, g, zero);
                 }
             }
         }
@@ -528,7 +540,7 @@ pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
 }
 
 /// The per-class terms subtracted from the scaled exponentials of lane block `i..i+lanes`:
-/// smooth·w_c + w_c·t'_c + [c = y]·target_coef.
+/// smooth·w_c + w_c·t'_c.
 #[inline(always)]
 unsafe fn class_terms<V: F32Vector>(coef: &GradRow<'_>, i: usize, lanes: usize) -> V {
     // SAFETY: weights and soft targets have the row's length; V's features: caller contract.
@@ -553,21 +565,29 @@ unsafe fn class_terms<V: F32Vector>(coef: &GradRow<'_>, i: usize, lanes: usize) 
                 None => terms.add(tp),
             };
         }
-        if let Some((y, target_coef)) = coef.target {
-            if (i..i + lanes).contains(&y) {
-                let mut one_hot = [0.0f32; super::vector::MAX_LANES];
-                one_hot[y - i] = target_coef;
-                terms = terms.add(V::load(one_hot.as_ptr()));
-            }
-        }
         terms
     }
 }
 
-/// Whether the row needs per-class terms at all (no smoothing, soft targets or target).
+/// `g` with the hard target's exact value in its lane, when the target lies in lane block
+/// `i..i+lanes`: the entry is set as its vector is stored, never patched afterwards.
+#[inline(always)]
+unsafe fn with_target<V: F32Vector>(g: V, coef: &GradRow<'_>, i: usize, lanes: usize) -> V {
+    match coef.target {
+        Some((y, value)) if (i..i + lanes).contains(&y) => {
+            let mut bits = [0u32; super::vector::MAX_LANES];
+            bits[y - i] = u32::MAX;
+            // SAFETY: `bits` holds MAX_LANES >= LANES values; V's features: caller contract.
+            unsafe { V::select(V::load(bits.as_ptr().cast()), V::splat(value), g) }
+        }
+        _ => g,
+    }
+}
+
+/// Whether the row needs per-class terms at all (no smoothing and no soft targets).
 #[inline(always)]
 fn plain(coef: &GradRow<'_>) -> bool {
-    coef.smooth == 0.0 && coef.soft.is_none() && coef.target.is_none()
+    coef.smooth == 0.0 && coef.soft.is_none()
 }
 
 /// out_c = k·out_c over `range` of the row at `p` (a range of whole vectors, or reaching
@@ -607,10 +627,10 @@ pub(crate) unsafe fn scale_exp<V: F32Vector>(out: &mut [f32], coef: &GradRow<'_>
     // SAFETY: `p` covers `n` values; V's features: forwarded caller contract.
     unsafe {
         let k = V::splat(coef.scale);
-        // Without smoothing or soft targets only the target's vector has a term: the rest
-        // of the row is a plain multiply, and the one-hot is subtracted as that vector is
+        // Without smoothing or soft targets only the target's vector differs: the rest of
+        // the row is a plain multiply, and the target's entry is set as that vector is
         // stored (never patched afterwards).
-        let terms = if coef.smooth == 0.0 && coef.soft.is_none() {
+        let terms = if plain(coef) {
             match coef.target {
                 Some((y, _)) => {
                     let start = y - y % V::LANES;
@@ -630,7 +650,11 @@ pub(crate) unsafe fn scale_exp<V: F32Vector>(out: &mut [f32], coef: &GradRow<'_>
             } else {
                 V::load_partial(p.add(i), lanes, 0.0)
             };
-            let g = e.mul(k).sub(class_terms::<V>(coef, i, lanes));
+            let mut g = e.mul(k);
+            if !plain(coef) {
+                g = g.sub(class_terms::<V>(coef, i, lanes));
+            }
+            let g = with_target(g, coef, i, lanes);
             if lanes == V::LANES {
                 g.store(p.add(i));
             } else {
@@ -671,6 +695,7 @@ pub(crate) unsafe fn write_grad<V: F32Vector>(io: RowIo<'_>, coef: &GradRow<'_>)
                 let r = xp.mul(c.inv_cap);
                 g = g.mul(V::splat(1.0).sub(r.mul(r)));
             }
+            g = with_target(g, coef, i, lanes);
             if lanes == V::LANES {
                 g.store(dst.add(i));
             } else {
@@ -701,5 +726,62 @@ pub(crate) unsafe fn write_log_probs<V: F32Vector>(io: RowIo<'_>, max: f32, ln_s
             }
             i += lanes;
         }
+    }
+}
+
+/// Copies `$src` (u16 bits) into `$dst` (f32) with `$load`, a vector at a time, the tail
+/// through `$scalar`. A macro for the same reason as [`for_each_vector!`].
+macro_rules! widen_with {
+    ($V:ty, $src:expr, $dst:expr, $load:ident, $scalar:path) => {{
+        let (src, dst): (&[u16], &mut [f32]) = ($src, $dst);
+        assert_eq!(src.len(), dst.len());
+        let n = src.len();
+        let mut i = 0;
+        while i + <$V>::LANES <= n {
+            // SAFETY: `LANES` values from `i` lie in both slices; V's features: caller
+            // contract.
+            unsafe { <$V>::$load(src.as_ptr().add(i)).store(dst.as_mut_ptr().add(i)) };
+            i += <$V>::LANES;
+        }
+        for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
+            *d = $scalar(s).to_f32();
+        }
+    }};
+}
+
+/// Rounds `$src` (f32) into `$dst` (u16 bits) with `$store`, as [`widen_with!`].
+macro_rules! narrow_with {
+    ($V:ty, $src:expr, $dst:expr, $store:ident, $scalar:path) => {{
+        let (src, dst): (&[f32], &mut [u16]) = ($src, $dst);
+        assert_eq!(src.len(), dst.len());
+        let n = src.len();
+        let mut i = 0;
+        while i + <$V>::LANES <= n {
+            // SAFETY: `LANES` values from `i` lie in both slices; V's features: caller
+            // contract.
+            unsafe { <$V>::load(src.as_ptr().add(i)).$store(dst.as_mut_ptr().add(i)) };
+            i += <$V>::LANES;
+        }
+        for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
+            *d = $scalar(s).to_bits();
+        }
+    }};
+}
+
+/// dst_c = src_c widened to f32; `src` holds the bits of `kind` values.
+#[inline(always)]
+pub(crate) unsafe fn widen<V: F32Vector>(kind: HalfKind, src: &[u16], dst: &mut [f32]) {
+    match kind {
+        HalfKind::Bf16 => widen_with!(V, src, dst, load_bf16, half::bf16::from_bits),
+        HalfKind::F16 => widen_with!(V, src, dst, load_f16, half::f16::from_bits),
+    }
+}
+
+/// dst_c = src_c rounded to `kind` (nearest, ties to even), as bits.
+#[inline(always)]
+pub(crate) unsafe fn narrow<V: F32Vector>(kind: HalfKind, src: &[f32], dst: &mut [u16]) {
+    match kind {
+        HalfKind::Bf16 => narrow_with!(V, src, dst, store_bf16, half::bf16::from_f32),
+        HalfKind::F16 => narrow_with!(V, src, dst, store_f16, half::f16::from_f32),
     }
 }

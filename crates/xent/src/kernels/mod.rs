@@ -91,10 +91,10 @@ impl<'r> RowIo<'r> {
 /// The coefficients of one gradient or probability row. With x' the softcapped logit,
 /// w_c the class weight (1 without weights) and t_c the soft target (0 without them):
 ///
-/// out_c = (scale·exp(x'_c − shift) − smooth·w_c − w_c·t'_c − [c = y]·target_coef)
-///         · (1 − (x'_c / cap)²)
+/// out_c = (scale·exp(x'_c − shift) − smooth·w_c − w_c·t'_c) · (1 − (x'_c / cap)²)
 ///
-/// where the last factor is 1 when `cap == 0`.
+/// where the last factor is 1 when `cap == 0`, and out_y = `target`'s value at a hard
+/// target y (computed by the caller in f64, where the one-hot's subtraction would cancel).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GradRow<'a> {
     /// Subtracted from x' before exp: the row max (fused) or the lse (backward).
@@ -103,7 +103,7 @@ pub(crate) struct GradRow<'a> {
     pub scale: f32,
     /// Multiplies w_c for every class (label smoothing's uniform part).
     pub smooth: f32,
-    /// The hard target class and the coefficient subtracted there.
+    /// The hard target class and its entry's exact value.
     pub target: Option<(usize, f32)>,
     /// The soft targets t' (already multiplied by the upstream scale).
     pub soft: Option<SmoothedTargets<'a>>,
@@ -111,6 +111,15 @@ pub(crate) struct GradRow<'a> {
     pub weights: Option<&'a [f32]>,
     /// The softcap c, 0 for off.
     pub cap: f32,
+}
+
+/// A 16-bit float format the kernels widen to f32 and narrow back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HalfKind {
+    /// bfloat16: the high half of an f32.
+    Bf16,
+    /// IEEE 754 binary16.
+    F16,
 }
 
 /// A soft target row with label smoothing: t'_c = keep·t_c + uniform.
@@ -133,7 +142,7 @@ impl SmoothedTargets<'_> {
 
 impl GradRow<'_> {
     /// What class `c` subtracts from its scaled exponential, one element at a time (the
-    /// scalar tier's form of `generic::class_terms`): smooth·w_c + w_c·t'_c + [c = y]·coef.
+    /// scalar tier's form of `generic::class_terms`): smooth·w_c + w_c·t'_c.
     #[inline(always)]
     pub(crate) fn class_term(&self, c: usize) -> f32 {
         let w = self.weights.map_or(1.0, |w| w[c]);
@@ -141,10 +150,13 @@ impl GradRow<'_> {
         if let Some(t) = self.soft {
             term += w * t.at(c);
         }
-        match self.target {
-            Some((y, coef)) if y == c => term + coef,
-            _ => term,
-        }
+        term
+    }
+
+    /// The value of entry `c` when it is the hard target's.
+    #[inline(always)]
+    pub(crate) fn target_value(&self, c: usize) -> Option<f32> {
+        self.target.filter(|&(y, _)| y == c).map(|(_, v)| v)
     }
 }
 
@@ -185,6 +197,13 @@ pub(crate) trait RowKernels: Sync {
     /// transpose each group in registers so that each lane is a row, and compute every
     /// per-row term lane-wise too.
     fn short_rows(&self, rows: StridedRows<'_>, job: &ShortJob<'_>, stats: &mut [ShortStats]);
+
+    /// dst_c = src_c widened to f32 (exact); `src` holds the bits of `kind` values.
+    fn widen(&self, kind: HalfKind, src: &[u16], dst: &mut [f32]);
+
+    /// dst_c = src_c rounded to `kind`, nearest with ties to even (±∞ on overflow, NaN
+    /// for NaN), as bits.
+    fn narrow(&self, kind: HalfKind, src: &[f32], dst: &mut [u16]);
 
     /// Writes the gradient or probability row described by `coef` (see [`GradRow`]),
     /// computing exp(x'_c − coef.shift) from the logits.
@@ -301,6 +320,26 @@ macro_rules! vector_tier {
                 }
                 // SAFETY: a value of this tier exists only on a CPU with its features.
                 unsafe { imp(rows, job, stats) }
+            }
+
+            fn widen(&self, kind: $crate::kernels::HalfKind, src: &[u16], dst: &mut [f32]) {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(kind: $crate::kernels::HalfKind, src: &[u16], dst: &mut [f32]) {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe { $crate::kernels::generic::widen::<$vector>(kind, src, dst) }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(kind, src, dst) }
+            }
+
+            fn narrow(&self, kind: $crate::kernels::HalfKind, src: &[f32], dst: &mut [u16]) {
+                $(#[target_feature(enable = $feature)])?
+                unsafe fn imp(kind: $crate::kernels::HalfKind, src: &[f32], dst: &mut [u16]) {
+                    // SAFETY: runs only where the tier's features exist (see below).
+                    unsafe { $crate::kernels::generic::narrow::<$vector>(kind, src, dst) }
+                }
+                // SAFETY: a value of this tier exists only on a CPU with its features.
+                unsafe { imp(kind, src, dst) }
             }
 
             fn write_grad(

@@ -2,7 +2,8 @@
 //! CPU and the yardstick the vector tiers are tested against.
 
 use super::{
-    GROUP, GradRow, RowIo, RowKernels, ShortJob, ShortStats, SmoothedTargets, StridedRows, softcap,
+    GROUP, GradRow, HalfKind, RowIo, RowKernels, ShortJob, ShortStats, SmoothedTargets,
+    StridedRows, softcap,
 };
 
 /// Plain Rust loops, no SIMD.
@@ -61,7 +62,10 @@ impl RowKernels for Scalar {
             let target = match job {
                 ShortJob::Loss(_, targets) if targets[g].class[r] >= 0.0 => {
                     let y = targets[g].class[r] as usize;
-                    Some((y, x[y], f64::from(targets[g].weight[r])))
+                    // Σ_{c≠y} exp(x_c − m), for the target's entry (see ShortLoss).
+                    let rest =
+                        self.sum_exp(&x[..y], max, 0.0) + self.sum_exp(&x[y + 1..], max, 0.0);
+                    Some((y, x[y], f64::from(targets[g].weight[r]), rest))
                 }
                 _ => None,
             };
@@ -86,17 +90,22 @@ impl RowKernels for Scalar {
                         self.write_log_probs(io, max, ln_sum as f32);
                     }
                 }
-                (ShortJob::Loss(job, _), Some((y, x_y, w))) => {
+                (ShortJob::Loss(job, _), Some((y, x_y, w, rest))) => {
                     stats[g].ce[r] = (w * (ln_sum - (f64::from(x_y) - f64::from(max)))) as f32;
-                    let ce_s = f64::from(job.ce_scale) * w;
-                    let mut a = ce_s;
+                    let b = f64::from(job.ce_scale) * w;
+                    let mut a_minus_b = 0.0;
                     if job.z > 0.0 {
                         stats[g].zl[r] = (f64::from(job.z) * lse * lse) as f32;
-                        a += f64::from(job.z_grad) * lse;
+                        a_minus_b = f64::from(job.z_grad) * lse;
                     }
+                    // The target's entry as ((A − B)·e_y − B·Σ_{c≠y} e_c)/S (see
+                    // ShortLoss).
+                    let e_y = f64::from((x_y - max).exp());
+                    let value = (a_minus_b * e_y - b * rest) / sum;
                     match io {
                         Some(io) if job.write => {
-                            self.write_grad(io, &probs(a / sum, Some((y, ce_s as f32))));
+                            let coef = probs((a_minus_b + b) / sum, Some((y, value as f32)));
+                            self.write_grad(io, &coef);
                         }
                         Some(io) => io.into_output().fill(0.0),
                         None => {}
@@ -150,8 +159,29 @@ impl RowKernels for Scalar {
         (dot, total)
     }
 
+    fn widen(&self, kind: HalfKind, src: &[u16], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = match kind {
+                HalfKind::Bf16 => half::bf16::from_bits(s).to_f32(),
+                HalfKind::F16 => half::f16::from_bits(s).to_f32(),
+            };
+        }
+    }
+
+    fn narrow(&self, kind: HalfKind, src: &[f32], dst: &mut [u16]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = match kind {
+                HalfKind::Bf16 => half::bf16::from_f32(s).to_bits(),
+                HalfKind::F16 => half::f16::from_f32(s).to_bits(),
+            };
+        }
+    }
+
     fn write_grad(&self, io: RowIo<'_>, coef: &GradRow<'_>) {
         map_row(io, |c, v| {
+            if let Some(value) = coef.target_value(c) {
+                return value;
+            }
             let x = softcap(v, coef.cap);
             let g = coef.scale * (x - coef.shift).exp() - coef.class_term(c);
             if coef.cap > 0.0 {
@@ -165,7 +195,8 @@ impl RowKernels for Scalar {
 
     fn scale_exp(&self, out: &mut [f32], coef: &GradRow<'_>) {
         map_row(RowIo::InPlace(out), |c, e| {
-            coef.scale * e - coef.class_term(c)
+            coef.target_value(c)
+                .unwrap_or_else(|| coef.scale * e - coef.class_term(c))
         });
     }
 

@@ -28,10 +28,12 @@ pub(crate) enum ShortJob<'a> {
 /// and c = 0). For a counted row, with s = `ce_scale`, y its target and w its weight:
 ///
 /// ce = w·(ln S − (x_y − m)),  zl = z·lse² (0 when z = 0),  lse = m + ln S,
-/// out_c = (s·w + z_grad·lse)/S·exp(x_c − m) − [c = y]·s·w
+/// out_c = A/S·exp(x_c − m) for c ≠ y,  out_y = A·p_y − B,
 ///
-/// (the z term only when z > 0). An ignored row has ce = zl = 0 and zeros for its
-/// output; every row's lse is its true logsumexp.
+/// with B = s·w and A = B + z_grad·lse (the z term only when z > 0); out_y is computed as
+/// ((A − B)·exp(x_y − m) − B·Σ_{c≠y} exp(x_c − m))/S, which does not cancel at p_y ≈ 1. An
+/// ignored row has ce = zl = 0 and zeros for its output; every row's lse is its true
+/// logsumexp.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ShortLoss {
     /// s for the ce part of the gradient.

@@ -85,4 +85,54 @@ pub(crate) unsafe trait F32Vector: Copy {
             ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
         }
     }
+
+    /// Loads `LANES` bf16 values (their bits at `p`), widened to f32 (exact).
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> Self {
+        let mut buf = [0.0f32; MAX_LANES];
+        for (k, v) in buf.iter_mut().take(Self::LANES).enumerate() {
+            // SAFETY: the caller guarantees `LANES` readable values at `p`.
+            *v = half::bf16::from_bits(unsafe { *p.add(k) }).to_f32();
+        }
+        // SAFETY: `buf` holds MAX_LANES >= LANES values.
+        unsafe { Self::load(buf.as_ptr()) }
+    }
+
+    /// Stores the lanes at `p` as bf16 bits, each rounded to nearest, ties to even (a NaN
+    /// stays a NaN).
+    #[inline(always)]
+    unsafe fn store_bf16(self, p: *mut u16) {
+        let mut buf = [0.0f32; MAX_LANES];
+        // SAFETY: `buf` holds MAX_LANES >= LANES values.
+        unsafe { self.store(buf.as_mut_ptr()) };
+        for (k, v) in buf.iter().take(Self::LANES).enumerate() {
+            // SAFETY: the caller guarantees `LANES` writable values at `p`.
+            unsafe { *p.add(k) = half::bf16::from_f32(*v).to_bits() };
+        }
+    }
+
+    /// Loads `LANES` IEEE binary16 values (their bits at `p`), widened to f32 (exact).
+    #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> Self {
+        let mut buf = [0.0f32; MAX_LANES];
+        for (k, v) in buf.iter_mut().take(Self::LANES).enumerate() {
+            // SAFETY: the caller guarantees `LANES` readable values at `p`.
+            *v = half::f16::from_bits(unsafe { *p.add(k) }).to_f32();
+        }
+        // SAFETY: `buf` holds MAX_LANES >= LANES values.
+        unsafe { Self::load(buf.as_ptr()) }
+    }
+
+    /// Stores the lanes at `p` as binary16 bits, each rounded to nearest, ties to even
+    /// (overflow to ±∞, a NaN stays a NaN).
+    #[inline(always)]
+    unsafe fn store_f16(self, p: *mut u16) {
+        let mut buf = [0.0f32; MAX_LANES];
+        // SAFETY: `buf` holds MAX_LANES >= LANES values.
+        unsafe { self.store(buf.as_mut_ptr()) };
+        for (k, v) in buf.iter().take(Self::LANES).enumerate() {
+            // SAFETY: the caller guarantees `LANES` writable values at `p`.
+            unsafe { *p.add(k) = half::f16::from_f32(*v).to_bits() };
+        }
+    }
 }

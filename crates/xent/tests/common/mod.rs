@@ -258,7 +258,7 @@ fn loss_tolerances(case: &Case, r: &reference::RefOutput) -> Vec<f64> {
 /// SPEC §2's gradient tolerance, 1e-5·|ref| + 1e-6·|s|·max(1, max w), with the absolute
 /// part times (1 + c/2) under a softcap c: x' = c·tanh(x/c) is itself an f32 result, off by
 /// up to ~2.5 ulp of |x'| ≤ c (as in PyTorch), and p moves by that much relative to it.
-fn grad_tolerance(case: &Case, r: &reference::RefOutput, want: f64) -> f64 {
+pub fn grad_tolerance(case: &Case, r: &reference::RefOutput, want: f64) -> f64 {
     let s = r.ce_scale.abs().max(r.z_scale.abs());
     let s = if s.is_finite() { s } else { 0.0 };
     let softcap = 1.0 + f64::from(case.softcap) / 2.0;

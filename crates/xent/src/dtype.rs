@@ -1,0 +1,210 @@
+//! The element types logits may have: f32, and the 16-bit floats `half::bf16` and
+//! `half::f16`.
+//!
+//! A 16-bit batch runs chunk by chunk (the same chunks as f32, about 65536 values): the
+//! chunk's rows are widened into a per-thread f32 buffer (exact), the f32 kernels run on it
+//! in place, and the result is rounded once into the output (nearest, ties to even). So
+//! every term of a gradient entry — p_y − 1 included — is combined in f32 and rounded a
+//! single time; rounding p_y first would lose the whole gradient at p_y ≈ 1. Loss and lse
+//! stay f32. The buffer is a chunk (or one long row) of f32, reused by each thread.
+
+use core::cell::RefCell;
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+
+use crate::dispatch::kernels;
+use crate::kernels::HalfKind;
+use crate::pass::Pass;
+use crate::rows::{Rows, RowsMut};
+use crate::schedule::SplitRows;
+
+mod sealed {
+    /// Only this crate's element types implement [`super::Logit`].
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for half::f16 {}
+}
+
+/// An element type of logits, gradients and probabilities: `f32`, `half::bf16` or
+/// `half::f16`. Loss, lse and `dloss` are f32 for all three. Sealed.
+pub trait Logit: Copy + Send + Sync + 'static + sealed::Sealed {
+    /// `Ok` with the same rows when they are f32, `Err` with them unchanged otherwise.
+    #[doc(hidden)]
+    fn f32_rows(rows: Rows<'_, Self>) -> core::result::Result<Rows<'_, f32>, Rows<'_, Self>>;
+
+    /// [`Logit::f32_rows`] for writable rows.
+    #[doc(hidden)]
+    fn f32_rows_mut(
+        rows: RowsMut<'_, Self>,
+    ) -> core::result::Result<RowsMut<'_, f32>, RowsMut<'_, Self>>;
+
+    /// dst_c = src_c as f32 (exact).
+    #[doc(hidden)]
+    fn widen(src: &[Self], dst: &mut [f32]);
+
+    /// dst_c = src_c rounded to this type (nearest, ties to even).
+    #[doc(hidden)]
+    fn narrow(src: &[f32], dst: &mut [Self]);
+}
+
+impl Logit for f32 {
+    fn f32_rows(rows: Rows<'_, f32>) -> core::result::Result<Rows<'_, f32>, Rows<'_, f32>> {
+        Ok(rows)
+    }
+
+    fn f32_rows_mut(
+        rows: RowsMut<'_, f32>,
+    ) -> core::result::Result<RowsMut<'_, f32>, RowsMut<'_, f32>> {
+        Ok(rows)
+    }
+
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+
+    fn narrow(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// `Logit` for a 16-bit type whose bits the kernels convert as `$kind`.
+macro_rules! half_logit {
+    ($t:ty, $kind:expr) => {
+        impl Logit for $t {
+            fn f32_rows(rows: Rows<'_, $t>) -> core::result::Result<Rows<'_, f32>, Rows<'_, $t>> {
+                Err(rows)
+            }
+
+            fn f32_rows_mut(
+                rows: RowsMut<'_, $t>,
+            ) -> core::result::Result<RowsMut<'_, f32>, RowsMut<'_, $t>> {
+                Err(rows)
+            }
+
+            fn widen(src: &[$t], dst: &mut [f32]) {
+                kernels().widen($kind, src.reinterpret_cast(), dst);
+            }
+
+            fn narrow(src: &[f32], dst: &mut [$t]) {
+                kernels().narrow($kind, src, dst.reinterpret_cast_mut());
+            }
+        }
+    };
+}
+
+half_logit!(bf16, HalfKind::Bf16);
+half_logit!(f16, HalfKind::F16);
+
+/// Runs `f` on `pass` as f32 rows: directly for f32, else on a widened f32 copy of the
+/// rows, whose result (if the pass writes one) is then rounded into the pass's output.
+pub(crate) fn run_as_f32<T: Logit, R>(pass: Pass<'_, T>, f: impl FnOnce(Pass<'_, f32>) -> R) -> R {
+    let pass = match pass.into_f32() {
+        Ok(pass) => return f(pass),
+        Err(pass) => pass,
+    };
+    let (rows, cols) = (pass.rows(), pass.cols());
+    with_scratch(rows * cols, |scratch| {
+        for (i, dst) in scratch.chunks_exact_mut(cols.max(1)).enumerate() {
+            T::widen(pass.input(i), dst);
+        }
+        let packed = "validated shapes make packed views";
+        match pass {
+            Pass::Forward(_) => f(Pass::Forward(
+                Rows::new(scratch, rows, cols, cols).expect(packed),
+            )),
+            Pass::Separate(_, mut out) => {
+                let result = f(Pass::InPlace(
+                    RowsMut::new(&mut *scratch, rows, cols, cols).expect(packed),
+                ));
+                for (i, src) in scratch.chunks_exact(cols.max(1)).enumerate() {
+                    T::narrow(src, out.row_mut(i));
+                }
+                result
+            }
+            Pass::InPlace(mut x) => {
+                let result = f(Pass::InPlace(
+                    RowsMut::new(&mut *scratch, rows, cols, cols).expect(packed),
+                ));
+                for (i, src) in scratch.chunks_exact(cols.max(1)).enumerate() {
+                    T::narrow(src, x.row_mut(i));
+                }
+                result
+            }
+        }
+    })
+}
+
+/// Runs `f` on `len` values of this thread's f32 buffer (grown as needed), or on a fresh
+/// one when the buffer is already in use further up this thread's stack (rayon may run
+/// another chunk here while a long row's blocks wait).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels' conversions agree with the `half` crate's on special values, ties and
+    /// every 16-bit pattern (widening), and on a sweep of f32 patterns (rounding).
+    #[test]
+    fn conversions_match_half() {
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        for kind in [HalfKind::Bf16, HalfKind::F16] {
+            let mut wide = vec![0.0f32; all.len()];
+            kernels().widen(kind, &all, &mut wide);
+            for (&bits, &w) in all.iter().zip(&wide) {
+                let want = match kind {
+                    HalfKind::Bf16 => bf16::from_bits(bits).to_f32(),
+                    HalfKind::F16 => f16::from_bits(bits).to_f32(),
+                };
+                assert!(
+                    w.to_bits() == want.to_bits() || (w.is_nan() && want.is_nan()),
+                    "{kind:?} {bits:#06x}: {w} vs {want}"
+                );
+            }
+            let samples: Vec<f32> = (0..=u32::MAX)
+                .step_by(4099)
+                .map(f32::from_bits)
+                .chain([
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    f32::NAN,
+                    -f32::NAN,
+                    f32::MAX,
+                    -0.0,
+                    1.0 + 1.0 / 256.0, // a bf16 tie: rounds to even (1.0)
+                    1.0 + 3.0 / 256.0, // a bf16 tie: rounds to even (up)
+                    65520.0,           // rounds to +∞ in f16
+                    5.9604645e-8,      // the smallest f16 subnormal
+                ])
+                .collect();
+            let mut narrow = vec![0u16; samples.len()];
+            kernels().narrow(kind, &samples, &mut narrow);
+            for (&x, &got) in samples.iter().zip(&narrow) {
+                let (want, got_value) = match kind {
+                    HalfKind::Bf16 => (bf16::from_f32(x).to_bits(), bf16::from_bits(got).to_f32()),
+                    HalfKind::F16 => (f16::from_f32(x).to_bits(), f16::from_bits(got).to_f32()),
+                };
+                assert!(
+                    got == want || (x.is_nan() && got_value.is_nan()),
+                    "{kind:?} {x:e} ({:#010x}): {got:#06x} vs {want:#06x}",
+                    x.to_bits()
+                );
+            }
+        }
+    }
+}

@@ -19,10 +19,11 @@ for bench in sorted(root.glob("*/*/new/benchmark.json")):
     groups.setdefault(meta["group_id"], {})[meta["function_id"]] = (median_ns, elements)
 
 ORDER = ["forward", "fused_in_place", "fused_separate", "softmax", "log_softmax",
-         "fused_in_place_1thread"]
+         "fused_in_place_1thread", "fused_in_place_bf16"]
 REFERENCE = {"forward": "read-only sum", "fused_in_place": "a[i] *= k",
              "fused_separate": "copy", "softmax": "copy", "log_softmax": "copy",
-             "fused_in_place_1thread": "a[i] *= k, 1 thread"}
+             "fused_in_place_1thread": "a[i] *= k, 1 thread",
+             "fused_in_place_bf16": "a[i] *= k over the same bytes"}
 
 
 def key(group):

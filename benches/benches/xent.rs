@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
-use xent::{Options, Rows, RowsMut};
+use xent::{Options, Rows, RowsMut, bf16};
 use xent_benches::{
-    copy, inputs, naive_cross_entropy, naive_log_softmax, naive_softmax, scale_in_place, sum,
+    copy, inputs, naive_cross_entropy, naive_cross_entropy_bf16, naive_log_softmax, naive_softmax,
+    scale_in_place, sum,
 };
 
 /// (rows, cols): LM vocabularies, a mid-size classifier, tiny rows, one huge row, and a
@@ -129,6 +130,31 @@ fn benches(c: &mut Criterion) {
             })
         });
         g.finish();
+
+        // bf16 logits overwritten by their bf16 gradient: 2 bytes in and 2 out per
+        // element, against the in-place roofline over the same bytes (half as many f32).
+        if matches!((rows, cols), (1024, 128_256) | (8192, 32_000)) {
+            let bits: Vec<bf16> = logits.iter().map(|&v| bf16::from_f32(v)).collect();
+            let mut work16 = bits.clone();
+            let mut g = group(c, "fused_in_place_bf16", rows, cols);
+            g.bench_function("roofline", |b| {
+                b.iter(|| scale_in_place(&mut work[..logits.len() / 2], 0.999))
+            });
+            g.bench_function("naive", |b| {
+                b.iter(|| {
+                    naive_cross_entropy_bf16(&mut work16, cols, &targets, &mut work, &mut out)
+                })
+            });
+            work16.copy_from_slice(&bits);
+            g.bench_function("xent", |b| {
+                b.iter(|| {
+                    let x = RowsMut::packed(&mut work16, cols).unwrap();
+                    xent::cross_entropy_grad_in_place(x, &targets[..], &options, &mut loss, None)
+                        .unwrap();
+                })
+            });
+            g.finish();
+        }
 
         // One thread, against the one-thread roofline; and for the single huge row, the
         // speed-up two threads give by splitting it into column blocks.

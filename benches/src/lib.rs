@@ -6,6 +6,7 @@
 //! 1-thread figures.
 
 use rayon::prelude::*;
+use xent::bf16;
 
 /// Elements per rayon task in the roofline loops.
 const CHUNK: usize = 1 << 16;
@@ -69,6 +70,34 @@ pub fn naive_cross_entropy(
             });
     }
     (loss / targets.len() as f64) as f32
+}
+
+/// [`naive_cross_entropy`] for bf16 logits, in place: widen into `wide`, the unfused f32
+/// passes (log-probabilities into `log_probs`), then exp(lp) − one-hot rounded back over
+/// the logits.
+pub fn naive_cross_entropy_bf16(
+    logits: &mut [bf16],
+    cols: usize,
+    targets: &[i64],
+    wide: &mut [f32],
+    log_probs: &mut [f32],
+) -> f32 {
+    wide.par_chunks_mut(CHUNK)
+        .zip(logits.par_chunks(CHUNK))
+        .for_each(|(w, h)| w.iter_mut().zip(h).for_each(|(w, h)| *w = h.to_f32()));
+    let loss = naive_cross_entropy(wide, cols, targets, log_probs, None);
+    let n = targets.len() as f32;
+    logits
+        .par_chunks_mut(cols)
+        .zip(log_probs.par_chunks(cols))
+        .zip(targets.par_iter())
+        .for_each(|((g, lp), &y)| {
+            for (c, (g, &l)) in g.iter_mut().zip(lp).enumerate() {
+                let one_hot = if c == y as usize { 1.0 } else { 0.0 };
+                *g = bf16::from_f32((l.exp() - one_hot) / n);
+            }
+        });
+    loss
 }
 
 /// Naive row-wise log_softmax: max, Σ exp, then x − lse, each a pass.

@@ -23,6 +23,12 @@
  * its last row, padding included, so an output placed inside another buffer's padding is
  * refused although no element would be shared.
  *
+ * Element types. Each computing function has an _f32 form (float logits) and _bf16 and _f16
+ * forms, whose logits, gradients and softmax outputs are uint16_t bit patterns of bfloat16
+ * and IEEE binary16 values. loss, lse, dloss and soft targets are float for every form. A
+ * 16-bit call computes in f32 on the exactly widened logits, giving the _f32 call's loss
+ * and lse, and rounds each 16-bit output once (to nearest, ties to even).
+ *
  * Threads. Calls from any number of threads at once are safe (on different outputs) and
  * give the same results, bit for bit, as the same calls made one after another, whatever
  * xent_set_num_threads chose.
@@ -292,6 +298,260 @@ xent_status xent_log_softmax_f32(const float *x,
                                  size_t cols,
                                  size_t x_stride,
                                  float *y,
+                                 size_t y_stride);
+
+/**
+ * `xent_cross_entropy_f32` over bf16 logits: the fused softmax cross-entropy of `rows`
+ * rows of `cols` bf16 logits against hard targets, and in the same sweep its gradient
+ * with respect to the logits when `grad` is not NULL.
+ *
+ * - `logits`: bf16 values as their bit patterns; row `i` holds `cols` values from
+ *   `logits + i * logits_stride` (strides count elements, not bytes).
+ * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
+ *   `options->ignore_index`.
+ * - `options`: NULL for the defaults (see `xent_options_default`).
+ * - `loss` (never NULL, `float`): receives 1 value (reductions mean and sum) or `rows`
+ *   values (reduction none).
+ * - `grad`: NULL for no gradient, or `rows` rows of `cols` bf16 values, row `i` at
+ *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
+ *   overwrites the logits with their gradient (in place); any other overlap is refused.
+ * - `lse`: NULL, or `rows` `float` values that receive each row's logsumexp (ignored rows
+ *   included), for `xent_cross_entropy_backward_bf16`.
+ *
+ * Rounding: the logits are widened to f32 (exactly) and everything is computed in f32, as
+ * `xent_cross_entropy_f32` computes it on the widened logits: `loss` and `lse` are that
+ * call's floats, bit for bit, and each gradient entry is its gradient entry rounded once
+ * to bf16 (to nearest, ties to even).
+ *
+ * # Safety
+ *
+ * Every non-NULL pointer points to the elements its arguments describe (2 bytes each for
+ * the bf16 buffers), readable (inputs) or writable (outputs) for the duration of the call,
+ * and no other thread writes them meanwhile.
+ */
+xent_status xent_cross_entropy_bf16(const uint16_t *logits,
+                                    size_t rows,
+                                    size_t cols,
+                                    size_t logits_stride,
+                                    const int64_t *targets,
+                                    const xent_options *options,
+                                    float *loss,
+                                    uint16_t *grad,
+                                    size_t grad_stride,
+                                    float *lse);
+
+/**
+ * `xent_cross_entropy_bf16` against soft targets: `targets` holds `rows` rows of `cols`
+ * probabilities as `float` (f32 for every logits type), row `i` at
+ * `targets + i * targets_stride`. Every row counts (`ignore_index` does not apply), and
+ * reduction mean divides by `rows`. The targets are an input: no output may overlap them.
+ * Loss, lse and gradient are `xent_cross_entropy_soft_f32`'s on the widened logits, the
+ * gradient rounded once to bf16 (to nearest, ties to even).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_bf16`.
+ */
+xent_status xent_cross_entropy_soft_bf16(const uint16_t *logits,
+                                         size_t rows,
+                                         size_t cols,
+                                         size_t logits_stride,
+                                         const float *targets,
+                                         size_t targets_stride,
+                                         const xent_options *options,
+                                         float *loss,
+                                         uint16_t *grad,
+                                         size_t grad_stride,
+                                         float *lse);
+
+/**
+ * The gradient of the loss with respect to bf16 logits from the `lse` a forward call
+ * saved, written into `grad` (bf16, required; `grad == logits` with equal strides is in
+ * place).
+ *
+ * - `lse`: the `rows` logsumexps (`float`) `xent_cross_entropy_bf16` wrote for these
+ *   logits.
+ * - `dloss`: the upstream gradient (`float`), which replaces `options->grad_scale`: 1
+ *   value (reductions mean and sum) or `rows` values (reduction none).
+ * - The other arguments as for `xent_cross_entropy_bf16`; `lse`, `dloss` and the targets
+ *   are inputs, which the gradient must not overlap.
+ *
+ * Each gradient entry is `xent_cross_entropy_backward_f32`'s on the widened logits,
+ * rounded once to bf16 (to nearest, ties to even).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_bf16`.
+ */
+xent_status xent_cross_entropy_backward_bf16(const uint16_t *logits,
+                                             size_t rows,
+                                             size_t cols,
+                                             size_t logits_stride,
+                                             const int64_t *targets,
+                                             const xent_options *options,
+                                             const float *lse,
+                                             const float *dloss,
+                                             uint16_t *grad,
+                                             size_t grad_stride);
+
+/**
+ * Writes the softmax of each of the `rows` rows of `x` (bf16 bit patterns, `cols` values,
+ * row `i` at `x + i * x_stride`) into `y` (bf16, row `i` at `y + i * y_stride`).
+ * `y == x` with `y_stride == x_stride` is in place; any other overlap is refused. Each
+ * value is `xent_softmax_f32`'s on the widened rows, rounded once to bf16 (to nearest,
+ * ties to even).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_bf16`.
+ */
+xent_status xent_softmax_bf16(const uint16_t *x,
+                              size_t rows,
+                              size_t cols,
+                              size_t x_stride,
+                              uint16_t *y,
+                              size_t y_stride);
+
+/**
+ * `xent_softmax_bf16` writing each row's log-softmax, `x - logsumexp(x)`: computed in f32
+ * as by `xent_log_softmax_f32` and rounded once to bf16 (to nearest, ties to even).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_bf16`.
+ */
+xent_status xent_log_softmax_bf16(const uint16_t *x,
+                                  size_t rows,
+                                  size_t cols,
+                                  size_t x_stride,
+                                  uint16_t *y,
+                                  size_t y_stride);
+
+/**
+ * `xent_cross_entropy_f32` over f16 logits: the fused softmax cross-entropy of `rows`
+ * rows of `cols` f16 logits against hard targets, and in the same sweep its gradient
+ * with respect to the logits when `grad` is not NULL.
+ *
+ * - `logits`: f16 values as their bit patterns; row `i` holds `cols` values from
+ *   `logits + i * logits_stride` (strides count elements, not bytes).
+ * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
+ *   `options->ignore_index`.
+ * - `options`: NULL for the defaults (see `xent_options_default`).
+ * - `loss` (never NULL, `float`): receives 1 value (reductions mean and sum) or `rows`
+ *   values (reduction none).
+ * - `grad`: NULL for no gradient, or `rows` rows of `cols` f16 values, row `i` at
+ *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
+ *   overwrites the logits with their gradient (in place); any other overlap is refused.
+ * - `lse`: NULL, or `rows` `float` values that receive each row's logsumexp (ignored rows
+ *   included), for `xent_cross_entropy_backward_f16`.
+ *
+ * Rounding: the logits are widened to f32 (exactly) and everything is computed in f32, as
+ * `xent_cross_entropy_f32` computes it on the widened logits: `loss` and `lse` are that
+ * call's floats, bit for bit, and each gradient entry is its gradient entry rounded once
+ * to f16 (to nearest, ties to even).
+ *
+ * # Safety
+ *
+ * Every non-NULL pointer points to the elements its arguments describe (2 bytes each for
+ * the f16 buffers), readable (inputs) or writable (outputs) for the duration of the call,
+ * and no other thread writes them meanwhile.
+ */
+xent_status xent_cross_entropy_f16(const uint16_t *logits,
+                                   size_t rows,
+                                   size_t cols,
+                                   size_t logits_stride,
+                                   const int64_t *targets,
+                                   const xent_options *options,
+                                   float *loss,
+                                   uint16_t *grad,
+                                   size_t grad_stride,
+                                   float *lse);
+
+/**
+ * `xent_cross_entropy_f16` against soft targets: `targets` holds `rows` rows of `cols`
+ * probabilities as `float` (f32 for every logits type), row `i` at
+ * `targets + i * targets_stride`. Every row counts (`ignore_index` does not apply), and
+ * reduction mean divides by `rows`. The targets are an input: no output may overlap them.
+ * Loss, lse and gradient are `xent_cross_entropy_soft_f32`'s on the widened logits, the
+ * gradient rounded once to f16 (to nearest, ties to even).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f16`.
+ */
+xent_status xent_cross_entropy_soft_f16(const uint16_t *logits,
+                                        size_t rows,
+                                        size_t cols,
+                                        size_t logits_stride,
+                                        const float *targets,
+                                        size_t targets_stride,
+                                        const xent_options *options,
+                                        float *loss,
+                                        uint16_t *grad,
+                                        size_t grad_stride,
+                                        float *lse);
+
+/**
+ * The gradient of the loss with respect to f16 logits from the `lse` a forward call
+ * saved, written into `grad` (f16, required; `grad == logits` with equal strides is in
+ * place).
+ *
+ * - `lse`: the `rows` logsumexps (`float`) `xent_cross_entropy_f16` wrote for these
+ *   logits.
+ * - `dloss`: the upstream gradient (`float`), which replaces `options->grad_scale`: 1
+ *   value (reductions mean and sum) or `rows` values (reduction none).
+ * - The other arguments as for `xent_cross_entropy_f16`; `lse`, `dloss` and the targets
+ *   are inputs, which the gradient must not overlap.
+ *
+ * Each gradient entry is `xent_cross_entropy_backward_f32`'s on the widened logits,
+ * rounded once to f16 (to nearest, ties to even).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f16`.
+ */
+xent_status xent_cross_entropy_backward_f16(const uint16_t *logits,
+                                            size_t rows,
+                                            size_t cols,
+                                            size_t logits_stride,
+                                            const int64_t *targets,
+                                            const xent_options *options,
+                                            const float *lse,
+                                            const float *dloss,
+                                            uint16_t *grad,
+                                            size_t grad_stride);
+
+/**
+ * Writes the softmax of each of the `rows` rows of `x` (f16 bit patterns, `cols` values,
+ * row `i` at `x + i * x_stride`) into `y` (f16, row `i` at `y + i * y_stride`).
+ * `y == x` with `y_stride == x_stride` is in place; any other overlap is refused. Each
+ * value is `xent_softmax_f32`'s on the widened rows, rounded once to f16 (to nearest,
+ * ties to even).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f16`.
+ */
+xent_status xent_softmax_f16(const uint16_t *x,
+                             size_t rows,
+                             size_t cols,
+                             size_t x_stride,
+                             uint16_t *y,
+                             size_t y_stride);
+
+/**
+ * `xent_softmax_f16` writing each row's log-softmax, `x - logsumexp(x)`: computed in f32
+ * as by `xent_log_softmax_f32` and rounded once to f16 (to nearest, ties to even).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f16`.
+ */
+xent_status xent_log_softmax_f16(const uint16_t *x,
+                                 size_t rows,
+                                 size_t cols,
+                                 size_t x_stride,
+                                 uint16_t *y,
                                  size_t y_stride);
 
 #ifdef __cplusplus

@@ -3,8 +3,13 @@
 //! Everything between C and these functions — pointer checks, overlap rules, threads — is
 //! written once, generic over [`Dtype`] (see `calls.rs`); adding an element type is an
 //! `impl Dtype` here and the exported functions with its suffix, each a single call.
+//!
+//! The core crate's functions are generic over its [`Logit`] types (`f32`, `bf16`, `f16`),
+//! with f32 loss, lse, `dloss` and soft targets for all three, so a single `impl Dtype`
+//! covers each of them: a new `Logit` type of the core crate only needs its exported
+//! functions here.
 
-use xent_core::{Options, Result, Rows, RowsMut, Targets};
+use xent_core::{Logit, Options, Result, Rows, RowsMut, Targets};
 
 /// Where a call that writes rows writes them.
 pub(crate) enum Write<'a, T> {
@@ -79,12 +84,12 @@ impl<'a> From<TargetRows<'a, f32>> for Targets<'a> {
     }
 }
 
-impl Dtype for f32 {
+impl<T: Logit> Dtype for T {
     type Stat = f32;
     type Soft = f32;
 
     fn forward(
-        logits: Rows<'_, f32>,
+        logits: Rows<'_, T>,
         targets: TargetRows<'_, f32>,
         options: &Options<'_>,
         loss: &mut [f32],
@@ -94,7 +99,7 @@ impl Dtype for f32 {
     }
 
     fn forward_grad(
-        logits: Write<'_, f32>,
+        logits: Write<'_, T>,
         targets: TargetRows<'_, f32>,
         options: &Options<'_>,
         loss: &mut [f32],
@@ -111,7 +116,7 @@ impl Dtype for f32 {
     }
 
     fn backward(
-        logits: Write<'_, f32>,
+        logits: Write<'_, T>,
         targets: TargetRows<'_, f32>,
         options: &Options<'_>,
         lse: &[f32],
@@ -127,7 +132,7 @@ impl Dtype for f32 {
         }
     }
 
-    fn normalize(rows: Write<'_, f32>, normalization: Normalization) -> Result<()> {
+    fn normalize(rows: Write<'_, T>, normalization: Normalization) -> Result<()> {
         match (rows, normalization) {
             (Write::Separate(x, y), Normalization::Softmax) => xent_core::softmax(x, y),
             (Write::InPlace(x), Normalization::Softmax) => xent_core::softmax_in_place(x),

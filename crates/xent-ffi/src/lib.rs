@@ -27,12 +27,24 @@ mod threads; // xent_set_num_threads
 
 mod abi_f32; // the computing functions over float logits
 
+mod abi_bf16; // the same over bf16 logits (uint16_t bit patterns)
+
+mod abi_f16; // the same over f16 logits (uint16_t bit patterns)
+
 // The machinery behind them.
 mod boundary;
 mod calls;
 mod dtype;
 mod raw;
 
+pub use abi_bf16::{
+    xent_cross_entropy_backward_bf16, xent_cross_entropy_bf16, xent_cross_entropy_soft_bf16,
+    xent_log_softmax_bf16, xent_softmax_bf16,
+};
+pub use abi_f16::{
+    xent_cross_entropy_backward_f16, xent_cross_entropy_f16, xent_cross_entropy_soft_f16,
+    xent_log_softmax_f16, xent_softmax_f16,
+};
 pub use abi_f32::{
     xent_cross_entropy_backward_f32, xent_cross_entropy_f32, xent_cross_entropy_soft_f32,
     xent_log_softmax_f32, xent_softmax_f32,

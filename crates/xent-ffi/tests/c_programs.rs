@@ -4,6 +4,9 @@
 //! - `bad_input.c` walks every row of SPEC §4 and checks each status and that a refused
 //!   call wrote no byte of any buffer; it also checks the successful paths against double
 //!   precision computed in C;
+//! - `half_dtypes.c` checks every `_bf16` and `_f16` call against the `_f32` call on the
+//!   widened logits (loss and lse bit for bit, each 16-bit output the float one rounded to
+//!   nearest even), out of place and in place, and their bad inputs as `bad_input.c` does;
 //! - `threads.c` calls `xent_cross_entropy_f32` from 8 threads at once and compares with
 //!   the serial results bit for bit, under each thread setting.
 
@@ -42,6 +45,24 @@ fn every_bad_input_gets_its_status_and_writes_nothing() {
         assert_eq!(passed, total, "{output}");
         assert!(
             total.parse::<u32>().unwrap() > 300,
+            "too few checks ran:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn half_dtypes_give_the_f32_results_rounded_once() {
+    for output in build_and_run("half_dtypes", &[], &["-lm"]) {
+        assert!(!output.contains("FAIL"), "{output}");
+        let summary = output.lines().last().unwrap_or_default();
+        let (passed, total) = summary
+            .strip_prefix("half_dtypes.c: ")
+            .and_then(|s| s.strip_suffix(" checks passed"))
+            .and_then(|s| s.split_once(" of "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
+        assert_eq!(passed, total, "{output}");
+        assert!(
+            total.parse::<u32>().unwrap() > 2000,
             "too few checks ran:\n{output}"
         );
     }

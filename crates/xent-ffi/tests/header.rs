@@ -124,6 +124,16 @@ int main(void) {
     (void)xent_cross_entropy_backward_f32;
     (void)xent_softmax_f32;
     (void)xent_log_softmax_f32;
+    (void)xent_cross_entropy_bf16;
+    (void)xent_cross_entropy_soft_bf16;
+    (void)xent_cross_entropy_backward_bf16;
+    (void)xent_softmax_bf16;
+    (void)xent_log_softmax_bf16;
+    (void)xent_cross_entropy_f16;
+    (void)xent_cross_entropy_soft_f16;
+    (void)xent_cross_entropy_backward_f16;
+    (void)xent_softmax_f16;
+    (void)xent_log_softmax_f16;
     return (xent_status_string(status) != NULL && xent_version() != NULL
             && xent_simd_level() != NULL) ? 0 : 1;
 }

@@ -1,16 +1,20 @@
 //! The exported functions, called through the rlib exactly as C calls them, give the core
 //! crate's results bit for bit — out of place, in place and strided — and those agree with
-//! the f64 oracle (`xent::reference`) within SPEC §2's tolerances.
+//! the f64 oracle (`xent::reference`) within SPEC §2's tolerances. The `_bf16` and `_f16`
+//! functions give the core crate's results over its `bf16` and `f16` views, bit for bit.
 
 use std::ptr;
 
 use xent::{
-    XentOptions, XentReduction, XentStatus, xent_cross_entropy_backward_f32,
-    xent_cross_entropy_f32, xent_cross_entropy_soft_f32, xent_log_softmax_f32,
-    xent_options_default, xent_softmax_f32,
+    XentOptions, XentReduction, XentStatus, xent_cross_entropy_backward_bf16,
+    xent_cross_entropy_backward_f16, xent_cross_entropy_backward_f32, xent_cross_entropy_bf16,
+    xent_cross_entropy_f16, xent_cross_entropy_f32, xent_cross_entropy_soft_bf16,
+    xent_cross_entropy_soft_f16, xent_cross_entropy_soft_f32, xent_log_softmax_bf16,
+    xent_log_softmax_f16, xent_log_softmax_f32, xent_options_default, xent_softmax_bf16,
+    xent_softmax_f16, xent_softmax_f32,
 };
 use xent_core::reference::{self, RefTargets};
-use xent_core::{Options, Reduction, Rows, RowsMut, Targets};
+use xent_core::{Logit, Options, Reduction, Rows, RowsMut, Targets, bf16, f16};
 
 /// Padding no call may read into a result or overwrite: a NaN with a payload.
 const PAD: f32 = f32::from_bits(0x7fc0_dead);
@@ -612,4 +616,423 @@ fn zero_rows_need_no_buffers_but_loss() {
         loss[0].is_nan(),
         "the mean over no rows is NaN, as in PyTorch"
     );
+}
+
+/// The exported functions of a 16-bit element type, whose values cross the C ABI as their
+/// bits, and the core crate's type `T` for them.
+struct Half<T> {
+    name: &'static str,
+    from_f32: fn(f32) -> T,
+    from_bits: fn(u16) -> T,
+    to_bits: fn(T) -> u16,
+    forward: Forward16,
+    soft: Soft16,
+    backward: Backward16,
+    softmax: Normalize16,
+    log_softmax: Normalize16,
+}
+
+type Forward16 = unsafe extern "C" fn(
+    *const u16,
+    usize,
+    usize,
+    usize,
+    *const i64,
+    *const XentOptions,
+    *mut f32,
+    *mut u16,
+    usize,
+    *mut f32,
+) -> XentStatus;
+type Soft16 = unsafe extern "C" fn(
+    *const u16,
+    usize,
+    usize,
+    usize,
+    *const f32,
+    usize,
+    *const XentOptions,
+    *mut f32,
+    *mut u16,
+    usize,
+    *mut f32,
+) -> XentStatus;
+type Backward16 = unsafe extern "C" fn(
+    *const u16,
+    usize,
+    usize,
+    usize,
+    *const i64,
+    *const XentOptions,
+    *const f32,
+    *const f32,
+    *mut u16,
+    usize,
+) -> XentStatus;
+type Normalize16 =
+    unsafe extern "C" fn(*const u16, usize, usize, usize, *mut u16, usize) -> XentStatus;
+
+const BF16: Half<bf16> = Half {
+    name: "bf16",
+    from_f32: bf16::from_f32,
+    from_bits: bf16::from_bits,
+    to_bits: bf16::to_bits,
+    forward: xent_cross_entropy_bf16,
+    soft: xent_cross_entropy_soft_bf16,
+    backward: xent_cross_entropy_backward_bf16,
+    softmax: xent_softmax_bf16,
+    log_softmax: xent_log_softmax_bf16,
+};
+
+const F16: Half<f16> = Half {
+    name: "f16",
+    from_f32: f16::from_f32,
+    from_bits: f16::from_bits,
+    to_bits: f16::to_bits,
+    forward: xent_cross_entropy_f16,
+    soft: xent_cross_entropy_soft_f16,
+    backward: xent_cross_entropy_backward_f16,
+    softmax: xent_softmax_f16,
+    log_softmax: xent_log_softmax_f16,
+};
+
+/// Bits no call may write into padding: a NaN with a payload, in both 16-bit formats.
+const PAD16: u16 = 0x7fa5;
+
+impl<T: Logit> Half<T> {
+    /// `values` rounded to this type, as bits (PAD stays a NaN).
+    fn narrow(&self, values: &[f32]) -> Vec<u16> {
+        values
+            .iter()
+            .map(|&v| (self.to_bits)((self.from_f32)(v)))
+            .collect()
+    }
+
+    /// Bits as the core crate's values.
+    fn typed(&self, bits: &[u16]) -> Vec<T> {
+        bits.iter().map(|&b| (self.from_bits)(b)).collect()
+    }
+
+    fn bits(&self, values: &[T]) -> Vec<u16> {
+        values.iter().map(|&v| (self.to_bits)(v)).collect()
+    }
+}
+
+/// `rows` rows of `cols` with `stride`, all PAD16.
+fn padded16(rows: usize, cols: usize, stride: usize) -> Vec<u16> {
+    vec![
+        PAD16;
+        if rows == 0 {
+            0
+        } else {
+            (rows - 1) * stride + cols
+        }
+    ]
+}
+
+/// Every forward and backward call of `half` on `case`'s logits rounded to it agrees with
+/// the core crate's call on the same values, bit for bit, padding untouched.
+fn check_half<T: Logit>(half: &Half<T>, case: &Case) {
+    let name = format!("{} {}", half.name, case.name);
+    let (rows, cols, stride) = (case.rows, case.cols, case.stride);
+    let x = half.narrow(&case.logits);
+    let x_core = half.typed(&x);
+    let view = Rows::new(&x_core, rows, cols, stride).unwrap();
+    let options = case.c_options();
+    let core_options = case.core_options();
+    let loss_len = case.loss_len();
+    let forward =
+        |logits: *const u16, loss: &mut [f32], grad: *mut u16, grad_stride, lse: &mut [f32]| {
+            // SAFETY: every pointer covers the elements its arguments describe, and the outputs
+            // are separate vectors (or the logits themselves, in place).
+            unsafe {
+                match &case.targets {
+                    CaseTargets::Hard(t) => (half.forward)(
+                        logits,
+                        rows,
+                        cols,
+                        stride,
+                        t.as_ptr(),
+                        &options,
+                        loss.as_mut_ptr(),
+                        grad,
+                        grad_stride,
+                        lse.as_mut_ptr(),
+                    ),
+                    CaseTargets::Soft { probs, stride: ts } => (half.soft)(
+                        logits,
+                        rows,
+                        cols,
+                        stride,
+                        probs.as_ptr(),
+                        *ts,
+                        &options,
+                        loss.as_mut_ptr(),
+                        grad,
+                        grad_stride,
+                        lse.as_mut_ptr(),
+                    ),
+                }
+            }
+        };
+
+    // The loss alone.
+    let (mut loss, mut lse) = (vec![0.0f32; loss_len], vec![0.0f32; rows]);
+    let status = forward(x.as_ptr(), &mut loss, ptr::null_mut(), 0, &mut lse);
+    assert_eq!(status, XentStatus::Ok, "{name}: forward");
+    let (mut core_loss, mut core_lse) = (vec![0.0f32; loss_len], vec![0.0f32; rows]);
+    xent_core::cross_entropy(
+        view,
+        case.core_targets(),
+        &core_options,
+        &mut core_loss,
+        Some(&mut core_lse),
+    )
+    .unwrap();
+    assert_eq!(bits(&loss), bits(&core_loss), "{name}: loss");
+    assert_eq!(bits(&lse), bits(&core_lse), "{name}: lse");
+
+    // The gradient into a separate buffer with its own stride.
+    let grad_stride = cols + 3;
+    let mut grad = padded16(rows, cols, grad_stride);
+    let status = forward(
+        x.as_ptr(),
+        &mut loss,
+        grad.as_mut_ptr(),
+        grad_stride,
+        &mut lse,
+    );
+    assert_eq!(status, XentStatus::Ok, "{name}: forward + grad");
+    let mut core_grad = half.typed(&padded16(rows, cols, grad_stride));
+    xent_core::cross_entropy_grad(
+        view,
+        case.core_targets(),
+        &core_options,
+        &mut core_loss,
+        RowsMut::new(&mut core_grad, rows, cols, grad_stride).unwrap(),
+        Some(&mut core_lse),
+    )
+    .unwrap();
+    assert_eq!(bits(&loss), bits(&core_loss), "{name}: loss with grad");
+    assert_eq!(bits(&lse), bits(&core_lse), "{name}: lse with grad");
+    assert_eq!(grad, half.bits(&core_grad), "{name}: grad");
+    assert!(
+        grad.iter()
+            .enumerate()
+            .all(|(k, &g)| k % grad_stride < cols || g == PAD16),
+        "{name}: grad padding written"
+    );
+
+    // In place.
+    let mut in_place = x.clone();
+    let p = in_place.as_mut_ptr();
+    let status = forward(p, &mut loss, p, stride, &mut lse);
+    assert_eq!(status, XentStatus::Ok, "{name}: in place");
+    let mut core_in_place = x_core.clone();
+    xent_core::cross_entropy_grad_in_place(
+        RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
+        case.core_targets(),
+        &core_options,
+        &mut core_loss,
+        None,
+    )
+    .unwrap();
+    assert_eq!(bits(&loss), bits(&core_loss), "{name}: in-place loss");
+    assert_eq!(in_place, half.bits(&core_in_place), "{name}: in-place grad");
+    assert!(
+        (0..in_place.len()).all(|k| k % stride < cols || in_place[k] == x[k]),
+        "{name}: in-place padding written"
+    );
+
+    // The backward from the saved lse, separate and in place (hard targets only).
+    let CaseTargets::Hard(targets) = &case.targets else {
+        return;
+    };
+    let dloss: Vec<f32> = (0..loss_len).map(|i| 0.5 + i as f32 * 0.25).collect();
+    let backward = |logits: *const u16, grad: *mut u16, grad_stride: usize| {
+        // SAFETY: as for the forward.
+        unsafe {
+            (half.backward)(
+                logits,
+                rows,
+                cols,
+                stride,
+                targets.as_ptr(),
+                &options,
+                core_lse.as_ptr(),
+                dloss.as_ptr(),
+                grad,
+                grad_stride,
+            )
+        }
+    };
+    let mut grad = padded16(rows, cols, grad_stride);
+    let status = backward(x.as_ptr(), grad.as_mut_ptr(), grad_stride);
+    assert_eq!(status, XentStatus::Ok, "{name}: backward");
+    let mut core_grad = half.typed(&padded16(rows, cols, grad_stride));
+    xent_core::cross_entropy_backward(
+        view,
+        case.core_targets(),
+        &core_options,
+        &core_lse,
+        &dloss,
+        RowsMut::new(&mut core_grad, rows, cols, grad_stride).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(grad, half.bits(&core_grad), "{name}: backward");
+    let mut in_place = x.clone();
+    let p = in_place.as_mut_ptr();
+    assert_eq!(
+        backward(p, p, stride),
+        XentStatus::Ok,
+        "{name}: backward in place"
+    );
+    let mut core_in_place = x_core.clone();
+    xent_core::cross_entropy_backward_in_place(
+        RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
+        case.core_targets(),
+        &core_options,
+        &core_lse,
+        &dloss,
+    )
+    .unwrap();
+    assert_eq!(
+        in_place,
+        half.bits(&core_in_place),
+        "{name}: backward in place"
+    );
+}
+
+/// softmax and log_softmax of `half`, separate and in place, agree with the core crate's.
+fn check_half_normalize<T: Logit>(half: &Half<T>) {
+    type Core<T> = fn(Rows<'_, T>, RowsMut<'_, T>) -> xent_core::Result<()>;
+    type CoreInPlace<T> = fn(RowsMut<'_, T>) -> xent_core::Result<()>;
+    let kernels: [(&str, Normalize16, Core<T>, CoreInPlace<T>); 2] = [
+        (
+            "softmax",
+            half.softmax,
+            xent_core::softmax,
+            xent_core::softmax_in_place,
+        ),
+        (
+            "log_softmax",
+            half.log_softmax,
+            xent_core::log_softmax,
+            xent_core::log_softmax_in_place,
+        ),
+    ];
+    let (rows, cols, x_stride, y_stride) = (5, 11, 12, 14);
+    let mut rng = Rng(8);
+    let x = half.narrow(&strided(rows, cols, x_stride, || rng.range(-20.0, 20.0)));
+    let x_core = half.typed(&x);
+    for (kernel, exported, core, core_in_place) in kernels {
+        let name = format!("{} {kernel}", half.name);
+        let mut y = padded16(rows, cols, y_stride);
+        // SAFETY: x and y cover their shapes and are separate vectors.
+        let status =
+            unsafe { exported(x.as_ptr(), rows, cols, x_stride, y.as_mut_ptr(), y_stride) };
+        assert_eq!(status, XentStatus::Ok, "{name}");
+        let mut core_y = half.typed(&padded16(rows, cols, y_stride));
+        core(
+            Rows::new(&x_core, rows, cols, x_stride).unwrap(),
+            RowsMut::new(&mut core_y, rows, cols, y_stride).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(y, half.bits(&core_y), "{name}");
+        assert!(
+            y.iter()
+                .enumerate()
+                .all(|(k, &v)| k % y_stride < cols || v == PAD16),
+            "{name}: padding written"
+        );
+
+        let mut in_place = x.clone();
+        let p = in_place.as_mut_ptr();
+        // SAFETY: in place: y is x exactly, same stride.
+        let status = unsafe { exported(p, rows, cols, x_stride, p, x_stride) };
+        assert_eq!(status, XentStatus::Ok, "{name} in place");
+        let mut core_y_in_place = x_core.clone();
+        core_in_place(RowsMut::new(&mut core_y_in_place, rows, cols, x_stride).unwrap()).unwrap();
+        assert_eq!(in_place, half.bits(&core_y_in_place), "{name} in place");
+    }
+}
+
+#[test]
+fn bf16_and_f16_match_the_core() {
+    for case in cases() {
+        check_half(&BF16, &case);
+        check_half(&F16, &case);
+    }
+    check_half_normalize(&BF16);
+    check_half_normalize(&F16);
+}
+
+#[test]
+fn bf16_and_f16_refuse_what_f32_refuses_and_write_nothing() {
+    let (rows, cols) = (3, 4);
+    for (name, forward) in [("bf16", BF16.forward), ("f16", F16.forward)] {
+        let logits = [0x3f80u16; 12];
+        let targets = [0i64, 4, 1]; // 4 is out of range
+        let mut loss = [7.0f32];
+        let mut grad = [PAD16; 12];
+        let call =
+            |logits: *const u16, stride, targets: *const i64, loss: *mut f32, grad: *mut u16| {
+                // SAFETY: each pointer is NULL or covers 3 rows of 4 at its stride.
+                unsafe {
+                    forward(
+                        logits,
+                        rows,
+                        cols,
+                        stride,
+                        targets,
+                        ptr::null(),
+                        loss,
+                        grad,
+                        cols,
+                        ptr::null_mut(),
+                    )
+                }
+            };
+        let l = logits.as_ptr();
+        let (t, lp, g) = (targets.as_ptr(), loss.as_mut_ptr(), grad.as_mut_ptr());
+        assert_eq!(
+            call(ptr::null(), cols, t, lp, g),
+            XentStatus::NullPointer,
+            "{name}"
+        );
+        assert_eq!(
+            call(l, cols - 1, t, lp, g),
+            XentStatus::InvalidShape,
+            "{name}"
+        );
+        let odd = l.cast::<u8>().wrapping_add(1).cast::<u16>();
+        assert_eq!(
+            call(odd, cols, t, lp, g),
+            XentStatus::InvalidShape,
+            "{name}"
+        );
+        assert_eq!(
+            call(l, cols, t, lp, g),
+            XentStatus::TargetOutOfRange,
+            "{name}"
+        );
+        // The gradient one element (2 bytes) into the logits overlaps them.
+        let mut shared = [0x3f80u16; 13];
+        let s = shared.as_mut_ptr();
+        let fine = [0i64, 1, 2];
+        assert_eq!(
+            call(s, cols, fine.as_ptr(), lp, s.wrapping_add(1)),
+            XentStatus::OverlappingBuffers,
+            "{name}"
+        );
+        assert_eq!(loss, [7.0], "{name}: a refused call wrote the loss");
+        assert_eq!(
+            grad, [PAD16; 12],
+            "{name}: a refused call wrote the gradient"
+        );
+        assert_eq!(
+            shared, [0x3f80u16; 13],
+            "{name}: a refused call wrote the logits"
+        );
+    }
 }

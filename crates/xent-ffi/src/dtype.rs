@@ -85,15 +85,15 @@ impl<'a> From<TargetRows<'a, f32>> for Targets<'a> {
 }
 
 impl<T: Logit> Dtype for T {
-    type Stat = f32;
+    type Stat = T::Stat;
     type Soft = f32;
 
     fn forward(
         logits: Rows<'_, T>,
         targets: TargetRows<'_, f32>,
         options: &Options<'_>,
-        loss: &mut [f32],
-        lse: Option<&mut [f32]>,
+        loss: &mut [T::Stat],
+        lse: Option<&mut [T::Stat]>,
     ) -> Result<()> {
         xent_core::cross_entropy(logits, targets, options, loss, lse)
     }
@@ -102,8 +102,8 @@ impl<T: Logit> Dtype for T {
         logits: Write<'_, T>,
         targets: TargetRows<'_, f32>,
         options: &Options<'_>,
-        loss: &mut [f32],
-        lse: Option<&mut [f32]>,
+        loss: &mut [T::Stat],
+        lse: Option<&mut [T::Stat]>,
     ) -> Result<()> {
         match logits {
             Write::Separate(logits, grad) => {
@@ -119,8 +119,8 @@ impl<T: Logit> Dtype for T {
         logits: Write<'_, T>,
         targets: TargetRows<'_, f32>,
         options: &Options<'_>,
-        lse: &[f32],
-        dloss: &[f32],
+        lse: &[T::Stat],
+        dloss: &[T::Stat],
     ) -> Result<()> {
         match logits {
             Write::Separate(logits, grad) => {

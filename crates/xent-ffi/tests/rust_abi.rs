@@ -699,7 +699,7 @@ const F16: Half<f16> = Half {
 /// Bits no call may write into padding: a NaN with a payload, in both 16-bit formats.
 const PAD16: u16 = 0x7fa5;
 
-impl<T: Logit> Half<T> {
+impl<T: Logit<Stat = f32>> Half<T> {
     /// `values` rounded to this type, as bits (PAD stays a NaN).
     fn narrow(&self, values: &[f32]) -> Vec<u16> {
         values
@@ -732,7 +732,7 @@ fn padded16(rows: usize, cols: usize, stride: usize) -> Vec<u16> {
 
 /// Every forward and backward call of `half` on `case`'s logits rounded to it agrees with
 /// the core crate's call on the same values, bit for bit, padding untouched.
-fn check_half<T: Logit>(half: &Half<T>, case: &Case) {
+fn check_half<T: Logit<Stat = f32>>(half: &Half<T>, case: &Case) {
     let name = format!("{} {}", half.name, case.name);
     let (rows, cols, stride) = (case.rows, case.cols, case.stride);
     let x = half.narrow(&case.logits);
@@ -904,7 +904,7 @@ fn check_half<T: Logit>(half: &Half<T>, case: &Case) {
 }
 
 /// softmax and log_softmax of `half`, separate and in place, agree with the core crate's.
-fn check_half_normalize<T: Logit>(half: &Half<T>) {
+fn check_half_normalize<T: Logit<Stat = f32>>(half: &Half<T>) {
     type Core<T> = fn(Rows<'_, T>, RowsMut<'_, T>) -> xent_core::Result<()>;
     type CoreInPlace<T> = fn(RowsMut<'_, T>) -> xent_core::Result<()>;
     let kernels: [(&str, Normalize16, Core<T>, CoreInPlace<T>); 2] = [

@@ -1,5 +1,5 @@
-//! The element types logits may have: f32, and the 16-bit floats `half::bf16` and
-//! `half::f16`.
+//! The element types logits may have: f32, f64, and the 16-bit floats `half::bf16` and
+//! `half::f16`. f64 logits take their own path, in f64 throughout (`loss/f64_rows.rs`).
 //!
 //! A 16-bit batch runs chunk by chunk (the same chunks as f32, about 65536 values): the
 //! chunk's rows are widened into a per-thread f32 buffer (exact), the f32 kernels run on it
@@ -20,16 +20,75 @@ use crate::rows::{Rows, RowsMut};
 use crate::schedule::SplitRows;
 
 mod sealed {
-    /// Only this crate's element types implement [`super::Logit`].
+    /// Only this crate's element types implement [`super::Logit`] and [`super::Stat`].
     pub trait Sealed {}
     impl Sealed for f32 {}
+    impl Sealed for f64 {}
     impl Sealed for half::bf16 {}
     impl Sealed for half::f16 {}
 }
 
-/// An element type of logits, gradients and probabilities: `f32`, `half::bf16` or
-/// `half::f16`. Loss, lse and `dloss` are f32 for all three. Sealed.
+/// The type of losses, lse values and upstream gradients: f32, or f64 for f64 logits.
+/// Sealed.
+pub trait Stat: Copy + Send + Sync + 'static + sealed::Sealed {
+    /// `Ok` with the same values when they are f32, `Err` with them as f64 otherwise.
+    #[doc(hidden)]
+    fn f32s_mut(values: &mut [Self]) -> core::result::Result<&mut [f32], &mut [f64]>;
+
+    /// [`Stat::f32s_mut`] for read-only values.
+    #[doc(hidden)]
+    fn f32s(values: &[Self]) -> core::result::Result<&[f32], &[f64]>;
+
+    /// `v` rounded to this type.
+    #[doc(hidden)]
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Stat for f32 {
+    fn f32s_mut(values: &mut [f32]) -> core::result::Result<&mut [f32], &mut [f64]> {
+        Ok(values)
+    }
+
+    fn f32s(values: &[f32]) -> core::result::Result<&[f32], &[f64]> {
+        Ok(values)
+    }
+
+    fn from_f64(v: f64) -> f32 {
+        v as f32
+    }
+}
+
+impl Stat for f64 {
+    fn f32s_mut(values: &mut [f64]) -> core::result::Result<&mut [f32], &mut [f64]> {
+        Err(values)
+    }
+
+    fn f32s(values: &[f64]) -> core::result::Result<&[f32], &[f64]> {
+        Err(values)
+    }
+
+    fn from_f64(v: f64) -> f64 {
+        v
+    }
+}
+
+/// An element type of logits, gradients and probabilities: `f32`, `f64`, `half::bf16` or
+/// `half::f16`. Loss, lse and `dloss` are [`Logit::Stat`]: f32, or f64 for f64 logits.
+/// Sealed.
 pub trait Logit: Copy + Send + Sync + 'static + sealed::Sealed {
+    /// The type of this logits type's losses, lse values and upstream gradients.
+    type Stat: Stat;
+
+    /// `Ok` with the same rows when they are f64, `Err` with them unchanged otherwise.
+    #[doc(hidden)]
+    fn f64_rows(rows: Rows<'_, Self>) -> core::result::Result<Rows<'_, f64>, Rows<'_, Self>>;
+
+    /// [`Logit::f64_rows`] for writable rows.
+    #[doc(hidden)]
+    fn f64_rows_mut(
+        rows: RowsMut<'_, Self>,
+    ) -> core::result::Result<RowsMut<'_, f64>, RowsMut<'_, Self>>;
+
     /// `Ok` with the same rows when they are f32, `Err` with them unchanged otherwise.
     #[doc(hidden)]
     fn f32_rows(rows: Rows<'_, Self>) -> core::result::Result<Rows<'_, f32>, Rows<'_, Self>>;
@@ -50,6 +109,18 @@ pub trait Logit: Copy + Send + Sync + 'static + sealed::Sealed {
 }
 
 impl Logit for f32 {
+    type Stat = f32;
+
+    fn f64_rows(rows: Rows<'_, f32>) -> core::result::Result<Rows<'_, f64>, Rows<'_, f32>> {
+        Err(rows)
+    }
+
+    fn f64_rows_mut(
+        rows: RowsMut<'_, f32>,
+    ) -> core::result::Result<RowsMut<'_, f64>, RowsMut<'_, f32>> {
+        Err(rows)
+    }
+
     fn f32_rows(rows: Rows<'_, f32>) -> core::result::Result<Rows<'_, f32>, Rows<'_, f32>> {
         Ok(rows)
     }
@@ -73,6 +144,18 @@ impl Logit for f32 {
 macro_rules! half_logit {
     ($t:ty, $kind:expr) => {
         impl Logit for $t {
+            type Stat = f32;
+
+            fn f64_rows(rows: Rows<'_, $t>) -> core::result::Result<Rows<'_, f64>, Rows<'_, $t>> {
+                Err(rows)
+            }
+
+            fn f64_rows_mut(
+                rows: RowsMut<'_, $t>,
+            ) -> core::result::Result<RowsMut<'_, f64>, RowsMut<'_, $t>> {
+                Err(rows)
+            }
+
             fn f32_rows(rows: Rows<'_, $t>) -> core::result::Result<Rows<'_, f32>, Rows<'_, $t>> {
                 Err(rows)
             }
@@ -96,6 +179,44 @@ macro_rules! half_logit {
 
 half_logit!(bf16, HalfKind::Bf16);
 half_logit!(f16, HalfKind::F16);
+
+impl Logit for f64 {
+    type Stat = f64;
+
+    fn f64_rows(rows: Rows<'_, f64>) -> core::result::Result<Rows<'_, f64>, Rows<'_, f64>> {
+        Ok(rows)
+    }
+
+    fn f64_rows_mut(
+        rows: RowsMut<'_, f64>,
+    ) -> core::result::Result<RowsMut<'_, f64>, RowsMut<'_, f64>> {
+        Ok(rows)
+    }
+
+    fn f32_rows(rows: Rows<'_, f64>) -> core::result::Result<Rows<'_, f32>, Rows<'_, f64>> {
+        Err(rows)
+    }
+
+    fn f32_rows_mut(
+        rows: RowsMut<'_, f64>,
+    ) -> core::result::Result<RowsMut<'_, f32>, RowsMut<'_, f64>> {
+        Err(rows)
+    }
+
+    // f64 batches take the f64 path and are never widened or narrowed; these exist for
+    // the trait's sake and convert as Rust's `as` does.
+    fn widen(src: &[f64], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s as f32;
+        }
+    }
+
+    fn narrow(src: &[f32], dst: &mut [f64]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = f64::from(s);
+        }
+    }
+}
 
 /// Runs `f` on `pass` as f32 rows: directly for f32, else on a widened f32 copy of the
 /// rows, whose result (if the pass writes one) is then rounded into the pass's output.

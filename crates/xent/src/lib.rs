@@ -4,7 +4,7 @@
 //!
 //! - [`Options`] and [`Reduction`]: PyTorch's options with PyTorch's defaults.
 //! - [`Rows`] / [`RowsMut`]: checked views of `rows × cols` values with a stride; logits
-//!   may be `f32`, `half::bf16` or `half::f16` ([`Logit`]).
+//!   may be `f32`, `f64`, `half::bf16` or `half::f16` ([`Logit`]; losses in [`Logit::Stat`]).
 //! - [`Targets`]: hard class indices (`i64`, `i32`, `u32`) or soft target rows.
 //! - [`cross_entropy`], [`cross_entropy_grad`], [`cross_entropy_grad_in_place`]: the fused
 //!   forward, without a gradient, with it in a separate buffer, or over the logits.
@@ -30,7 +30,7 @@ mod softmax;
 pub mod reference;
 
 pub use dispatch::simd_level;
-pub use dtype::Logit;
+pub use dtype::{Logit, Stat};
 pub use error::{Error, Result};
 pub use half::{bf16, f16};
 pub use loss::{

@@ -2,7 +2,7 @@
 //! and the reductions. Data flows one way: validate → plan → per-row passes → reduce.
 
 use crate::dispatch::kernels;
-use crate::dtype::{self, Logit};
+use crate::dtype::{self, Logit, Stat};
 use crate::error::{Error, Result};
 use crate::kernels::{
     GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortLoss, ShortStats, ShortTargets,
@@ -16,20 +16,22 @@ use crate::row::{
 use crate::rows::{Rows, RowsMut, Targets};
 use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut, split_rows};
 
+pub(crate) mod f64_rows;
+
 /// One chunk's share of a cross-entropy call: its rows and every per-row buffer.
-struct Chunk<'a, T = f32> {
+struct Chunk<'a, T = f32, S = f32> {
     pass: Pass<'a, T>,
     targets: Targets<'a>,
     /// Per-row losses (reduction `none`, forward only).
-    loss: Option<&'a mut [f32]>,
+    loss: Option<&'a mut [S]>,
     /// Per-row lse: written by the forward, read by the backward.
-    lse_out: Option<&'a mut [f32]>,
-    lse_in: Option<&'a [f32]>,
+    lse_out: Option<&'a mut [S]>,
+    lse_in: Option<&'a [S]>,
     /// Per-row upstream gradient (backward with reduction `none`).
-    dloss: Option<&'a [f32]>,
+    dloss: Option<&'a [S]>,
 }
 
-impl<T: Logit> SplitRows for Chunk<'_, T> {
+impl<T: Logit, S: Stat> SplitRows for Chunk<'_, T, S> {
     fn rows(&self) -> usize {
         self.pass.rows()
     }
@@ -59,6 +61,53 @@ impl<T: Logit> SplitRows for Chunk<'_, T> {
                 dloss: dloss_b,
             },
         )
+    }
+}
+
+/// A chunk by path: f64 logits (with f64 statistics) take the f64 path, every other type
+/// the f32 kernels with f32 statistics.
+enum ChunkKind<'a, T> {
+    F64(Chunk<'a, f64, f64>),
+    F32(Chunk<'a, T, f32>),
+}
+
+impl<'a, T: Logit, S: Stat> Chunk<'a, T, S> {
+    fn into_kind(self) -> ChunkKind<'a, T> {
+        // A Logit's Stat is f64 exactly when the logits are (see dtype.rs).
+        fn f64s<A, B>(values: Option<core::result::Result<A, B>>) -> Option<B> {
+            values.map(|v| v.err().expect("f64 logits have f64 statistics"))
+        }
+        fn f32s<A, B>(values: Option<core::result::Result<A, B>>) -> Option<A> {
+            values.map(|v| v.ok().expect("f32 and 16-bit logits have f32 statistics"))
+        }
+        let Chunk {
+            pass,
+            targets,
+            loss,
+            lse_out,
+            lse_in,
+            dloss,
+        } = self;
+        let (loss, lse_out) = (loss.map(S::f32s_mut), lse_out.map(S::f32s_mut));
+        let (lse_in, dloss) = (lse_in.map(S::f32s), dloss.map(S::f32s));
+        match pass.into_f64() {
+            Ok(pass) => ChunkKind::F64(Chunk {
+                pass,
+                targets,
+                loss: f64s(loss),
+                lse_out: f64s(lse_out),
+                lse_in: f64s(lse_in),
+                dloss: f64s(dloss),
+            }),
+            Err(pass) => ChunkKind::F32(Chunk {
+                pass,
+                targets,
+                loss: f32s(loss),
+                lse_out: f32s(lse_out),
+                lse_in: f32s(lse_in),
+                dloss: f32s(dloss),
+            }),
+        }
     }
 }
 
@@ -113,6 +162,32 @@ struct Plan<'o> {
     short_rows: bool,
 }
 
+/// A row's phase-1 sums as the loss needs them, in f64 and relative to the row max m
+/// (see [`RowStats`]; the f64 path builds them itself).
+struct RowSums {
+    max: f64,
+    sum: f64,
+    target_exp: f64,
+    rest: f64,
+    weighted: f64,
+    dot: f64,
+    t_total: f64,
+}
+
+impl From<&RowStats> for RowSums {
+    fn from(stats: &RowStats) -> Self {
+        RowSums {
+            max: f64::from(stats.max),
+            sum: stats.sum,
+            target_exp: stats.target_exp,
+            rest: stats.rest,
+            weighted: stats.weighted,
+            dot: stats.dot,
+            t_total: stats.t_total,
+        }
+    }
+}
+
 /// A hard target's probability p_y and 1 − p_y, each computed without cancellation, and
 /// its softcapped logit x'_y (for the softcap's factor).
 #[derive(Clone, Copy)]
@@ -125,10 +200,10 @@ struct TargetProb {
 impl TargetProb {
     /// From phase 1's sums: exp(x'_y − m)/S and (S − exp(x'_y − m))/S, the second summed
     /// without the target (see [`RowStats::rest`]).
-    fn from_stats(stats: &RowStats, capped_logit: f64) -> Self {
+    fn from_sums(sums: &RowSums, capped_logit: f64) -> Self {
         TargetProb {
-            p: stats.target_exp / stats.sum,
-            rest: stats.rest / stats.sum,
+            p: sums.target_exp / sums.sum,
+            rest: sums.rest / sums.sum,
             capped_logit,
         }
     }
@@ -259,7 +334,7 @@ impl<'o> Plan<'o> {
     }
 
     /// Whether the chunk's rows get a gradient (else an output, if any, gets zeros).
-    fn writes(&self, chunk: &Chunk<'_>) -> bool {
+    fn writes<T: Logit, S: Stat>(&self, chunk: &Chunk<'_, T, S>) -> bool {
         !matches!(chunk.pass, Pass::Forward(_)) && !self.zero_grad
     }
 
@@ -281,11 +356,11 @@ impl<'o> Plan<'o> {
     }
 
     /// Soft targets with label smoothing, times `scale`: scale·t'_c.
-    fn smoothed<'t>(&self, probs: &'t [f32], scale: f64) -> SmoothedTargets<'t> {
+    fn smoothed<'t>(&self, probs: &'t [f32], scale: f64) -> SmoothedTargets<'t, f64> {
         SmoothedTargets {
             probs,
-            keep: (scale * self.keep) as f32,
-            uniform: (scale * self.uniform) as f32,
+            keep: scale * self.keep,
+            uniform: scale * self.uniform,
         }
     }
 
@@ -334,12 +409,7 @@ impl<'o> Plan<'o> {
                     let r = p_y.capped_logit / f64::from(self.cap);
                     value *= 1.0 - r * r;
                 }
-                (
-                    a,
-                    (ce_s * self.uniform) as f32,
-                    Some((y, value as f32)),
-                    None,
-                )
+                (a, ce_s * self.uniform, Some((y, value)), None)
             }
             RowTarget::Soft(t) => (
                 ce_s * t_total + z_term,
@@ -367,7 +437,7 @@ impl<'o> Plan<'o> {
             smoothing: hard && self.uniform > 0.0,
             weights: self.weights(),
             soft: match target {
-                Some(RowTarget::Soft(t)) => Some(self.smoothed(t, 1.0)),
+                Some(RowTarget::Soft(t)) => Some(self.smoothed(t, 1.0).to_f32(0..t.len())),
                 _ => None,
             },
             block_weights: &self.block_weights,
@@ -556,10 +626,10 @@ fn row_loss(
     plan: &Plan<'_>,
     target: RowTarget<'_>,
     x_y: f64,
-    stats: &RowStats,
+    stats: &RowSums,
     partial: &mut Partial,
 ) -> RowLoss {
-    let m = f64::from(stats.max);
+    let m = stats.max;
     let ln_sum = stats.sum.ln();
     let lse = m + ln_sum;
     // Rewritten around the max for accuracy: −lp_c = lse − x'_c = ln S − (x'_c − m).
@@ -601,7 +671,8 @@ fn counted_row(
     stored: bool,
     partial: &mut Partial,
 ) {
-    let row = row_loss(plan, target, x_y, stats, partial);
+    let sums = RowSums::from(stats);
+    let row = row_loss(plan, target, x_y, &sums, partial);
     if let Some(loss) = chunk.loss.as_deref_mut() {
         loss[i] = (row.ce + row.zl) as f32;
     }
@@ -612,7 +683,7 @@ fn counted_row(
     let write = plan.writes(chunk);
     if let Some(mut io) = chunk.pass.io(i) {
         if write {
-            let p_y = TargetProb::from_stats(stats, x_y);
+            let p_y = TargetProb::from_sums(&sums, x_y);
             let grad = plan.grad_row(target, stats.t_total, stats.sum, lse, 1.0, p_y);
             let exps = if stored {
                 Exps::Stored(stats)
@@ -644,7 +715,7 @@ fn backward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
             RowTarget::Soft(t) => {
                 k.soft_target_sums(
                     io.input(),
-                    plan.smoothed(t, 1.0),
+                    plan.smoothed(t, 1.0).to_f32(0..t.len()),
                     plan.weights(),
                     lse,
                     plan.cap,
@@ -670,13 +741,14 @@ fn backward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
     }
 }
 
-/// Runs a validated forward call on the active kernel tier.
+/// Runs a validated forward call: f64 logits on the f64 path, others on the active kernel
+/// tier.
 fn run_forward<T: Logit>(
     pass: Pass<'_, T>,
     targets: Targets<'_>,
     options: &Options<'_>,
-    loss: &mut [f32],
-    lse: Option<&mut [f32]>,
+    loss: &mut [T::Stat],
+    lse: Option<&mut [T::Stat]>,
 ) -> Result<()> {
     let rows = pass.rows();
     let cols = pass.cols();
@@ -700,26 +772,28 @@ fn run_forward<T: Logit>(
         dloss: None,
     };
     let k = kernels();
-    let partials = for_each_chunk(chunk, cols, |c| {
-        c.run_as_f32(|c| forward_chunk(k, &plan, c))
+    let partials = for_each_chunk(chunk, cols, |c| match c.into_kind() {
+        ChunkKind::F64(c) => f64_rows::forward_chunk(&plan, c),
+        ChunkKind::F32(c) => c.run_as_f32(|c| forward_chunk(k, &plan, c)),
     });
     if !per_row {
         let total = partials.iter().fold(Partial::default(), |acc, p| Partial {
             ce: acc.ce + p.ce,
             zl: acc.zl + p.zl,
         });
-        loss[0] = plan.reduce(total, soft, &counts) as f32;
+        loss[0] = T::Stat::from_f64(plan.reduce(total, soft, &counts));
     }
     Ok(())
 }
 
-/// Runs a validated backward call on the active kernel tier.
+/// Runs a validated backward call: f64 logits on the f64 path, others on the active
+/// kernel tier.
 fn run_backward<T: Logit>(
     pass: Pass<'_, T>,
     targets: Targets<'_>,
     options: &Options<'_>,
-    lse: &[f32],
-    dloss: &[f32],
+    lse: &[T::Stat],
+    dloss: &[T::Stat],
 ) -> Result<()> {
     let rows = pass.rows();
     let cols = pass.cols();
@@ -730,7 +804,14 @@ fn run_backward<T: Logit>(
     let counts = check_targets(&targets, rows, options, cols)?;
     let soft = matches!(targets, Targets::Soft(_));
     let per_row = options.reduction == Reduction::None;
-    let upstream = if per_row { 1.0 } else { f64::from(dloss[0]) };
+    let upstream = if per_row {
+        1.0
+    } else {
+        match T::Stat::f32s(dloss) {
+            Ok(d) => f64::from(d[0]),
+            Err(d) => d[0],
+        }
+    };
     let plan = Plan::new(options, cols, soft, &counts, upstream);
     let chunk = Chunk {
         pass,
@@ -741,8 +822,9 @@ fn run_backward<T: Logit>(
         dloss: if per_row { Some(dloss) } else { None },
     };
     let k = kernels();
-    for_each_chunk(chunk, cols, |c| {
-        c.run_as_f32(|c| backward_chunk(k, &plan, c))
+    for_each_chunk(chunk, cols, |c| match c.into_kind() {
+        ChunkKind::F64(c) => f64_rows::backward_chunk(&plan, c),
+        ChunkKind::F32(c) => c.run_as_f32(|c| backward_chunk(k, &plan, c)),
     });
     Ok(())
 }
@@ -769,8 +851,8 @@ pub fn cross_entropy<'t, T: Logit>(
     logits: Rows<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
-    loss: &mut [f32],
-    lse: Option<&mut [f32]>,
+    loss: &mut [T::Stat],
+    lse: Option<&mut [T::Stat]>,
 ) -> Result<()> {
     run_forward(Pass::Forward(logits), targets.into(), options, loss, lse)
 }
@@ -801,9 +883,9 @@ pub fn cross_entropy_grad<'t, T: Logit>(
     logits: Rows<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
-    loss: &mut [f32],
+    loss: &mut [T::Stat],
     grad: RowsMut<'_, T>,
-    lse: Option<&mut [f32]>,
+    lse: Option<&mut [T::Stat]>,
 ) -> Result<()> {
     run_forward(
         Pass::Separate(logits, grad),
@@ -837,8 +919,8 @@ pub fn cross_entropy_grad_in_place<'t, T: Logit>(
     logits: RowsMut<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
-    loss: &mut [f32],
-    lse: Option<&mut [f32]>,
+    loss: &mut [T::Stat],
+    lse: Option<&mut [T::Stat]>,
 ) -> Result<()> {
     run_forward(Pass::InPlace(logits), targets.into(), options, loss, lse)
 }
@@ -867,8 +949,8 @@ pub fn cross_entropy_backward<'t, T: Logit>(
     logits: Rows<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
-    lse: &[f32],
-    dloss: &[f32],
+    lse: &[T::Stat],
+    dloss: &[T::Stat],
     grad: RowsMut<'_, T>,
 ) -> Result<()> {
     run_backward(
@@ -898,8 +980,8 @@ pub fn cross_entropy_backward_in_place<'t, T: Logit>(
     logits: RowsMut<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
-    lse: &[f32],
-    dloss: &[f32],
+    lse: &[T::Stat],
+    dloss: &[T::Stat],
 ) -> Result<()> {
     run_backward(Pass::InPlace(logits), targets.into(), options, lse, dloss)
 }

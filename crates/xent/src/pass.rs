@@ -32,7 +32,20 @@ impl<'a, T: Logit> Pass<'a, T> {
         }
     }
 
-    /// The same pass over f32 rows, or back unchanged when `T` is a 16-bit type.
+    /// The same pass over f64 rows, or back unchanged when `T` is another type.
+    pub(crate) fn into_f64(self) -> core::result::Result<Pass<'a, f64>, Self> {
+        match self {
+            Pass::Forward(x) => T::f64_rows(x).map(Pass::Forward).map_err(Pass::Forward),
+            Pass::Separate(x, out) => match (T::f64_rows(x), T::f64_rows_mut(out)) {
+                (Ok(x), Ok(out)) => Ok(Pass::Separate(x, out)),
+                (Err(x), Err(out)) => Err(Pass::Separate(x, out)),
+                _ => unreachable!("both views have the same element type"),
+            },
+            Pass::InPlace(x) => T::f64_rows_mut(x).map(Pass::InPlace).map_err(Pass::InPlace),
+        }
+    }
+
+    /// The same pass over f32 rows, or back unchanged when `T` is another type.
     pub(crate) fn into_f32(self) -> core::result::Result<Pass<'a, f32>, Self> {
         match self {
             Pass::Forward(x) => T::f32_rows(x).map(Pass::Forward).map_err(Pass::Forward),

@@ -297,12 +297,14 @@ fn combine(blocks: &[BlockStats], block_weights: &[f64; MAX_BLOCKS]) -> RowStats
 
 /// The coefficients of a gradient (or probability) row before the per-block parts: the
 /// scale applies to exp(x' − m)/S, i.e. it is A/S.
+/// Kept in f64 (the kernels get them rounded to f32 per block; the f64 path uses them as
+/// they are).
 #[derive(Clone, Copy)]
 pub(crate) struct RowGrad<'a> {
     pub scale: f64,
-    pub smooth: f32,
-    pub target: Option<(usize, f32)>,
-    pub soft: Option<SmoothedTargets<'a>>,
+    pub smooth: f64,
+    pub target: Option<(usize, f64)>,
+    pub soft: Option<SmoothedTargets<'a, f64>>,
     pub weights: Option<&'a [f32]>,
     pub cap: f32,
 }
@@ -313,15 +315,12 @@ impl<'a> RowGrad<'a> {
         GradRow {
             shift,
             scale: scale as f32,
-            smooth: self.smooth,
+            smooth: self.smooth as f32,
             target: self
                 .target
                 .filter(|&(y, _)| (offset..offset + len).contains(&y))
-                .map(|(y, coef)| (y - offset, coef)),
-            soft: self.soft.map(|t| SmoothedTargets {
-                probs: &t.probs[offset..offset + len],
-                ..t
-            }),
+                .map(|(y, value)| (y - offset, value as f32)),
+            soft: self.soft.map(|t| t.to_f32(offset..offset + len)),
             weights: self.weights.map(|w| &w[offset..offset + len]),
             cap: self.cap,
         }

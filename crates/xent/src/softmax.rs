@@ -4,6 +4,7 @@ use crate::dispatch::kernels;
 use crate::dtype::{self, Logit};
 use crate::error::Result;
 use crate::kernels::{GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortStats};
+use crate::loss::f64_rows::normalize_chunk;
 use crate::pass::Pass;
 use crate::row::{Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, row_stats, write_row};
 use crate::rows::{Rows, RowsMut};
@@ -21,8 +22,11 @@ fn run<T: Logit>(pass: Pass<'_, T>, output: Output) -> Result<()> {
     let cols = pass.cols();
     let split = split_rows(pass.rows(), cols);
     let k = kernels();
-    for_each_chunk(pass, cols, |chunk| {
-        dtype::run_as_f32(chunk, |chunk| rows_chunk(k, chunk, output, split))
+    for_each_chunk(pass, cols, |chunk| match chunk.into_f64() {
+        Ok(chunk) => {
+            normalize_chunk(chunk, matches!(output, Output::LogProbabilities));
+        }
+        Err(chunk) => dtype::run_as_f32(chunk, |chunk| rows_chunk(k, chunk, output, split)),
     });
     Ok(())
 }

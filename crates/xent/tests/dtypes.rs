@@ -8,7 +8,7 @@ use common::{Case, CaseTargets, PAD, Rng, random_logits, random_soft};
 use xent::{Logit, Reduction, Rows, RowsMut, Targets, bf16, f16, reference};
 
 /// What the tests need of a 16-bit element type.
-trait Half: Logit + core::fmt::Debug {
+trait Half: Logit<Stat = f32> + core::fmt::Debug {
     const NAME: &'static str;
     /// Significand bits (with the implicit one).
     const DIGITS: i32;

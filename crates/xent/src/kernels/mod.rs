@@ -122,14 +122,26 @@ pub(crate) enum HalfKind {
     F16,
 }
 
-/// A soft target row with label smoothing: t'_c = keep·t_c + uniform.
+/// A soft target row with label smoothing: t'_c = keep·t_c + uniform (both possibly
+/// times a scale). The kernels take f32 coefficients; the row layer keeps f64 ones.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SmoothedTargets<'a> {
+pub(crate) struct SmoothedTargets<'a, F = f32> {
     pub probs: &'a [f32],
     /// 1 − ε.
-    pub keep: f32,
+    pub keep: F,
     /// ε / C.
-    pub uniform: f32,
+    pub uniform: F,
+}
+
+impl<'a> SmoothedTargets<'a, f64> {
+    /// The kernels' form, `probs[range]` with f32 coefficients.
+    pub(crate) fn to_f32(self, range: core::ops::Range<usize>) -> SmoothedTargets<'a> {
+        SmoothedTargets {
+            probs: &self.probs[range],
+            keep: self.keep as f32,
+            uniform: self.uniform as f32,
+        }
+    }
 }
 
 impl SmoothedTargets<'_> {

@@ -42,7 +42,7 @@ for group in sorted(groups, key=key):
     rate = lambda name: g[name][1] / g[name][0]  # elements per ns = Gelem/s
     xent, roof = rate("xent"), rate("roofline")
     naive = f"{xent / rate('naive'):.1f}×" if "naive" in g else "–"
-    print(f"| {variant} | {shape.replace('x', ' × ')} | {xent:.2f} | {roof:.2f} ({REFERENCE.get(variant, '')}) "
+    print(f"| {variant} | {shape.replace('x', ' × ')} | {xent:.2f} | {roof:.2f} (`{REFERENCE.get(variant, '')}`) "
           f"| {100 * xent / roof:.0f}% | {naive} |")
 
 split = groups.get("fused_in_place/1x262144", {}), groups.get("fused_in_place_1thread/1x262144", {})

@@ -23,11 +23,13 @@
  * its last row, padding included, so an output placed inside another buffer's padding is
  * refused although no element would be shared.
  *
- * Element types. Each computing function has an _f32 form (float logits) and _bf16 and _f16
+ * Element types. Each computing function has an _f32 form (float logits), _bf16 and _f16
  * forms, whose logits, gradients and softmax outputs are uint16_t bit patterns of bfloat16
- * and IEEE binary16 values. loss, lse, dloss and soft targets are float for every form. A
- * 16-bit call computes in f32 on the exactly widened logits, giving the _f32 call's loss
- * and lse, and rounds each 16-bit output once (to nearest, ties to even).
+ * and IEEE binary16 values, and an _f64 form (double logits, gradients and softmax outputs).
+ * loss, lse and dloss are double for the _f64 form and float for the others; soft targets
+ * are float (f32 probabilities) for every form. A 16-bit call computes in f32 on the
+ * exactly widened logits, giving the _f32 call's loss and lse, and rounds each 16-bit
+ * output once (to nearest, ties to even). An _f64 call computes in f64 throughout.
  *
  * Threads. Calls from any number of threads at once are safe (on different outputs) and
  * give the same results, bit for bit, as the same calls made one after another, whatever
@@ -552,6 +554,131 @@ xent_status xent_log_softmax_f16(const uint16_t *x,
                                  size_t cols,
                                  size_t x_stride,
                                  uint16_t *y,
+                                 size_t y_stride);
+
+/**
+ * `xent_cross_entropy_f32` over `double` logits: the fused softmax cross-entropy of `rows`
+ * rows of `cols` logits against hard targets, and in the same sweep its gradient with
+ * respect to the logits when `grad` is not NULL.
+ *
+ * - `logits`: row `i` holds `cols` values from `logits + i * logits_stride` (strides
+ *   count elements, not bytes).
+ * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
+ *   `options->ignore_index`.
+ * - `options`: NULL for the defaults (see `xent_options_default`); its values (`float`)
+ *   are widened to double exactly.
+ * - `loss` (never NULL, `double`): receives 1 value (reductions mean and sum) or `rows`
+ *   values (reduction none).
+ * - `grad`: NULL for no gradient, or `rows` rows of `cols` `double` values, row `i` at
+ *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
+ *   overwrites the logits with their gradient (in place); any other overlap is refused.
+ * - `lse`: NULL, or `rows` `double` values that receive each row's logsumexp (ignored rows
+ *   included), for `xent_cross_entropy_backward_f64`.
+ *
+ * Precision: computed in f64 throughout, one element at a time with the standard
+ * library's exp, ln and tanh (no SIMD); no intermediate is rounded to f32 or to a 16-bit
+ * type.
+ *
+ * # Safety
+ *
+ * Every non-NULL pointer points to the elements its arguments describe (8 bytes each for
+ * the `double` buffers, which must be aligned for `double`), readable (inputs) or writable
+ * (outputs) for the duration of the call, and no other thread writes them meanwhile.
+ */
+xent_status xent_cross_entropy_f64(const double *logits,
+                                   size_t rows,
+                                   size_t cols,
+                                   size_t logits_stride,
+                                   const int64_t *targets,
+                                   const xent_options *options,
+                                   double *loss,
+                                   double *grad,
+                                   size_t grad_stride,
+                                   double *lse);
+
+/**
+ * `xent_cross_entropy_f64` against soft targets: `targets` holds `rows` rows of `cols`
+ * probabilities as `float` (f32 for every logits type, `double` logits included), row `i`
+ * at `targets + i * targets_stride`; each is widened to double exactly. Every row counts
+ * (`ignore_index` does not apply), and reduction mean divides by `rows`. The targets are
+ * an input: no output may overlap them. Loss, lse and gradient are `double`, computed in
+ * f64 throughout.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f64`.
+ */
+xent_status xent_cross_entropy_soft_f64(const double *logits,
+                                        size_t rows,
+                                        size_t cols,
+                                        size_t logits_stride,
+                                        const float *targets,
+                                        size_t targets_stride,
+                                        const xent_options *options,
+                                        double *loss,
+                                        double *grad,
+                                        size_t grad_stride,
+                                        double *lse);
+
+/**
+ * The gradient of the loss with respect to `double` logits from the `lse` a forward call
+ * saved, written into `grad` (`double`, required; `grad == logits` with equal strides is
+ * in place).
+ *
+ * - `lse`: the `rows` logsumexps (`double`) `xent_cross_entropy_f64` wrote for these
+ *   logits.
+ * - `dloss`: the upstream gradient (`double`), which replaces `options->grad_scale`: 1
+ *   value (reductions mean and sum) or `rows` values (reduction none).
+ * - The other arguments as for `xent_cross_entropy_f64`; `lse`, `dloss` and the targets
+ *   are inputs, which the gradient must not overlap.
+ *
+ * Computed in f64 throughout, as by `xent_cross_entropy_f64`.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f64`.
+ */
+xent_status xent_cross_entropy_backward_f64(const double *logits,
+                                            size_t rows,
+                                            size_t cols,
+                                            size_t logits_stride,
+                                            const int64_t *targets,
+                                            const xent_options *options,
+                                            const double *lse,
+                                            const double *dloss,
+                                            double *grad,
+                                            size_t grad_stride);
+
+/**
+ * Writes the softmax of each of the `rows` rows of `x` (`double`, `cols` values, row `i`
+ * at `x + i * x_stride`) into `y` (`double`, row `i` at `y + i * y_stride`). `y == x` with
+ * `y_stride == x_stride` is in place; any other overlap is refused. Computed in f64 one
+ * element at a time with the standard library's exp.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f64`.
+ */
+xent_status xent_softmax_f64(const double *x,
+                             size_t rows,
+                             size_t cols,
+                             size_t x_stride,
+                             double *y,
+                             size_t y_stride);
+
+/**
+ * `xent_softmax_f64` writing each row's log-softmax, `x - logsumexp(x)`, computed in f64
+ * with the standard library's exp and ln.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f64`.
+ */
+xent_status xent_log_softmax_f64(const double *x,
+                                 size_t rows,
+                                 size_t cols,
+                                 size_t x_stride,
+                                 double *y,
                                  size_t y_stride);
 
 #ifdef __cplusplus

@@ -4,10 +4,10 @@
 //! written once, generic over [`Dtype`] (see `calls.rs`); adding an element type is an
 //! `impl Dtype` here and the exported functions with its suffix, each a single call.
 //!
-//! The core crate's functions are generic over its [`Logit`] types (`f32`, `bf16`, `f16`),
-//! with f32 loss, lse, `dloss` and soft targets for all three, so a single `impl Dtype`
-//! covers each of them: a new `Logit` type of the core crate only needs its exported
-//! functions here.
+//! The core crate's functions are generic over its [`Logit`] types (`f32`, `f64`, `bf16`,
+//! `f16`), with loss, lse and `dloss` of type [`Logit::Stat`] (f64 for f64 logits, f32 for
+//! the others) and f32 soft targets for all four, so a single `impl Dtype` covers each of
+//! them: a new `Logit` type of the core crate only needs its exported functions here.
 
 use xent_core::{Logit, Options, Result, Rows, RowsMut, Targets};
 

@@ -31,6 +31,8 @@ mod abi_bf16; // the same over bf16 logits (uint16_t bit patterns)
 
 mod abi_f16; // the same over f16 logits (uint16_t bit patterns)
 
+mod abi_f64; // the same over double logits, with double loss, lse and dloss
+
 // The machinery behind them.
 mod boundary;
 mod calls;
@@ -48,6 +50,10 @@ pub use abi_f16::{
 pub use abi_f32::{
     xent_cross_entropy_backward_f32, xent_cross_entropy_f32, xent_cross_entropy_soft_f32,
     xent_log_softmax_f32, xent_softmax_f32,
+};
+pub use abi_f64::{
+    xent_cross_entropy_backward_f64, xent_cross_entropy_f64, xent_cross_entropy_soft_f64,
+    xent_log_softmax_f64, xent_softmax_f64,
 };
 pub use info::{xent_simd_level, xent_version};
 pub use options::{XentOptions, XentReduction, xent_options_default};

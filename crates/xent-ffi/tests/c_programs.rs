@@ -7,6 +7,10 @@
 //! - `half_dtypes.c` checks every `_bf16` and `_f16` call against the `_f32` call on the
 //!   widened logits (loss and lse bit for bit, each 16-bit output the float one rounded to
 //!   nearest even), out of place and in place, and their bad inputs as `bad_input.c` does;
+//! - `f64_dtype.c` checks every `_f64` call against its own double-precision evaluation of
+//!   the README's formulas (within 1e-12 relative), in place against separate bit for bit,
+//!   and their bad inputs as `bad_input.c` does, with misaligned `double` pointers and
+//!   overlaps counted in bytes;
 //! - `threads.c` calls `xent_cross_entropy_f32` from 8 threads at once and compares with
 //!   the serial results bit for bit, under each thread setting.
 
@@ -63,6 +67,24 @@ fn half_dtypes_give_the_f32_results_rounded_once() {
         assert_eq!(passed, total, "{output}");
         assert!(
             total.parse::<u32>().unwrap() > 2000,
+            "too few checks ran:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn f64_matches_the_formulas_in_double() {
+    for output in build_and_run("f64_dtype", &[], &["-lm"]) {
+        assert!(!output.contains("FAIL"), "{output}");
+        let summary = output.lines().last().unwrap_or_default();
+        let (passed, total) = summary
+            .strip_prefix("f64_dtype.c: ")
+            .and_then(|s| s.strip_suffix(" checks passed"))
+            .and_then(|s| s.split_once(" of "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
+        assert_eq!(passed, total, "{output}");
+        assert!(
+            total.parse::<u32>().unwrap() > 1000,
             "too few checks ran:\n{output}"
         );
     }

@@ -134,6 +134,11 @@ int main(void) {
     (void)xent_cross_entropy_backward_f16;
     (void)xent_softmax_f16;
     (void)xent_log_softmax_f16;
+    (void)xent_cross_entropy_f64;
+    (void)xent_cross_entropy_soft_f64;
+    (void)xent_cross_entropy_backward_f64;
+    (void)xent_softmax_f64;
+    (void)xent_log_softmax_f64;
     return (xent_status_string(status) != NULL && xent_version() != NULL
             && xent_simd_level() != NULL) ? 0 : 1;
 }

@@ -1,17 +1,19 @@
 //! The exported functions, called through the rlib exactly as C calls them, give the core
 //! crate's results bit for bit — out of place, in place and strided — and those agree with
 //! the f64 oracle (`xent::reference`) within SPEC §2's tolerances. The `_bf16` and `_f16`
-//! functions give the core crate's results over its `bf16` and `f16` views, bit for bit.
+//! functions give the core crate's results over its `bf16` and `f16` views, bit for bit,
+//! and the `_f64` functions its results over `f64` views (with f64 loss, lse and `dloss`).
 
 use std::ptr;
 
 use xent::{
     XentOptions, XentReduction, XentStatus, xent_cross_entropy_backward_bf16,
-    xent_cross_entropy_backward_f16, xent_cross_entropy_backward_f32, xent_cross_entropy_bf16,
-    xent_cross_entropy_f16, xent_cross_entropy_f32, xent_cross_entropy_soft_bf16,
-    xent_cross_entropy_soft_f16, xent_cross_entropy_soft_f32, xent_log_softmax_bf16,
-    xent_log_softmax_f16, xent_log_softmax_f32, xent_options_default, xent_softmax_bf16,
-    xent_softmax_f16, xent_softmax_f32,
+    xent_cross_entropy_backward_f16, xent_cross_entropy_backward_f32,
+    xent_cross_entropy_backward_f64, xent_cross_entropy_bf16, xent_cross_entropy_f16,
+    xent_cross_entropy_f32, xent_cross_entropy_f64, xent_cross_entropy_soft_bf16,
+    xent_cross_entropy_soft_f16, xent_cross_entropy_soft_f32, xent_cross_entropy_soft_f64,
+    xent_log_softmax_bf16, xent_log_softmax_f16, xent_log_softmax_f32, xent_log_softmax_f64,
+    xent_options_default, xent_softmax_bf16, xent_softmax_f16, xent_softmax_f32, xent_softmax_f64,
 };
 use xent_core::reference::{self, RefTargets};
 use xent_core::{Logit, Options, Reduction, Rows, RowsMut, Targets, bf16, f16};
@@ -1035,4 +1037,396 @@ fn bf16_and_f16_refuse_what_f32_refuses_and_write_nothing() {
             "{name}: a refused call wrote the logits"
         );
     }
+}
+
+/// Padding no `_f64` call may read into a result or overwrite: a NaN with a payload.
+const PAD64: f64 = f64::from_bits(0x7ff8_dead_beef_a5a5);
+
+fn bits64(values: &[f64]) -> Vec<u64> {
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
+/// `rows` rows of `cols` values with `stride`, PAD64 in the padding.
+fn strided64(rows: usize, cols: usize, stride: usize, mut value: impl FnMut() -> f64) -> Vec<f64> {
+    let len = if rows == 0 {
+        0
+    } else {
+        (rows - 1) * stride + cols
+    };
+    (0..len)
+        .map(|k| if k % stride < cols { value() } else { PAD64 })
+        .collect()
+}
+
+fn assert_padding64_intact(buf: &[f64], cols: usize, stride: usize, what: &str) {
+    for (k, v) in buf.iter().enumerate() {
+        if k % stride >= cols {
+            assert_eq!(
+                v.to_bits(),
+                PAD64.to_bits(),
+                "{what}: padding {k} was written"
+            );
+        }
+    }
+}
+
+/// A case's logits as f64 values that no f32 holds, with PAD64 in the padding.
+fn logits64(case: &Case) -> Vec<f64> {
+    case.logits
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            if k % case.stride < case.cols {
+                f64::from(v) * (1.0 + 1e-9 * (k + 1) as f64)
+            } else {
+                PAD64
+            }
+        })
+        .collect()
+}
+
+/// Every forward and backward `_f64` call on `case` (its logits made f64) agrees with the
+/// core crate's generic functions over f64, bit for bit: separate with a stride of its own,
+/// and in place; padding untouched.
+fn check_f64(case: &Case) {
+    let name = format!("f64 {}", case.name);
+    let (rows, cols, stride) = (case.rows, case.cols, case.stride);
+    let x = logits64(case);
+    let view = Rows::new(&x, rows, cols, stride).unwrap();
+    let options = case.c_options();
+    let core_options = case.core_options();
+    let loss_len = case.loss_len();
+    let forward =
+        |logits: *const f64, loss: &mut [f64], grad: *mut f64, grad_stride, lse: &mut [f64]| {
+            // SAFETY: every pointer covers the elements its arguments describe, and the outputs
+            // are separate vectors (or the logits themselves, in place).
+            unsafe {
+                match &case.targets {
+                    CaseTargets::Hard(t) => xent_cross_entropy_f64(
+                        logits,
+                        rows,
+                        cols,
+                        stride,
+                        t.as_ptr(),
+                        &options,
+                        loss.as_mut_ptr(),
+                        grad,
+                        grad_stride,
+                        lse.as_mut_ptr(),
+                    ),
+                    CaseTargets::Soft { probs, stride: ts } => xent_cross_entropy_soft_f64(
+                        logits,
+                        rows,
+                        cols,
+                        stride,
+                        probs.as_ptr(),
+                        *ts,
+                        &options,
+                        loss.as_mut_ptr(),
+                        grad,
+                        grad_stride,
+                        lse.as_mut_ptr(),
+                    ),
+                }
+            }
+        };
+
+    // The loss alone.
+    let (mut loss, mut lse) = (vec![0.0f64; loss_len], vec![0.0f64; rows]);
+    let status = forward(x.as_ptr(), &mut loss, ptr::null_mut(), 0, &mut lse);
+    assert_eq!(status, XentStatus::Ok, "{name}: forward");
+    let (mut core_loss, mut core_lse) = (vec![0.0f64; loss_len], vec![0.0f64; rows]);
+    xent_core::cross_entropy(
+        view,
+        case.core_targets(),
+        &core_options,
+        &mut core_loss,
+        Some(&mut core_lse),
+    )
+    .unwrap();
+    assert_eq!(bits64(&loss), bits64(&core_loss), "{name}: loss");
+    assert_eq!(bits64(&lse), bits64(&core_lse), "{name}: lse");
+
+    // The gradient into a separate buffer with its own stride.
+    let grad_stride = cols + 3;
+    let mut grad = strided64(rows, cols, grad_stride, || PAD64);
+    let status = forward(
+        x.as_ptr(),
+        &mut loss,
+        grad.as_mut_ptr(),
+        grad_stride,
+        &mut lse,
+    );
+    assert_eq!(status, XentStatus::Ok, "{name}: forward + grad");
+    let mut core_grad = strided64(rows, cols, grad_stride, || PAD64);
+    xent_core::cross_entropy_grad(
+        view,
+        case.core_targets(),
+        &core_options,
+        &mut core_loss,
+        RowsMut::new(&mut core_grad, rows, cols, grad_stride).unwrap(),
+        Some(&mut core_lse),
+    )
+    .unwrap();
+    assert_eq!(bits64(&loss), bits64(&core_loss), "{name}: loss with grad");
+    assert_eq!(bits64(&lse), bits64(&core_lse), "{name}: lse with grad");
+    assert_eq!(bits64(&grad), bits64(&core_grad), "{name}: grad");
+    assert_padding64_intact(&grad, cols, grad_stride, &name);
+
+    // In place: the core's in-place result, and the separate gradient's values.
+    let mut in_place = x.clone();
+    let p = in_place.as_mut_ptr();
+    let status = forward(p, &mut loss, p, stride, &mut lse);
+    assert_eq!(status, XentStatus::Ok, "{name}: in place");
+    let mut core_in_place = x.clone();
+    xent_core::cross_entropy_grad_in_place(
+        RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
+        case.core_targets(),
+        &core_options,
+        &mut core_loss,
+        None,
+    )
+    .unwrap();
+    assert_eq!(bits64(&loss), bits64(&core_loss), "{name}: in-place loss");
+    assert_eq!(
+        bits64(&in_place),
+        bits64(&core_in_place),
+        "{name}: in-place grad"
+    );
+    assert_padding64_intact(&in_place, cols, stride, &name);
+    for i in 0..rows {
+        assert_eq!(
+            bits64(&in_place[i * stride..i * stride + cols]),
+            bits64(&grad[i * grad_stride..i * grad_stride + cols]),
+            "{name}: in place differs from separate in row {i}"
+        );
+    }
+
+    // The backward from the saved lse, separate and in place (hard targets only).
+    let CaseTargets::Hard(targets) = &case.targets else {
+        return;
+    };
+    let dloss: Vec<f64> = (0..loss_len).map(|i| 0.5 + i as f64 * 0.25).collect();
+    let backward = |logits: *const f64, grad: *mut f64, grad_stride: usize| {
+        // SAFETY: as for the forward.
+        unsafe {
+            xent_cross_entropy_backward_f64(
+                logits,
+                rows,
+                cols,
+                stride,
+                targets.as_ptr(),
+                &options,
+                core_lse.as_ptr(),
+                dloss.as_ptr(),
+                grad,
+                grad_stride,
+            )
+        }
+    };
+    let mut grad = strided64(rows, cols, grad_stride, || PAD64);
+    let status = backward(x.as_ptr(), grad.as_mut_ptr(), grad_stride);
+    assert_eq!(status, XentStatus::Ok, "{name}: backward");
+    let mut core_grad = strided64(rows, cols, grad_stride, || PAD64);
+    xent_core::cross_entropy_backward(
+        view,
+        case.core_targets(),
+        &core_options,
+        &core_lse,
+        &dloss,
+        RowsMut::new(&mut core_grad, rows, cols, grad_stride).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(bits64(&grad), bits64(&core_grad), "{name}: backward");
+    assert_padding64_intact(&grad, cols, grad_stride, &name);
+    let mut in_place = x.clone();
+    let p = in_place.as_mut_ptr();
+    assert_eq!(
+        backward(p, p, stride),
+        XentStatus::Ok,
+        "{name}: backward in place"
+    );
+    let mut core_in_place = x.clone();
+    xent_core::cross_entropy_backward_in_place(
+        RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
+        case.core_targets(),
+        &core_options,
+        &core_lse,
+        &dloss,
+    )
+    .unwrap();
+    assert_eq!(
+        bits64(&in_place),
+        bits64(&core_in_place),
+        "{name}: backward in place"
+    );
+}
+
+/// softmax and log_softmax over f64, separate (strided) and in place, agree with the core
+/// crate's bit for bit.
+fn check_f64_normalize() {
+    type Exported =
+        unsafe extern "C" fn(*const f64, usize, usize, usize, *mut f64, usize) -> XentStatus;
+    type Core = fn(Rows<'_, f64>, RowsMut<'_, f64>) -> xent_core::Result<()>;
+    type CoreInPlace = fn(RowsMut<'_, f64>) -> xent_core::Result<()>;
+    let kernels: [(&str, Exported, Core, CoreInPlace); 2] = [
+        (
+            "softmax",
+            xent_softmax_f64,
+            xent_core::softmax,
+            xent_core::softmax_in_place,
+        ),
+        (
+            "log_softmax",
+            xent_log_softmax_f64,
+            xent_core::log_softmax,
+            xent_core::log_softmax_in_place,
+        ),
+    ];
+    let (rows, cols, x_stride, y_stride) = (5, 11, 12, 14);
+    let mut rng = Rng(9);
+    let x = strided64(rows, cols, x_stride, || {
+        f64::from(rng.range(-20.0, 20.0)) + f64::from(rng.range(0.0, 1.0)) * 1e-9
+    });
+    for (kernel, exported, core, core_in_place) in kernels {
+        let name = format!("f64 {kernel}");
+        let mut y = strided64(rows, cols, y_stride, || PAD64);
+        // SAFETY: x and y cover their shapes and are separate vectors.
+        let status =
+            unsafe { exported(x.as_ptr(), rows, cols, x_stride, y.as_mut_ptr(), y_stride) };
+        assert_eq!(status, XentStatus::Ok, "{name}");
+        let mut core_y = strided64(rows, cols, y_stride, || PAD64);
+        core(
+            Rows::new(&x, rows, cols, x_stride).unwrap(),
+            RowsMut::new(&mut core_y, rows, cols, y_stride).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(bits64(&y), bits64(&core_y), "{name}");
+        assert_padding64_intact(&y, cols, y_stride, &name);
+
+        let mut in_place = x.clone();
+        let p = in_place.as_mut_ptr();
+        // SAFETY: in place: y is x exactly, same stride.
+        let status = unsafe { exported(p, rows, cols, x_stride, p, x_stride) };
+        assert_eq!(status, XentStatus::Ok, "{name} in place");
+        let mut core_in_place_y = x.clone();
+        core_in_place(RowsMut::new(&mut core_in_place_y, rows, cols, x_stride).unwrap()).unwrap();
+        assert_eq!(
+            bits64(&in_place),
+            bits64(&core_in_place_y),
+            "{name} in place"
+        );
+        assert_padding64_intact(&in_place, cols, x_stride, &name);
+    }
+}
+
+#[test]
+fn f64_matches_the_core() {
+    for case in cases() {
+        check_f64(&case);
+    }
+    check_f64_normalize();
+}
+
+#[test]
+fn f64_refuses_what_f32_refuses_and_writes_nothing() {
+    let (rows, cols) = (3, 4);
+    let logits = [0.5f64; 12];
+    let targets = [0i64, 4, 1]; // 4 is out of range
+    let fine = [0i64, 1, 2];
+    let mut loss = [7.0f64];
+    let mut grad = [PAD64; 12];
+    let lse_in = [2.0f64; 3];
+    let dloss = [1.0f64];
+    let call = |logits: *const f64, stride, targets: *const i64, loss: *mut f64, grad: *mut f64| {
+        // SAFETY: each pointer is NULL or covers 3 rows of 4 at its stride (or is refused
+        // before anything is read).
+        unsafe {
+            xent_cross_entropy_f64(
+                logits,
+                rows,
+                cols,
+                stride,
+                targets,
+                ptr::null(),
+                loss,
+                grad,
+                cols,
+                ptr::null_mut(),
+            )
+        }
+    };
+    let l = logits.as_ptr();
+    let (t, ok_t) = (targets.as_ptr(), fine.as_ptr());
+    let (lp, g) = (loss.as_mut_ptr(), grad.as_mut_ptr());
+    assert_eq!(call(ptr::null(), cols, t, lp, g), XentStatus::NullPointer);
+    assert_eq!(
+        call(l, cols, t, ptr::null_mut(), g),
+        XentStatus::NullPointer
+    );
+    assert_eq!(call(l, cols - 1, t, lp, g), XentStatus::InvalidShape);
+    // 4 bytes off: aligned for float, not for double.
+    let off4 = |p: *const f64| p.cast::<u8>().wrapping_add(4).cast::<f64>();
+    assert_eq!(call(off4(l), cols, ok_t, lp, g), XentStatus::InvalidShape);
+    assert_eq!(
+        call(l, cols, ok_t, off4(lp).cast_mut(), g),
+        XentStatus::InvalidShape
+    );
+    assert_eq!(
+        call(l, cols, ok_t, lp, off4(g).cast_mut()),
+        XentStatus::InvalidShape
+    );
+    // SAFETY: the lse is refused (misaligned) before anything is read.
+    let status = unsafe {
+        xent_cross_entropy_backward_f64(
+            l,
+            rows,
+            cols,
+            cols,
+            ok_t,
+            ptr::null(),
+            off4(lse_in.as_ptr()),
+            dloss.as_ptr(),
+            g,
+            cols,
+        )
+    };
+    assert_eq!(status, XentStatus::InvalidShape, "misaligned lse");
+    // SAFETY: y is refused (misaligned) before anything is read or written.
+    let status = unsafe { xent_softmax_f64(l, rows, cols, cols, off4(g).cast_mut(), cols) };
+    assert_eq!(
+        status,
+        XentStatus::InvalidShape,
+        "misaligned softmax output"
+    );
+    assert_eq!(call(l, cols, t, lp, g), XentStatus::TargetOutOfRange);
+    // The gradient one element (8 bytes) into the logits, or over their last element only,
+    // overlaps them.
+    let mut shared = [0.5f64; 24];
+    let s = shared.as_mut_ptr();
+    assert_eq!(
+        call(s, cols, ok_t, lp, s.wrapping_add(1)),
+        XentStatus::OverlappingBuffers
+    );
+    assert_eq!(
+        call(s, cols, ok_t, lp, s.wrapping_add(11)),
+        XentStatus::OverlappingBuffers
+    );
+    // The loss over the last element of the logits.
+    assert_eq!(
+        call(s, cols, ok_t, s.wrapping_add(11), g),
+        XentStatus::OverlappingBuffers
+    );
+    // SAFETY: refused (overlap) before anything is read or written.
+    let status = unsafe { xent_softmax_f64(s, rows, cols, cols, s.wrapping_add(11), cols) };
+    assert_eq!(status, XentStatus::OverlappingBuffers, "softmax overlap");
+    assert_eq!(loss, [7.0], "a refused call wrote the loss");
+    assert_eq!(
+        bits64(&grad),
+        bits64(&[PAD64; 12]),
+        "a refused call wrote the gradient"
+    );
+    assert_eq!(shared, [0.5f64; 24], "a refused call wrote the logits");
+    // Touching the logits' end is no overlap.
+    assert_eq!(call(s, cols, ok_t, lp, s.wrapping_add(12)), XentStatus::Ok);
 }

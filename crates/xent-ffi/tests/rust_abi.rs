@@ -620,430 +620,86 @@ fn zero_rows_need_no_buffers_but_loss() {
     );
 }
 
-/// The exported functions of a 16-bit element type, whose values cross the C ABI as their
-/// bits, and the core crate's type `T` for them.
-struct Half<T> {
+/// An exported element type other than f32: the core crate's type `T` for it, the type `C`
+/// its values cross the C ABI as (their bits for bf16 and f16, f64 itself), and its
+/// exported functions, whose losses, lse values and upstream gradients are `T::Stat`.
+struct Abi<T: Logit, C> {
     name: &'static str,
-    from_f32: fn(f32) -> T,
-    from_bits: fn(u16) -> T,
-    to_bits: fn(T) -> u16,
-    forward: Forward16,
-    soft: Soft16,
-    backward: Backward16,
-    softmax: Normalize16,
-    log_softmax: Normalize16,
+    /// A case's logits, padding included, as this type.
+    logits: fn(&Case) -> Vec<C>,
+    /// softmax's input: `rows` rows of `cols` values with `stride`.
+    normalize_input: fn(usize, usize, usize) -> Vec<C>,
+    /// The logits of the refusal tests.
+    fill: C,
+    /// What no call may write into padding: a NaN with a payload.
+    pad: C,
+    to_core: fn(C) -> T,
+    from_core: fn(T) -> C,
+    bits: fn(C) -> u64,
+    stat: fn(f64) -> T::Stat,
+    stat_bits: fn(T::Stat) -> u64,
+    forward: Forward<C, T::Stat>,
+    soft: Soft<C, T::Stat>,
+    backward: Backward<C, T::Stat>,
+    softmax: Normalize<C>,
+    log_softmax: Normalize<C>,
 }
 
-type Forward16 = unsafe extern "C" fn(
-    *const u16,
+type Forward<C, S> = unsafe extern "C" fn(
+    *const C,
     usize,
     usize,
     usize,
     *const i64,
     *const XentOptions,
-    *mut f32,
-    *mut u16,
+    *mut S,
+    *mut C,
     usize,
-    *mut f32,
+    *mut S,
 ) -> XentStatus;
-type Soft16 = unsafe extern "C" fn(
-    *const u16,
+type Soft<C, S> = unsafe extern "C" fn(
+    *const C,
     usize,
     usize,
     usize,
     *const f32,
     usize,
     *const XentOptions,
-    *mut f32,
-    *mut u16,
+    *mut S,
+    *mut C,
     usize,
-    *mut f32,
+    *mut S,
 ) -> XentStatus;
-type Backward16 = unsafe extern "C" fn(
-    *const u16,
+type Backward<C, S> = unsafe extern "C" fn(
+    *const C,
     usize,
     usize,
     usize,
     *const i64,
     *const XentOptions,
-    *const f32,
-    *const f32,
-    *mut u16,
+    *const S,
+    *const S,
+    *mut C,
     usize,
 ) -> XentStatus;
-type Normalize16 =
-    unsafe extern "C" fn(*const u16, usize, usize, usize, *mut u16, usize) -> XentStatus;
-
-const BF16: Half<bf16> = Half {
-    name: "bf16",
-    from_f32: bf16::from_f32,
-    from_bits: bf16::from_bits,
-    to_bits: bf16::to_bits,
-    forward: xent_cross_entropy_bf16,
-    soft: xent_cross_entropy_soft_bf16,
-    backward: xent_cross_entropy_backward_bf16,
-    softmax: xent_softmax_bf16,
-    log_softmax: xent_log_softmax_bf16,
-};
-
-const F16: Half<f16> = Half {
-    name: "f16",
-    from_f32: f16::from_f32,
-    from_bits: f16::from_bits,
-    to_bits: f16::to_bits,
-    forward: xent_cross_entropy_f16,
-    soft: xent_cross_entropy_soft_f16,
-    backward: xent_cross_entropy_backward_f16,
-    softmax: xent_softmax_f16,
-    log_softmax: xent_log_softmax_f16,
-};
+type Normalize<C> =
+    unsafe extern "C" fn(*const C, usize, usize, usize, *mut C, usize) -> XentStatus;
 
 /// Bits no call may write into padding: a NaN with a payload, in both 16-bit formats.
 const PAD16: u16 = 0x7fa5;
 
-impl<T: Logit<Stat = f32>> Half<T> {
-    /// `values` rounded to this type, as bits (PAD stays a NaN).
-    fn narrow(&self, values: &[f32]) -> Vec<u16> {
-        values
-            .iter()
-            .map(|&v| (self.to_bits)((self.from_f32)(v)))
-            .collect()
-    }
-
-    /// Bits as the core crate's values.
-    fn typed(&self, bits: &[u16]) -> Vec<T> {
-        bits.iter().map(|&b| (self.from_bits)(b)).collect()
-    }
-
-    fn bits(&self, values: &[T]) -> Vec<u16> {
-        values.iter().map(|&v| (self.to_bits)(v)).collect()
-    }
-}
-
-/// `rows` rows of `cols` with `stride`, all PAD16.
-fn padded16(rows: usize, cols: usize, stride: usize) -> Vec<u16> {
-    vec![
-        PAD16;
-        if rows == 0 {
-            0
-        } else {
-            (rows - 1) * stride + cols
-        }
-    ]
-}
-
-/// Every forward and backward call of `half` on `case`'s logits rounded to it agrees with
-/// the core crate's call on the same values, bit for bit, padding untouched.
-fn check_half<T: Logit<Stat = f32>>(half: &Half<T>, case: &Case) {
-    let name = format!("{} {}", half.name, case.name);
-    let (rows, cols, stride) = (case.rows, case.cols, case.stride);
-    let x = half.narrow(&case.logits);
-    let x_core = half.typed(&x);
-    let view = Rows::new(&x_core, rows, cols, stride).unwrap();
-    let options = case.c_options();
-    let core_options = case.core_options();
-    let loss_len = case.loss_len();
-    let forward =
-        |logits: *const u16, loss: &mut [f32], grad: *mut u16, grad_stride, lse: &mut [f32]| {
-            // SAFETY: every pointer covers the elements its arguments describe, and the outputs
-            // are separate vectors (or the logits themselves, in place).
-            unsafe {
-                match &case.targets {
-                    CaseTargets::Hard(t) => (half.forward)(
-                        logits,
-                        rows,
-                        cols,
-                        stride,
-                        t.as_ptr(),
-                        &options,
-                        loss.as_mut_ptr(),
-                        grad,
-                        grad_stride,
-                        lse.as_mut_ptr(),
-                    ),
-                    CaseTargets::Soft { probs, stride: ts } => (half.soft)(
-                        logits,
-                        rows,
-                        cols,
-                        stride,
-                        probs.as_ptr(),
-                        *ts,
-                        &options,
-                        loss.as_mut_ptr(),
-                        grad,
-                        grad_stride,
-                        lse.as_mut_ptr(),
-                    ),
-                }
-            }
-        };
-
-    // The loss alone.
-    let (mut loss, mut lse) = (vec![0.0f32; loss_len], vec![0.0f32; rows]);
-    let status = forward(x.as_ptr(), &mut loss, ptr::null_mut(), 0, &mut lse);
-    assert_eq!(status, XentStatus::Ok, "{name}: forward");
-    let (mut core_loss, mut core_lse) = (vec![0.0f32; loss_len], vec![0.0f32; rows]);
-    xent_core::cross_entropy(
-        view,
-        case.core_targets(),
-        &core_options,
-        &mut core_loss,
-        Some(&mut core_lse),
-    )
-    .unwrap();
-    assert_eq!(bits(&loss), bits(&core_loss), "{name}: loss");
-    assert_eq!(bits(&lse), bits(&core_lse), "{name}: lse");
-
-    // The gradient into a separate buffer with its own stride.
-    let grad_stride = cols + 3;
-    let mut grad = padded16(rows, cols, grad_stride);
-    let status = forward(
-        x.as_ptr(),
-        &mut loss,
-        grad.as_mut_ptr(),
-        grad_stride,
-        &mut lse,
-    );
-    assert_eq!(status, XentStatus::Ok, "{name}: forward + grad");
-    let mut core_grad = half.typed(&padded16(rows, cols, grad_stride));
-    xent_core::cross_entropy_grad(
-        view,
-        case.core_targets(),
-        &core_options,
-        &mut core_loss,
-        RowsMut::new(&mut core_grad, rows, cols, grad_stride).unwrap(),
-        Some(&mut core_lse),
-    )
-    .unwrap();
-    assert_eq!(bits(&loss), bits(&core_loss), "{name}: loss with grad");
-    assert_eq!(bits(&lse), bits(&core_lse), "{name}: lse with grad");
-    assert_eq!(grad, half.bits(&core_grad), "{name}: grad");
-    assert!(
-        grad.iter()
-            .enumerate()
-            .all(|(k, &g)| k % grad_stride < cols || g == PAD16),
-        "{name}: grad padding written"
-    );
-
-    // In place.
-    let mut in_place = x.clone();
-    let p = in_place.as_mut_ptr();
-    let status = forward(p, &mut loss, p, stride, &mut lse);
-    assert_eq!(status, XentStatus::Ok, "{name}: in place");
-    let mut core_in_place = x_core.clone();
-    xent_core::cross_entropy_grad_in_place(
-        RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
-        case.core_targets(),
-        &core_options,
-        &mut core_loss,
-        None,
-    )
-    .unwrap();
-    assert_eq!(bits(&loss), bits(&core_loss), "{name}: in-place loss");
-    assert_eq!(in_place, half.bits(&core_in_place), "{name}: in-place grad");
-    assert!(
-        (0..in_place.len()).all(|k| k % stride < cols || in_place[k] == x[k]),
-        "{name}: in-place padding written"
-    );
-
-    // The backward from the saved lse, separate and in place (hard targets only).
-    let CaseTargets::Hard(targets) = &case.targets else {
-        return;
-    };
-    let dloss: Vec<f32> = (0..loss_len).map(|i| 0.5 + i as f32 * 0.25).collect();
-    let backward = |logits: *const u16, grad: *mut u16, grad_stride: usize| {
-        // SAFETY: as for the forward.
-        unsafe {
-            (half.backward)(
-                logits,
-                rows,
-                cols,
-                stride,
-                targets.as_ptr(),
-                &options,
-                core_lse.as_ptr(),
-                dloss.as_ptr(),
-                grad,
-                grad_stride,
-            )
-        }
-    };
-    let mut grad = padded16(rows, cols, grad_stride);
-    let status = backward(x.as_ptr(), grad.as_mut_ptr(), grad_stride);
-    assert_eq!(status, XentStatus::Ok, "{name}: backward");
-    let mut core_grad = half.typed(&padded16(rows, cols, grad_stride));
-    xent_core::cross_entropy_backward(
-        view,
-        case.core_targets(),
-        &core_options,
-        &core_lse,
-        &dloss,
-        RowsMut::new(&mut core_grad, rows, cols, grad_stride).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(grad, half.bits(&core_grad), "{name}: backward");
-    let mut in_place = x.clone();
-    let p = in_place.as_mut_ptr();
-    assert_eq!(
-        backward(p, p, stride),
-        XentStatus::Ok,
-        "{name}: backward in place"
-    );
-    let mut core_in_place = x_core.clone();
-    xent_core::cross_entropy_backward_in_place(
-        RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
-        case.core_targets(),
-        &core_options,
-        &core_lse,
-        &dloss,
-    )
-    .unwrap();
-    assert_eq!(
-        in_place,
-        half.bits(&core_in_place),
-        "{name}: backward in place"
-    );
-}
-
-/// softmax and log_softmax of `half`, separate and in place, agree with the core crate's.
-fn check_half_normalize<T: Logit<Stat = f32>>(half: &Half<T>) {
-    type Core<T> = fn(Rows<'_, T>, RowsMut<'_, T>) -> xent_core::Result<()>;
-    type CoreInPlace<T> = fn(RowsMut<'_, T>) -> xent_core::Result<()>;
-    let kernels: [(&str, Normalize16, Core<T>, CoreInPlace<T>); 2] = [
-        (
-            "softmax",
-            half.softmax,
-            xent_core::softmax,
-            xent_core::softmax_in_place,
-        ),
-        (
-            "log_softmax",
-            half.log_softmax,
-            xent_core::log_softmax,
-            xent_core::log_softmax_in_place,
-        ),
-    ];
-    let (rows, cols, x_stride, y_stride) = (5, 11, 12, 14);
-    let mut rng = Rng(8);
-    let x = half.narrow(&strided(rows, cols, x_stride, || rng.range(-20.0, 20.0)));
-    let x_core = half.typed(&x);
-    for (kernel, exported, core, core_in_place) in kernels {
-        let name = format!("{} {kernel}", half.name);
-        let mut y = padded16(rows, cols, y_stride);
-        // SAFETY: x and y cover their shapes and are separate vectors.
-        let status =
-            unsafe { exported(x.as_ptr(), rows, cols, x_stride, y.as_mut_ptr(), y_stride) };
-        assert_eq!(status, XentStatus::Ok, "{name}");
-        let mut core_y = half.typed(&padded16(rows, cols, y_stride));
-        core(
-            Rows::new(&x_core, rows, cols, x_stride).unwrap(),
-            RowsMut::new(&mut core_y, rows, cols, y_stride).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(y, half.bits(&core_y), "{name}");
-        assert!(
-            y.iter()
-                .enumerate()
-                .all(|(k, &v)| k % y_stride < cols || v == PAD16),
-            "{name}: padding written"
-        );
-
-        let mut in_place = x.clone();
-        let p = in_place.as_mut_ptr();
-        // SAFETY: in place: y is x exactly, same stride.
-        let status = unsafe { exported(p, rows, cols, x_stride, p, x_stride) };
-        assert_eq!(status, XentStatus::Ok, "{name} in place");
-        let mut core_y_in_place = x_core.clone();
-        core_in_place(RowsMut::new(&mut core_y_in_place, rows, cols, x_stride).unwrap()).unwrap();
-        assert_eq!(in_place, half.bits(&core_y_in_place), "{name} in place");
-    }
-}
-
-#[test]
-fn bf16_and_f16_match_the_core() {
-    for case in cases() {
-        check_half(&BF16, &case);
-        check_half(&F16, &case);
-    }
-    check_half_normalize(&BF16);
-    check_half_normalize(&F16);
-}
-
-#[test]
-fn bf16_and_f16_refuse_what_f32_refuses_and_write_nothing() {
-    let (rows, cols) = (3, 4);
-    for (name, forward) in [("bf16", BF16.forward), ("f16", F16.forward)] {
-        let logits = [0x3f80u16; 12];
-        let targets = [0i64, 4, 1]; // 4 is out of range
-        let mut loss = [7.0f32];
-        let mut grad = [PAD16; 12];
-        let call =
-            |logits: *const u16, stride, targets: *const i64, loss: *mut f32, grad: *mut u16| {
-                // SAFETY: each pointer is NULL or covers 3 rows of 4 at its stride.
-                unsafe {
-                    forward(
-                        logits,
-                        rows,
-                        cols,
-                        stride,
-                        targets,
-                        ptr::null(),
-                        loss,
-                        grad,
-                        cols,
-                        ptr::null_mut(),
-                    )
-                }
-            };
-        let l = logits.as_ptr();
-        let (t, lp, g) = (targets.as_ptr(), loss.as_mut_ptr(), grad.as_mut_ptr());
-        assert_eq!(
-            call(ptr::null(), cols, t, lp, g),
-            XentStatus::NullPointer,
-            "{name}"
-        );
-        assert_eq!(
-            call(l, cols - 1, t, lp, g),
-            XentStatus::InvalidShape,
-            "{name}"
-        );
-        let odd = l.cast::<u8>().wrapping_add(1).cast::<u16>();
-        assert_eq!(
-            call(odd, cols, t, lp, g),
-            XentStatus::InvalidShape,
-            "{name}"
-        );
-        assert_eq!(
-            call(l, cols, t, lp, g),
-            XentStatus::TargetOutOfRange,
-            "{name}"
-        );
-        // The gradient one element (2 bytes) into the logits overlaps them.
-        let mut shared = [0x3f80u16; 13];
-        let s = shared.as_mut_ptr();
-        let fine = [0i64, 1, 2];
-        assert_eq!(
-            call(s, cols, fine.as_ptr(), lp, s.wrapping_add(1)),
-            XentStatus::OverlappingBuffers,
-            "{name}"
-        );
-        assert_eq!(loss, [7.0], "{name}: a refused call wrote the loss");
-        assert_eq!(
-            grad, [PAD16; 12],
-            "{name}: a refused call wrote the gradient"
-        );
-        assert_eq!(
-            shared, [0x3f80u16; 13],
-            "{name}: a refused call wrote the logits"
-        );
-    }
-}
-
 /// Padding no `_f64` call may read into a result or overwrite: a NaN with a payload.
 const PAD64: f64 = f64::from_bits(0x7ff8_dead_beef_a5a5);
 
-fn bits64(values: &[f64]) -> Vec<u64> {
-    values.iter().map(|v| v.to_bits()).collect()
+/// `values` rounded to a 16-bit type, as bits (PAD stays a NaN).
+fn narrow<T>(values: &[f32], from_f32: fn(f32) -> T, to_bits: fn(T) -> u16) -> Vec<u16> {
+    values.iter().map(|&v| to_bits(from_f32(v))).collect()
+}
+
+/// The 16-bit types' softmax input, before rounding.
+fn normalize_input16(rows: usize, cols: usize, stride: usize) -> Vec<f32> {
+    let mut rng = Rng(8);
+    strided(rows, cols, stride, || rng.range(-20.0, 20.0))
 }
 
 /// `rows` rows of `cols` values with `stride`, PAD64 in the padding.
@@ -1056,18 +712,6 @@ fn strided64(rows: usize, cols: usize, stride: usize, mut value: impl FnMut() ->
     (0..len)
         .map(|k| if k % stride < cols { value() } else { PAD64 })
         .collect()
-}
-
-fn assert_padding64_intact(buf: &[f64], cols: usize, stride: usize, what: &str) {
-    for (k, v) in buf.iter().enumerate() {
-        if k % stride >= cols {
-            assert_eq!(
-                v.to_bits(),
-                PAD64.to_bits(),
-                "{what}: padding {k} was written"
-            );
-        }
-    }
 }
 
 /// A case's logits as f64 values that no f32 holds, with PAD64 in the padding.
@@ -1085,24 +729,147 @@ fn logits64(case: &Case) -> Vec<f64> {
         .collect()
 }
 
-/// Every forward and backward `_f64` call on `case` (its logits made f64) agrees with the
-/// core crate's generic functions over f64, bit for bit: separate with a stride of its own,
-/// and in place; padding untouched.
-fn check_f64(case: &Case) {
-    let name = format!("f64 {}", case.name);
+const BF16: Abi<bf16, u16> = Abi {
+    name: "bf16",
+    logits: |case| narrow(&case.logits, bf16::from_f32, bf16::to_bits),
+    normalize_input: |rows, cols, stride| {
+        narrow(
+            &normalize_input16(rows, cols, stride),
+            bf16::from_f32,
+            bf16::to_bits,
+        )
+    },
+    fill: 0x3f80,
+    pad: PAD16,
+    to_core: bf16::from_bits,
+    from_core: bf16::to_bits,
+    bits: u64::from,
+    stat: |v| v as f32,
+    stat_bits: |v| u64::from(v.to_bits()),
+    forward: xent_cross_entropy_bf16,
+    soft: xent_cross_entropy_soft_bf16,
+    backward: xent_cross_entropy_backward_bf16,
+    softmax: xent_softmax_bf16,
+    log_softmax: xent_log_softmax_bf16,
+};
+
+const F16: Abi<f16, u16> = Abi {
+    name: "f16",
+    logits: |case| narrow(&case.logits, f16::from_f32, f16::to_bits),
+    normalize_input: |rows, cols, stride| {
+        narrow(
+            &normalize_input16(rows, cols, stride),
+            f16::from_f32,
+            f16::to_bits,
+        )
+    },
+    fill: 0x3f80,
+    pad: PAD16,
+    to_core: f16::from_bits,
+    from_core: f16::to_bits,
+    bits: u64::from,
+    stat: |v| v as f32,
+    stat_bits: |v| u64::from(v.to_bits()),
+    forward: xent_cross_entropy_f16,
+    soft: xent_cross_entropy_soft_f16,
+    backward: xent_cross_entropy_backward_f16,
+    softmax: xent_softmax_f16,
+    log_softmax: xent_log_softmax_f16,
+};
+
+const F64: Abi<f64, f64> = Abi {
+    name: "f64",
+    logits: logits64,
+    normalize_input: |rows, cols, stride| {
+        let mut rng = Rng(9);
+        strided64(rows, cols, stride, || {
+            f64::from(rng.range(-20.0, 20.0)) + f64::from(rng.range(0.0, 1.0)) * 1e-9
+        })
+    },
+    fill: 0.5,
+    pad: PAD64,
+    to_core: |v| v,
+    from_core: |v| v,
+    bits: f64::to_bits,
+    stat: |v| v,
+    stat_bits: f64::to_bits,
+    forward: xent_cross_entropy_f64,
+    soft: xent_cross_entropy_soft_f64,
+    backward: xent_cross_entropy_backward_f64,
+    softmax: xent_softmax_f64,
+    log_softmax: xent_log_softmax_f64,
+};
+
+impl<T: Logit, C: Copy> Abi<T, C> {
+    /// C values as the core crate's.
+    fn core(&self, values: &[C]) -> Vec<T> {
+        values.iter().map(|&v| (self.to_core)(v)).collect()
+    }
+
+    fn bits_of(&self, values: &[C]) -> Vec<u64> {
+        values.iter().map(|&v| (self.bits)(v)).collect()
+    }
+
+    /// The core crate's values as the bits of their C values.
+    fn core_bits(&self, values: &[T]) -> Vec<u64> {
+        values
+            .iter()
+            .map(|&v| (self.bits)((self.from_core)(v)))
+            .collect()
+    }
+
+    fn stat_bits_of(&self, values: &[T::Stat]) -> Vec<u64> {
+        values.iter().map(|&v| (self.stat_bits)(v)).collect()
+    }
+
+    fn stats(&self, len: usize) -> Vec<T::Stat> {
+        vec![(self.stat)(0.0); len]
+    }
+
+    /// `rows` rows of `cols` with `stride`, all `pad`.
+    fn padded(&self, rows: usize, cols: usize, stride: usize) -> Vec<C> {
+        let len = if rows == 0 {
+            0
+        } else {
+            (rows - 1) * stride + cols
+        };
+        vec![self.pad; len]
+    }
+
+    /// The padding of `buf` (rows of `cols` with `stride`) holds the bits `was` held there.
+    fn assert_padding_kept(&self, buf: &[C], was: &[C], cols: usize, stride: usize, what: &str) {
+        assert_eq!(buf.len(), was.len(), "{what}");
+        for (k, (&v, &w)) in buf.iter().zip(was).enumerate() {
+            if k % stride >= cols {
+                assert_eq!(
+                    (self.bits)(v),
+                    (self.bits)(w),
+                    "{what}: padding {k} was written"
+                );
+            }
+        }
+    }
+}
+
+/// Every forward and backward call of `abi` on `case` (its logits made this type) agrees with
+/// the core crate's generic functions over it, bit for bit: separate with a stride of its
+/// own, and in place; padding untouched.
+fn check_abi<T: Logit, C: Copy>(abi: &Abi<T, C>, case: &Case) {
+    let name = format!("{} {}", abi.name, case.name);
     let (rows, cols, stride) = (case.rows, case.cols, case.stride);
-    let x = logits64(case);
-    let view = Rows::new(&x, rows, cols, stride).unwrap();
+    let x = (abi.logits)(case);
+    let x_core = abi.core(&x);
+    let view = Rows::new(&x_core, rows, cols, stride).unwrap();
     let options = case.c_options();
     let core_options = case.core_options();
     let loss_len = case.loss_len();
     let forward =
-        |logits: *const f64, loss: &mut [f64], grad: *mut f64, grad_stride, lse: &mut [f64]| {
+        |logits: *const C, loss: &mut [T::Stat], grad: *mut C, grad_stride, lse: &mut [T::Stat]| {
             // SAFETY: every pointer covers the elements its arguments describe, and the outputs
             // are separate vectors (or the logits themselves, in place).
             unsafe {
                 match &case.targets {
-                    CaseTargets::Hard(t) => xent_cross_entropy_f64(
+                    CaseTargets::Hard(t) => (abi.forward)(
                         logits,
                         rows,
                         cols,
@@ -1114,7 +881,7 @@ fn check_f64(case: &Case) {
                         grad_stride,
                         lse.as_mut_ptr(),
                     ),
-                    CaseTargets::Soft { probs, stride: ts } => xent_cross_entropy_soft_f64(
+                    CaseTargets::Soft { probs, stride: ts } => (abi.soft)(
                         logits,
                         rows,
                         cols,
@@ -1132,10 +899,10 @@ fn check_f64(case: &Case) {
         };
 
     // The loss alone.
-    let (mut loss, mut lse) = (vec![0.0f64; loss_len], vec![0.0f64; rows]);
+    let (mut loss, mut lse) = (abi.stats(loss_len), abi.stats(rows));
     let status = forward(x.as_ptr(), &mut loss, ptr::null_mut(), 0, &mut lse);
     assert_eq!(status, XentStatus::Ok, "{name}: forward");
-    let (mut core_loss, mut core_lse) = (vec![0.0f64; loss_len], vec![0.0f64; rows]);
+    let (mut core_loss, mut core_lse) = (abi.stats(loss_len), abi.stats(rows));
     xent_core::cross_entropy(
         view,
         case.core_targets(),
@@ -1144,12 +911,21 @@ fn check_f64(case: &Case) {
         Some(&mut core_lse),
     )
     .unwrap();
-    assert_eq!(bits64(&loss), bits64(&core_loss), "{name}: loss");
-    assert_eq!(bits64(&lse), bits64(&core_lse), "{name}: lse");
+    assert_eq!(
+        abi.stat_bits_of(&loss),
+        abi.stat_bits_of(&core_loss),
+        "{name}: loss"
+    );
+    assert_eq!(
+        abi.stat_bits_of(&lse),
+        abi.stat_bits_of(&core_lse),
+        "{name}: lse"
+    );
 
     // The gradient into a separate buffer with its own stride.
     let grad_stride = cols + 3;
-    let mut grad = strided64(rows, cols, grad_stride, || PAD64);
+    let blank = abi.padded(rows, cols, grad_stride);
+    let mut grad = blank.clone();
     let status = forward(
         x.as_ptr(),
         &mut loss,
@@ -1158,7 +934,7 @@ fn check_f64(case: &Case) {
         &mut lse,
     );
     assert_eq!(status, XentStatus::Ok, "{name}: forward + grad");
-    let mut core_grad = strided64(rows, cols, grad_stride, || PAD64);
+    let mut core_grad = abi.core(&blank);
     xent_core::cross_entropy_grad(
         view,
         case.core_targets(),
@@ -1168,17 +944,29 @@ fn check_f64(case: &Case) {
         Some(&mut core_lse),
     )
     .unwrap();
-    assert_eq!(bits64(&loss), bits64(&core_loss), "{name}: loss with grad");
-    assert_eq!(bits64(&lse), bits64(&core_lse), "{name}: lse with grad");
-    assert_eq!(bits64(&grad), bits64(&core_grad), "{name}: grad");
-    assert_padding64_intact(&grad, cols, grad_stride, &name);
+    assert_eq!(
+        abi.stat_bits_of(&loss),
+        abi.stat_bits_of(&core_loss),
+        "{name}: loss with grad"
+    );
+    assert_eq!(
+        abi.stat_bits_of(&lse),
+        abi.stat_bits_of(&core_lse),
+        "{name}: lse with grad"
+    );
+    assert_eq!(
+        abi.bits_of(&grad),
+        abi.core_bits(&core_grad),
+        "{name}: grad"
+    );
+    abi.assert_padding_kept(&grad, &blank, cols, grad_stride, &format!("{name}: grad"));
 
     // In place: the core's in-place result, and the separate gradient's values.
     let mut in_place = x.clone();
     let p = in_place.as_mut_ptr();
     let status = forward(p, &mut loss, p, stride, &mut lse);
     assert_eq!(status, XentStatus::Ok, "{name}: in place");
-    let mut core_in_place = x.clone();
+    let mut core_in_place = x_core.clone();
     xent_core::cross_entropy_grad_in_place(
         RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
         case.core_targets(),
@@ -1187,17 +975,21 @@ fn check_f64(case: &Case) {
         None,
     )
     .unwrap();
-    assert_eq!(bits64(&loss), bits64(&core_loss), "{name}: in-place loss");
     assert_eq!(
-        bits64(&in_place),
-        bits64(&core_in_place),
+        abi.stat_bits_of(&loss),
+        abi.stat_bits_of(&core_loss),
+        "{name}: in-place loss"
+    );
+    assert_eq!(
+        abi.bits_of(&in_place),
+        abi.core_bits(&core_in_place),
         "{name}: in-place grad"
     );
-    assert_padding64_intact(&in_place, cols, stride, &name);
+    abi.assert_padding_kept(&in_place, &x, cols, stride, &format!("{name}: in place"));
     for i in 0..rows {
         assert_eq!(
-            bits64(&in_place[i * stride..i * stride + cols]),
-            bits64(&grad[i * grad_stride..i * grad_stride + cols]),
+            abi.bits_of(&in_place[i * stride..i * stride + cols]),
+            abi.bits_of(&grad[i * grad_stride..i * grad_stride + cols]),
             "{name}: in place differs from separate in row {i}"
         );
     }
@@ -1206,11 +998,13 @@ fn check_f64(case: &Case) {
     let CaseTargets::Hard(targets) = &case.targets else {
         return;
     };
-    let dloss: Vec<f64> = (0..loss_len).map(|i| 0.5 + i as f64 * 0.25).collect();
-    let backward = |logits: *const f64, grad: *mut f64, grad_stride: usize| {
+    let dloss: Vec<T::Stat> = (0..loss_len)
+        .map(|i| (abi.stat)(0.5 + i as f64 * 0.25))
+        .collect();
+    let backward = |logits: *const C, grad: *mut C, grad_stride: usize| {
         // SAFETY: as for the forward.
         unsafe {
-            xent_cross_entropy_backward_f64(
+            (abi.backward)(
                 logits,
                 rows,
                 cols,
@@ -1224,10 +1018,10 @@ fn check_f64(case: &Case) {
             )
         }
     };
-    let mut grad = strided64(rows, cols, grad_stride, || PAD64);
+    let mut grad = blank.clone();
     let status = backward(x.as_ptr(), grad.as_mut_ptr(), grad_stride);
     assert_eq!(status, XentStatus::Ok, "{name}: backward");
-    let mut core_grad = strided64(rows, cols, grad_stride, || PAD64);
+    let mut core_grad = abi.core(&blank);
     xent_core::cross_entropy_backward(
         view,
         case.core_targets(),
@@ -1237,8 +1031,18 @@ fn check_f64(case: &Case) {
         RowsMut::new(&mut core_grad, rows, cols, grad_stride).unwrap(),
     )
     .unwrap();
-    assert_eq!(bits64(&grad), bits64(&core_grad), "{name}: backward");
-    assert_padding64_intact(&grad, cols, grad_stride, &name);
+    assert_eq!(
+        abi.bits_of(&grad),
+        abi.core_bits(&core_grad),
+        "{name}: backward"
+    );
+    abi.assert_padding_kept(
+        &grad,
+        &blank,
+        cols,
+        grad_stride,
+        &format!("{name}: backward"),
+    );
     let mut in_place = x.clone();
     let p = in_place.as_mut_ptr();
     assert_eq!(
@@ -1246,7 +1050,7 @@ fn check_f64(case: &Case) {
         XentStatus::Ok,
         "{name}: backward in place"
     );
-    let mut core_in_place = x.clone();
+    let mut core_in_place = x_core.clone();
     xent_core::cross_entropy_backward_in_place(
         RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
         case.core_targets(),
@@ -1256,93 +1060,102 @@ fn check_f64(case: &Case) {
     )
     .unwrap();
     assert_eq!(
-        bits64(&in_place),
-        bits64(&core_in_place),
+        abi.bits_of(&in_place),
+        abi.core_bits(&core_in_place),
         "{name}: backward in place"
     );
 }
 
-/// softmax and log_softmax over f64, separate (strided) and in place, agree with the core
-/// crate's bit for bit.
-fn check_f64_normalize() {
-    type Exported =
-        unsafe extern "C" fn(*const f64, usize, usize, usize, *mut f64, usize) -> XentStatus;
-    type Core = fn(Rows<'_, f64>, RowsMut<'_, f64>) -> xent_core::Result<()>;
-    type CoreInPlace = fn(RowsMut<'_, f64>) -> xent_core::Result<()>;
-    let kernels: [(&str, Exported, Core, CoreInPlace); 2] = [
+/// softmax and log_softmax of `abi`, separate (strided) and in place, agree with the core
+/// crate's bit for bit, padding untouched.
+fn check_abi_normalize<T: Logit, C: Copy>(abi: &Abi<T, C>) {
+    type Core<T> = fn(Rows<'_, T>, RowsMut<'_, T>) -> xent_core::Result<()>;
+    type CoreInPlace<T> = fn(RowsMut<'_, T>) -> xent_core::Result<()>;
+    type Kernel<T, C> = (&'static str, Normalize<C>, Core<T>, CoreInPlace<T>);
+    let kernels: [Kernel<T, C>; 2] = [
         (
             "softmax",
-            xent_softmax_f64,
+            abi.softmax,
             xent_core::softmax,
             xent_core::softmax_in_place,
         ),
         (
             "log_softmax",
-            xent_log_softmax_f64,
+            abi.log_softmax,
             xent_core::log_softmax,
             xent_core::log_softmax_in_place,
         ),
     ];
     let (rows, cols, x_stride, y_stride) = (5, 11, 12, 14);
-    let mut rng = Rng(9);
-    let x = strided64(rows, cols, x_stride, || {
-        f64::from(rng.range(-20.0, 20.0)) + f64::from(rng.range(0.0, 1.0)) * 1e-9
-    });
+    let x = (abi.normalize_input)(rows, cols, x_stride);
+    let x_core = abi.core(&x);
     for (kernel, exported, core, core_in_place) in kernels {
-        let name = format!("f64 {kernel}");
-        let mut y = strided64(rows, cols, y_stride, || PAD64);
+        let name = format!("{} {kernel}", abi.name);
+        let blank = abi.padded(rows, cols, y_stride);
+        let mut y = blank.clone();
         // SAFETY: x and y cover their shapes and are separate vectors.
         let status =
             unsafe { exported(x.as_ptr(), rows, cols, x_stride, y.as_mut_ptr(), y_stride) };
         assert_eq!(status, XentStatus::Ok, "{name}");
-        let mut core_y = strided64(rows, cols, y_stride, || PAD64);
+        let mut core_y = abi.core(&blank);
         core(
-            Rows::new(&x, rows, cols, x_stride).unwrap(),
+            Rows::new(&x_core, rows, cols, x_stride).unwrap(),
             RowsMut::new(&mut core_y, rows, cols, y_stride).unwrap(),
         )
         .unwrap();
-        assert_eq!(bits64(&y), bits64(&core_y), "{name}");
-        assert_padding64_intact(&y, cols, y_stride, &name);
+        assert_eq!(abi.bits_of(&y), abi.core_bits(&core_y), "{name}");
+        abi.assert_padding_kept(&y, &blank, cols, y_stride, &name);
 
         let mut in_place = x.clone();
         let p = in_place.as_mut_ptr();
         // SAFETY: in place: y is x exactly, same stride.
         let status = unsafe { exported(p, rows, cols, x_stride, p, x_stride) };
         assert_eq!(status, XentStatus::Ok, "{name} in place");
-        let mut core_in_place_y = x.clone();
-        core_in_place(RowsMut::new(&mut core_in_place_y, rows, cols, x_stride).unwrap()).unwrap();
+        let mut core_y_in_place = x_core.clone();
+        core_in_place(RowsMut::new(&mut core_y_in_place, rows, cols, x_stride).unwrap()).unwrap();
         assert_eq!(
-            bits64(&in_place),
-            bits64(&core_in_place_y),
+            abi.bits_of(&in_place),
+            abi.core_bits(&core_y_in_place),
             "{name} in place"
         );
-        assert_padding64_intact(&in_place, cols, x_stride, &name);
+        abi.assert_padding_kept(&in_place, &x, cols, x_stride, &format!("{name} in place"));
     }
 }
 
-#[test]
-fn f64_matches_the_core() {
+/// Every case, and softmax and log_softmax, through `abi` agree with the core crate.
+fn check_matches_the_core<T: Logit, C: Copy>(abi: &Abi<T, C>) {
     for case in cases() {
-        check_f64(&case);
+        check_abi(abi, &case);
     }
-    check_f64_normalize();
+    check_abi_normalize(abi);
 }
 
-#[test]
-fn f64_refuses_what_f32_refuses_and_writes_nothing() {
+/// `p` moved by half the size of what it points to: aligned for no value of that size.
+fn misaligned<P>(p: *const P) -> *const P {
+    p.cast::<u8>().wrapping_add(size_of::<P>() / 2).cast::<P>()
+}
+
+/// Room for 24 elements, aligned for any element or stat type.
+#[repr(C, align(8))]
+struct Aligned<A>(A);
+
+/// `abi` refuses what `_f32` refuses (NULL, short strides, misalignment, a target out of
+/// range, overlap), and a refused call writes nothing.
+fn check_refusals<T: Logit, C: Copy>(abi: &Abi<T, C>) {
+    let name = abi.name;
     let (rows, cols) = (3, 4);
-    let logits = [0.5f64; 12];
+    let logits = [abi.fill; 12];
     let targets = [0i64, 4, 1]; // 4 is out of range
     let fine = [0i64, 1, 2];
-    let mut loss = [7.0f64];
-    let mut grad = [PAD64; 12];
-    let lse_in = [2.0f64; 3];
-    let dloss = [1.0f64];
-    let call = |logits: *const f64, stride, targets: *const i64, loss: *mut f64, grad: *mut f64| {
+    let mut loss = [(abi.stat)(7.0)];
+    let mut grad = [abi.pad; 12];
+    let lse_in = [(abi.stat)(2.0); 3];
+    let dloss = [(abi.stat)(1.0)];
+    let call = |logits: *const C, stride, targets: *const i64, loss: *mut T::Stat, grad: *mut C| {
         // SAFETY: each pointer is NULL or covers 3 rows of 4 at its stride (or is refused
         // before anything is read).
         unsafe {
-            xent_cross_entropy_f64(
+            (abi.forward)(
                 logits,
                 rows,
                 cols,
@@ -1359,74 +1172,151 @@ fn f64_refuses_what_f32_refuses_and_writes_nothing() {
     let l = logits.as_ptr();
     let (t, ok_t) = (targets.as_ptr(), fine.as_ptr());
     let (lp, g) = (loss.as_mut_ptr(), grad.as_mut_ptr());
-    assert_eq!(call(ptr::null(), cols, t, lp, g), XentStatus::NullPointer);
+    assert_eq!(
+        call(ptr::null(), cols, t, lp, g),
+        XentStatus::NullPointer,
+        "{name}"
+    );
     assert_eq!(
         call(l, cols, t, ptr::null_mut(), g),
-        XentStatus::NullPointer
-    );
-    assert_eq!(call(l, cols - 1, t, lp, g), XentStatus::InvalidShape);
-    // 4 bytes off: aligned for float, not for double.
-    let off4 = |p: *const f64| p.cast::<u8>().wrapping_add(4).cast::<f64>();
-    assert_eq!(call(off4(l), cols, ok_t, lp, g), XentStatus::InvalidShape);
-    assert_eq!(
-        call(l, cols, ok_t, off4(lp).cast_mut(), g),
-        XentStatus::InvalidShape
+        XentStatus::NullPointer,
+        "{name}"
     );
     assert_eq!(
-        call(l, cols, ok_t, lp, off4(g).cast_mut()),
-        XentStatus::InvalidShape
+        call(l, cols - 1, t, lp, g),
+        XentStatus::InvalidShape,
+        "{name}"
+    );
+    // Half an element off: 1 byte for 16-bit types, 4 bytes (aligned for float, not for
+    // double) for f64.
+    assert_eq!(
+        call(misaligned(l), cols, t, lp, g),
+        XentStatus::InvalidShape,
+        "{name}"
+    );
+    assert_eq!(
+        call(misaligned(l), cols, ok_t, lp, g),
+        XentStatus::InvalidShape,
+        "{name}"
+    );
+    assert_eq!(
+        call(l, cols, ok_t, misaligned(lp).cast_mut(), g),
+        XentStatus::InvalidShape,
+        "{name}"
+    );
+    assert_eq!(
+        call(l, cols, ok_t, lp, misaligned(g).cast_mut()),
+        XentStatus::InvalidShape,
+        "{name}"
     );
     // SAFETY: the lse is refused (misaligned) before anything is read.
     let status = unsafe {
-        xent_cross_entropy_backward_f64(
+        (abi.backward)(
             l,
             rows,
             cols,
             cols,
             ok_t,
             ptr::null(),
-            off4(lse_in.as_ptr()),
+            misaligned(lse_in.as_ptr()),
             dloss.as_ptr(),
             g,
             cols,
         )
     };
-    assert_eq!(status, XentStatus::InvalidShape, "misaligned lse");
+    assert_eq!(status, XentStatus::InvalidShape, "{name}: misaligned lse");
     // SAFETY: y is refused (misaligned) before anything is read or written.
-    let status = unsafe { xent_softmax_f64(l, rows, cols, cols, off4(g).cast_mut(), cols) };
+    let status = unsafe { (abi.softmax)(l, rows, cols, cols, misaligned(g).cast_mut(), cols) };
     assert_eq!(
         status,
         XentStatus::InvalidShape,
-        "misaligned softmax output"
+        "{name}: misaligned softmax output"
     );
-    assert_eq!(call(l, cols, t, lp, g), XentStatus::TargetOutOfRange);
-    // The gradient one element (8 bytes) into the logits, or over their last element only,
-    // overlaps them.
-    let mut shared = [0.5f64; 24];
-    let s = shared.as_mut_ptr();
+    assert_eq!(
+        call(l, cols, t, lp, g),
+        XentStatus::TargetOutOfRange,
+        "{name}"
+    );
+    // The gradient one element into the logits, or over their last element only, overlaps
+    // them.
+    let mut shared = Aligned([abi.fill; 24]);
+    let s = shared.0.as_mut_ptr();
     assert_eq!(
         call(s, cols, ok_t, lp, s.wrapping_add(1)),
-        XentStatus::OverlappingBuffers
+        XentStatus::OverlappingBuffers,
+        "{name}"
     );
     assert_eq!(
         call(s, cols, ok_t, lp, s.wrapping_add(11)),
-        XentStatus::OverlappingBuffers
+        XentStatus::OverlappingBuffers,
+        "{name}"
     );
-    // The loss over the last element of the logits.
+    // The loss over the last element of the logits (its last bytes, aligned).
+    let last = s
+        .cast::<u8>()
+        .wrapping_add(12 * size_of::<C>() - size_of::<T::Stat>())
+        .cast::<T::Stat>();
     assert_eq!(
-        call(s, cols, ok_t, s.wrapping_add(11), g),
-        XentStatus::OverlappingBuffers
+        call(s, cols, ok_t, last, g),
+        XentStatus::OverlappingBuffers,
+        "{name}"
     );
     // SAFETY: refused (overlap) before anything is read or written.
-    let status = unsafe { xent_softmax_f64(s, rows, cols, cols, s.wrapping_add(11), cols) };
-    assert_eq!(status, XentStatus::OverlappingBuffers, "softmax overlap");
-    assert_eq!(loss, [7.0], "a refused call wrote the loss");
+    let status = unsafe { (abi.softmax)(s, rows, cols, cols, s.wrapping_add(11), cols) };
     assert_eq!(
-        bits64(&grad),
-        bits64(&[PAD64; 12]),
-        "a refused call wrote the gradient"
+        status,
+        XentStatus::OverlappingBuffers,
+        "{name}: softmax overlap"
     );
-    assert_eq!(shared, [0.5f64; 24], "a refused call wrote the logits");
+    assert_eq!(
+        abi.stat_bits_of(&loss),
+        [(abi.stat_bits)((abi.stat)(7.0))],
+        "{name}: a refused call wrote the loss"
+    );
+    assert_eq!(
+        abi.bits_of(&grad),
+        abi.bits_of(&[abi.pad; 12]),
+        "{name}: a refused call wrote the gradient"
+    );
+    assert_eq!(
+        abi.bits_of(&shared.0),
+        abi.bits_of(&[abi.fill; 24]),
+        "{name}: a refused call wrote the logits"
+    );
     // Touching the logits' end is no overlap.
-    assert_eq!(call(s, cols, ok_t, lp, s.wrapping_add(12)), XentStatus::Ok);
+    assert_eq!(
+        call(s, cols, ok_t, lp, s.wrapping_add(12)),
+        XentStatus::Ok,
+        "{name}"
+    );
+}
+
+#[test]
+fn bf16_matches_the_core() {
+    check_matches_the_core(&BF16);
+}
+
+#[test]
+fn f16_matches_the_core() {
+    check_matches_the_core(&F16);
+}
+
+#[test]
+fn f64_matches_the_core() {
+    check_matches_the_core(&F64);
+}
+
+#[test]
+fn bf16_refuses_what_f32_refuses_and_writes_nothing() {
+    check_refusals(&BF16);
+}
+
+#[test]
+fn f16_refuses_what_f32_refuses_and_writes_nothing() {
+    check_refusals(&F16);
+}
+
+#[test]
+fn f64_refuses_what_f32_refuses_and_writes_nothing() {
+    check_refusals(&F64);
 }

@@ -11,6 +11,8 @@
 //!   the README's formulas (within 1e-12 relative), in place against separate bit for bit,
 //!   and their bad inputs as `bad_input.c` does, with misaligned `double` pointers and
 //!   overlaps counted in bytes;
+//! - `check.h` holds what they share: the check counters, `EXPECT`, and the arena a refused
+//!   call must leave as it was;
 //! - `threads.c` calls `xent_cross_entropy_f32` from 8 threads at once and compares with
 //!   the serial results bit for bit, under each thread setting.
 

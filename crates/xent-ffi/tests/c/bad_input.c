@@ -13,7 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "xent.h"
+#define ARENA_BYTES 4096
+#include "check.h"
 
 #ifndef XENT_EXPECTED_VERSION
 #error "compile with -DXENT_EXPECTED_VERSION=\"<the crate's version>\""
@@ -21,23 +22,6 @@
 
 /* The batch every call uses: R rows of C classes, padded to a stride of S. */
 enum { R = 4, C = 5, S = 8, SPAN = (R - 1) * S + C };
-
-static int checks;
-static int failures;
-
-#define EXPECT(cond, what)                                                                   \
-    do {                                                                                     \
-        checks++;                                                                            \
-        if (!(cond)) {                                                                       \
-            failures++;                                                                      \
-            printf("FAIL line %d: %s\n", __LINE__, what);                                    \
-        }                                                                                    \
-    } while (0)
-
-/* The arena: every buffer of every call, and its copy from before the call. */
-enum { ARENA_BYTES = 4096 };
-static unsigned char *arena;
-static unsigned char *before;
 
 /* The buffers, carved from the arena (offsets keep each aligned and apart). */
 static float *L;        /* logits, SPAN floats */
@@ -53,12 +37,7 @@ static int64_t *T;      /* hard targets, R values */
 static float *floats_at(size_t offset) { return (float *)(void *)(arena + offset); }
 
 static void carve(void) {
-    arena = malloc(ARENA_BYTES);
-    before = malloc(ARENA_BYTES);
-    if (arena == NULL || before == NULL) {
-        puts("out of memory");
-        exit(1);
-    }
+    alloc_arena();
     L = floats_at(0);
     G = floats_at(256);
     LOSS = floats_at(512);
@@ -101,31 +80,8 @@ static int is_sentinel(const void *p, size_t bytes) {
     return 1;
 }
 
-static void expect_refused(xent_status got, xent_status want, const char *call, int line) {
-    checks++;
-    if (got != want) {
-        failures++;
-        printf("FAIL line %d: %s returned %d (%s), expected %d (%s)\n", line, call, (int)got,
-               xent_status_string(got), (int)want, xent_status_string(want));
-    }
-    checks++;
-    if (memcmp(before, arena, ARENA_BYTES) != 0) {
-        size_t k = 0;
-        while (before[k] == arena[k]) {
-            k++;
-        }
-        failures++;
-        printf("FAIL line %d: %s changed the arena (first changed byte %lu)\n", line, call,
-               (unsigned long)k);
-    }
-}
-
 /* Runs `call` on the arena as it is now and expects status `want` and no byte written. */
-#define REFUSED(want, call)                                                                  \
-    do {                                                                                     \
-        memcpy(before, arena, ARENA_BYTES);                                                  \
-        expect_refused((call), (want), #call, __LINE__);                                     \
-    } while (0)
+#define REFUSED(want, call) REFUSED_AS("f32", want, call)
 
 /* Runs `call` and expects it to succeed. */
 #define ACCEPTED(call)                                                                       \

@@ -21,24 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "xent.h"
+#define ARENA_BYTES 1024
+#include "check.h"
 
 /* The largest shape of the result cases: rows, classes, and a stride with room to spare. */
 enum { MAXR = 4, MAXC = 7, MAXS = MAXC + 3, MAXSPAN = (MAXR - 1) * MAXS + MAXC };
-
-static int checks;
-static int failures;
-
-#define EXPECT(cond, ...)                                                                    \
-    do {                                                                                     \
-        checks++;                                                                            \
-        if (!(cond)) {                                                                       \
-            failures++;                                                                      \
-            printf("FAIL line %d: ", __LINE__);                                              \
-            printf(__VA_ARGS__);                                                             \
-            printf("\n");                                                                    \
-        }                                                                                    \
-    } while (0)
 
 #define OK(call) EXPECT((call) == XENT_STATUS_OK, "%s", #call)
 
@@ -457,9 +444,6 @@ static void all_results(void) {
 
 /* R rows of C classes at stride S for the bad inputs. */
 enum { R = 4, C = 5, S = 7, SPAN = (R - 1) * S + C };
-enum { ARENA_BYTES = 1024 };
-static unsigned char *arena;
-static unsigned char *before;
 
 static double *L;      /* logits, SPAN doubles (208 bytes) */
 static double *G;      /* gradient / softmax output, SPAN doubles */
@@ -472,12 +456,7 @@ static int64_t *T;     /* hard targets, R values */
 static float *WTS;     /* class weights, C floats (20 bytes) */
 
 static void carve(void) {
-    arena = malloc(ARENA_BYTES); /* aligned for any type */
-    before = malloc(ARENA_BYTES);
-    if (arena == NULL || before == NULL) {
-        puts("out of memory");
-        exit(1);
-    }
+    alloc_arena();
     L = (double *)(void *)arena;
     G = (double *)(void *)(arena + 256);
     LOSS = (double *)(void *)(arena + 512);
@@ -507,31 +486,8 @@ static void reset(void) {
     }
 }
 
-static void expect_refused(xent_status got, xent_status want, const char *call, int line) {
-    checks++;
-    if (got != want) {
-        failures++;
-        printf("FAIL line %d: %s returned %d (%s), expected %d (%s)\n", line, call, (int)got,
-               xent_status_string(got), (int)want, xent_status_string(want));
-    }
-    checks++;
-    if (memcmp(before, arena, ARENA_BYTES) != 0) {
-        size_t k = 0;
-        while (before[k] == arena[k]) {
-            k++;
-        }
-        failures++;
-        printf("FAIL line %d: %s changed the arena (first changed byte %lu)\n", line, call,
-               (unsigned long)k);
-    }
-}
-
 /* Runs `call` on the arena as it is now and expects status `want` and no byte written. */
-#define REFUSED(want, call)                                                                  \
-    do {                                                                                     \
-        memcpy(before, arena, ARENA_BYTES);                                                  \
-        expect_refused((call), (want), #call, __LINE__);                                     \
-    } while (0)
+#define REFUSED(want, call) REFUSED_AS("f64", want, call)
 
 /* A pointer `bytes` bytes past `p`, as a pointer of `type`. */
 #define SHIFTED(type, p, bytes) ((type)(void *)((unsigned char *)(p) + (bytes)))

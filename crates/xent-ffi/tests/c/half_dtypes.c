@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "xent.h"
+#define ARENA_BYTES 1024
+#include "check.h"
 
 /* R rows of C classes; logits with a stride of S, gradients and softmax outputs of GS,
  * soft targets of PS. */
@@ -25,20 +26,6 @@ enum { SPAN = (R - 1) * S + C, GSPAN = (R - 1) * GS + C, PSPAN = (R - 1) * PS + 
 
 /* The bits of padding no call may write, and of buffers before a call writes them. */
 #define PAD16 0xA5A5u
-
-static int checks;
-static int failures;
-
-#define EXPECT(cond, ...)                                                                    \
-    do {                                                                                     \
-        checks++;                                                                            \
-        if (!(cond)) {                                                                       \
-            failures++;                                                                      \
-            printf("FAIL line %d: ", __LINE__);                                              \
-            printf(__VA_ARGS__);                                                             \
-            printf("\n");                                                                    \
-        }                                                                                    \
-    } while (0)
 
 /* ---- Conversions between float and the 16-bit formats (round to nearest, ties to even) */
 
@@ -406,10 +393,6 @@ static void all_results(const struct dtype *d) {
 
 /* ---- Bad inputs: the f32 functions' statuses, and not a byte written ---- */
 
-enum { ARENA_BYTES = 1024 };
-static unsigned char *arena;
-static unsigned char *before;
-
 static uint16_t *L;    /* logits, SPAN values (2 bytes each) */
 static uint16_t *G;    /* gradient / softmax output, SPAN values */
 static float *LOSS;    /* R floats */
@@ -420,12 +403,7 @@ static float *SOFT;    /* soft targets, SPAN floats at stride S */
 static int64_t *T;     /* hard targets, R values */
 
 static void carve(void) {
-    arena = malloc(ARENA_BYTES);
-    before = malloc(ARENA_BYTES);
-    if (arena == NULL || before == NULL) {
-        puts("out of memory");
-        exit(1);
-    }
+    alloc_arena();
     L = (uint16_t *)(void *)arena;
     G = (uint16_t *)(void *)(arena + 128);
     LOSS = (float *)(void *)(arena + 256);
@@ -451,32 +429,8 @@ static void reset(const struct dtype *d) {
     }
 }
 
-static void expect_refused(xent_status got, xent_status want, const struct dtype *d,
-                           const char *call, int line) {
-    checks++;
-    if (got != want) {
-        failures++;
-        printf("FAIL line %d (%s): %s returned %d (%s), expected %d (%s)\n", line, d->name,
-               call, (int)got, xent_status_string(got), (int)want, xent_status_string(want));
-    }
-    checks++;
-    if (memcmp(before, arena, ARENA_BYTES) != 0) {
-        size_t k = 0;
-        while (before[k] == arena[k]) {
-            k++;
-        }
-        failures++;
-        printf("FAIL line %d (%s): %s changed the arena (first changed byte %lu)\n", line,
-               d->name, call, (unsigned long)k);
-    }
-}
-
 /* Runs `call` on the arena as it is now and expects status `want` and no byte written. */
-#define REFUSED(want, call)                                                                  \
-    do {                                                                                     \
-        memcpy(before, arena, ARENA_BYTES);                                                  \
-        expect_refused((call), (want), d, #call, __LINE__);                                  \
-    } while (0)
+#define REFUSED(want, call) REFUSED_AS(d->name, want, call)
 
 /* A pointer `bytes` bytes past `p`, as a pointer of `type`. */
 #define SHIFTED(type, p, bytes) ((type)(void *)((unsigned char *)(p) + (bytes)))

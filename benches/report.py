@@ -19,11 +19,12 @@ for bench in sorted(root.glob("*/*/new/benchmark.json")):
     groups.setdefault(meta["group_id"], {})[meta["function_id"]] = (median_ns, elements)
 
 ORDER = ["forward", "fused_in_place", "fused_separate", "softmax", "log_softmax",
-         "fused_in_place_1thread", "fused_in_place_bf16"]
+         "fused_in_place_1thread", "fused_in_place_bf16", "sharded_in_place"]
 REFERENCE = {"forward": "read-only sum", "fused_in_place": "a[i] *= k",
              "fused_separate": "copy", "softmax": "copy", "log_softmax": "copy",
              "fused_in_place_1thread": "a[i] *= k, 1 thread",
-             "fused_in_place_bf16": "a[i] *= k over the same bytes"}
+             "fused_in_place_bf16": "a[i] *= k over the same bytes",
+             "sharded_in_place": "a[i] *= k"}
 
 
 def key(group):
@@ -44,6 +45,13 @@ for group in sorted(groups, key=key):
     naive = f"{xent / rate('naive'):.1f}×" if "naive" in g else "–"
     print(f"| {variant} | {shape.replace('x', ' × ')} | {xent:.2f} | {roof:.2f} (`{REFERENCE.get(variant, '')}`) "
           f"| {100 * xent / roof:.0f}% | {naive} |")
+
+for group in sorted(g for g in groups if g.startswith("sharded_in_place/")):
+    g = groups[group]
+    if "xent" in g and "unsharded" in g:
+        print(f"\n{group.split('/')[1].replace('x', ' × ')}: the sharded recipe on one process "
+              f"(stats, merge, finish in place) takes {g['xent'][0] / g['unsharded'][0]:.2f}× "
+              "the unsharded fused call's time.")
 
 split = groups.get("fused_in_place/1x262144", {}), groups.get("fused_in_place_1thread/1x262144", {})
 if "xent" in split[0] and "xent" in split[1]:

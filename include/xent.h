@@ -62,12 +62,13 @@ typedef enum {
     XENT_STATUS_NULL_POINTER = 1,
     /**
      * A shape that cannot be: `cols == 0` with `rows > 0`, a stride smaller than `cols`, a
-     * buffer whose byte count overflows (`isize`, or the address space), or a pointer not
-     * aligned for its element type.
+     * buffer whose byte count overflows (`isize`, or the address space), a pointer not
+     * aligned for its element type, or a shard whose columns reach past `total_cols`.
      */
     XENT_STATUS_INVALID_SHAPE = 2,
     /**
-     * A hard target outside `[0, cols)` that is not `ignore_index`.
+     * A hard target outside `[0, cols)` (for the shard calls `[0, total_cols)`) that is
+     * not `ignore_index`.
      */
     XENT_STATUS_TARGET_OUT_OF_RANGE = 3,
     /**
@@ -146,6 +147,31 @@ typedef struct {
      */
     const float *class_weights;
 } xent_options;
+
+/**
+ * One row's summary over a slice of the vocabulary's columns, or over several slices
+ * merged by `xent_merge_shard_rows`. x' are the softcapped logits (the logits themselves
+ * without a softcap). An MPI program moves it as 4 contiguous `MPI_FLOAT`s.
+ */
+typedef struct {
+    /**
+     * The max of x' over the columns: -INFINITY when they are all -INFINITY, NaN when one
+     * is NaN or +INFINITY (the row's loss and gradient are then NaN on every process).
+     */
+    float max;
+    /**
+     * The sum of exp(x' - max) over the columns: 0 when they are all -INFINITY.
+     */
+    float sumexp;
+    /**
+     * x' at the row's target when the target is one of the columns, else 0.
+     */
+    float target_logit;
+    /**
+     * The sum of class_weights[c] * x'[c] over the columns when label_smoothing > 0, else 0.
+     */
+    float smooth_sum;
+} xent_shard_row;
 
 #ifdef __cplusplus
 extern "C" {
@@ -680,6 +706,90 @@ xent_status xent_log_softmax_f64(const double *x,
                                  size_t x_stride,
                                  double *y,
                                  size_t y_stride);
+
+/**
+ * Step 1 of a sharded cross-entropy: summarises each row of this process's slice of the
+ * logits into `out[i]`, for `xent_merge_shard_rows`.
+ *
+ * - `logits`: row `i` holds this process's `cols` columns, the global classes
+ *   `class_offset .. class_offset + cols` of `total_cols`, from
+ *   `logits + i * logits_stride`. `class_offset + cols > total_cols` is refused
+ *   (XENT_STATUS_INVALID_SHAPE); `cols` is at least 1 when `rows > 0`.
+ * - `targets`: `rows` global class indices, each in `[0, total_cols)` or equal to
+ *   `options->ignore_index` (the same array on every process).
+ * - `options`: NULL for the defaults; `class_weights`, when set, holds the `total_cols`
+ *   weights of the whole vocabulary (the same on every process). Every option applies.
+ * - `out`: `rows` summaries.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_shard_stats_f32(const float *logits,
+                                 size_t rows,
+                                 size_t cols,
+                                 size_t logits_stride,
+                                 size_t class_offset,
+                                 size_t total_cols,
+                                 const int64_t *targets,
+                                 const xent_options *options,
+                                 xent_shard_row *out);
+
+/**
+ * Step 2: merges `in[i]` into `inout[i]` for `i < n` (the log-sum-exp merge of max and
+ * sumexp, in double; the sums of the other fields). It is associative up to rounding and
+ * commutative bit for bit, so it can be the body of an `MPI_User_function` for one
+ * `MPI_Allreduce` created with `commute = 1`:
+ *
+ * ```c
+ * static void merge(void *in, void *inout, int *len, MPI_Datatype *type) {
+ *     (void)type;
+ *     xent_merge_shard_rows(in, inout, (size_t)*len);
+ * }
+ * ```
+ *
+ * Does nothing when `n > 0` and a pointer is NULL or misaligned, or when the two ranges
+ * overlap (there is no status to return: check the pointers before).
+ *
+ * # Safety
+ *
+ * `in` and `inout` point to `n` readable rows, `inout` writable, for the duration of the
+ * call, and no other thread writes them meanwhile.
+ */
+void xent_merge_shard_rows(const xent_shard_row *in, xent_shard_row *inout, size_t n);
+
+/**
+ * Step 3: the loss, each row's lse and this slice's gradient from the rows merged over
+ * every process. `loss` and `lse` come out the same, bit for bit, on every process, and
+ * match `xent_cross_entropy_f32` on the whole rows within its accuracy.
+ *
+ * - `logits`, `class_offset`, `total_cols`, `targets`, `options`: as given to
+ *   `xent_shard_stats_f32`.
+ * - `merged`: `rows` summaries merged over every slice of the vocabulary.
+ * - `loss` (never NULL): 1 value (reductions mean and sum) or `rows` values (none).
+ * - `grad`: NULL for no gradient, or `rows` rows of `cols` values receiving this slice's
+ *   columns of the gradient, row `i` at `grad + i * grad_stride`; `grad == logits` with
+ *   `grad_stride == logits_stride` overwrites the logits (in place).
+ * - `lse`: NULL, or `rows` values that receive each row's logsumexp over the whole
+ *   vocabulary (ignored rows included).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_shard_finish_f32(const float *logits,
+                                  size_t rows,
+                                  size_t cols,
+                                  size_t logits_stride,
+                                  size_t class_offset,
+                                  size_t total_cols,
+                                  const int64_t *targets,
+                                  const xent_options *options,
+                                  const xent_shard_row *merged,
+                                  float *loss,
+                                  float *grad,
+                                  size_t grad_stride,
+                                  float *lse);
 
 #ifdef __cplusplus
 }  // extern "C"

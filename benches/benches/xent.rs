@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
-use xent::{Options, Rows, RowsMut, bf16};
+use xent::{Options, Rows, RowsMut, Shard, ShardRow, bf16};
 use xent_benches::{
     copy, inputs, naive_cross_entropy, naive_cross_entropy_bf16, naive_log_softmax, naive_softmax,
     scale_in_place, sum,
@@ -151,6 +151,52 @@ fn benches(c: &mut Criterion) {
                     let x = RowsMut::packed(&mut work16, cols).unwrap();
                     xent::cross_entropy_grad_in_place(x, &targets[..], &options, &mut loss, None)
                         .unwrap();
+                })
+            });
+            g.finish();
+        }
+
+        // The sharded recipe on one process holding the whole vocabulary (stats, the merge,
+        // finish in place), next to the unsharded fused call: what sharding costs per
+        // element, since N processes each run it on 1/N of the columns.
+        if matches!((rows, cols), (1024, 128_256) | (8192, 32_000)) {
+            let shard = Shard {
+                class_offset: 0,
+                total_cols: cols,
+            };
+            let mut rows_stats = vec![ShardRow::EMPTY; rows];
+            let mut merged = vec![ShardRow::EMPTY; rows];
+            let mut g = group(c, "sharded_in_place", rows, cols);
+            g.bench_function("roofline", |b| b.iter(|| scale_in_place(&mut work, 0.999)));
+            g.bench_function("naive", |b| {
+                b.iter(|| naive_cross_entropy(&logits, cols, &targets, &mut out, Some(&mut work)))
+            });
+            work.copy_from_slice(&logits);
+            g.bench_function("unsharded", |b| {
+                b.iter(|| {
+                    let x = RowsMut::packed(&mut work, cols).unwrap();
+                    xent::cross_entropy_grad_in_place(x, &targets[..], &options, &mut loss, None)
+                        .unwrap();
+                })
+            });
+            work.copy_from_slice(&logits);
+            g.bench_function("xent", |b| {
+                b.iter(|| {
+                    let x = Rows::packed(&work, cols).unwrap();
+                    xent::shard_stats(x, shard, &targets[..], &options, &mut rows_stats).unwrap();
+                    merged.fill(ShardRow::EMPTY);
+                    xent::merge_shard_rows(&rows_stats, &mut merged).unwrap();
+                    let x = RowsMut::packed(&mut work, cols).unwrap();
+                    xent::shard_finish_grad_in_place(
+                        x,
+                        shard,
+                        &targets[..],
+                        &options,
+                        &merged,
+                        &mut loss,
+                        None,
+                    )
+                    .unwrap();
                 })
             });
             g.finish();

@@ -8,6 +8,8 @@
 
 use core::ops::Range;
 
+use xent_core::{Shard, ShardRow};
+
 use crate::dtype::{Dtype, Normalization, TargetRows, Write};
 use crate::options::{CallOptions, XentOptions};
 use crate::raw::{Buffer, StridedBuffer, check_disjoint};
@@ -284,4 +286,195 @@ pub(crate) unsafe fn normalize<D: Dtype>(call: NormalizeCall<D>) -> Result<(), X
     let write = unsafe { y.views(&x) }?;
     threads::run(|| D::normalize(write, call.normalization))?;
     Ok(())
+}
+
+/// Where a shard's columns lie in the vocabulary, as C passed it.
+pub(crate) struct ShardArg {
+    pub(crate) class_offset: usize,
+    pub(crate) total_cols: usize,
+}
+
+impl ShardArg {
+    /// Refuses (INVALID_SHAPE) a slice of `cols` columns that does not fit in the
+    /// vocabulary: a shape check, so it runs with the others, before the overlap checks.
+    fn check(&self, cols: usize) -> Result<(), XentStatus> {
+        match self.class_offset.checked_add(cols) {
+            Some(end) if end <= self.total_cols => Ok(()),
+            _ => Err(XentStatus::InvalidShape),
+        }
+    }
+
+    fn to_core(&self) -> Shard {
+        Shard {
+            class_offset: self.class_offset,
+            total_cols: self.total_cols,
+        }
+    }
+}
+
+/// A shard's summary call.
+pub(crate) struct ShardStatsCall {
+    pub(crate) logits: Batch<f32>,
+    pub(crate) shard: ShardArg,
+    pub(crate) targets: *const i64,
+    pub(crate) options: *const XentOptions,
+    pub(crate) out: *mut ShardRow,
+}
+
+/// A shard's finishing call from the merged rows (the gradient too when `grad.ptr` is not
+/// NULL).
+pub(crate) struct ShardFinishCall {
+    pub(crate) logits: Batch<f32>,
+    pub(crate) shard: ShardArg,
+    pub(crate) targets: *const i64,
+    pub(crate) options: *const XentOptions,
+    pub(crate) merged: *const ShardRow,
+    pub(crate) loss: *mut f32,
+    pub(crate) grad: Out<f32>,
+    pub(crate) lse: *mut f32,
+}
+
+/// A shard's summary call.
+///
+/// # Safety
+///
+/// As [`forward`].
+pub(crate) unsafe fn shard_stats(call: ShardStatsCall) -> Result<(), XentStatus> {
+    let Batch {
+        ptr,
+        rows,
+        cols,
+        stride,
+    } = call.logits;
+    let logits = StridedBuffer::new(ptr, rows, cols, stride)?;
+    call.shard.check(cols)?;
+    let targets = Buffer::new(call.targets, rows)?;
+    // SAFETY: C's contract: NULL or a readable xent_options; its weights cover the whole
+    // vocabulary.
+    let options = unsafe { CallOptions::read(call.options, call.shard.total_cols) }?;
+    let out = Buffer::new(call.out, rows)?;
+    check_disjoint(
+        &[Some(out.bytes())],
+        &[
+            Some(logits.bytes()),
+            Some(targets.bytes()),
+            options.weight_bytes(),
+        ],
+    )?;
+    // SAFETY: C's contract makes every buffer valid for this call; the output was just
+    // checked disjoint from every input.
+    let (logits, targets, options, out) = unsafe {
+        (
+            logits.as_rows()?,
+            targets.as_slice(),
+            options.to_core(),
+            out.as_mut_slice(),
+        )
+    };
+    let shard = call.shard.to_core();
+    threads::run(|| xent_core::shard_stats(logits, shard, targets, &options, out))?;
+    Ok(())
+}
+
+/// A shard's finishing call.
+///
+/// # Safety
+///
+/// As [`forward`].
+pub(crate) unsafe fn shard_finish(call: ShardFinishCall) -> Result<(), XentStatus> {
+    let Batch {
+        ptr,
+        rows,
+        cols,
+        stride,
+    } = call.logits;
+    let logits = StridedBuffer::new(ptr, rows, cols, stride)?;
+    call.shard.check(cols)?;
+    let targets = Buffer::new(call.targets, rows)?;
+    // SAFETY: C's contract: NULL or a readable xent_options; its weights cover the whole
+    // vocabulary.
+    let options = unsafe { CallOptions::read(call.options, call.shard.total_cols) }?;
+    let merged = Buffer::new(call.merged, rows)?;
+    let loss = Buffer::required(call.loss, options.reduction.loss_len(rows))?;
+    let grad = if call.grad.ptr.is_null() {
+        None
+    } else {
+        Some(Destination::new(&logits, call.grad, rows, cols)?)
+    };
+    let lse = Buffer::optional(call.lse, rows)?;
+    let logits_input = match &grad {
+        Some(grad) => grad.input_bytes(&logits),
+        None => Some(logits.bytes()),
+    };
+    check_disjoint(
+        &[
+            Some(loss.bytes()),
+            grad.as_ref().map(Destination::bytes),
+            lse.as_ref().map(Buffer::bytes),
+        ],
+        &[
+            logits_input,
+            Some(targets.bytes()),
+            Some(merged.bytes()),
+            options.weight_bytes(),
+        ],
+    )?;
+    // SAFETY: C's contract makes every buffer valid for this call; the outputs (loss, grad,
+    // lse) were just checked disjoint from each other and from every input.
+    let (targets, options, merged, loss, lse) = unsafe {
+        (
+            targets.as_slice(),
+            options.to_core(),
+            merged.as_slice(),
+            loss.as_mut_slice(),
+            lse.map(|lse| lse.as_mut_slice()),
+        )
+    };
+    let shard = call.shard.to_core();
+    match grad {
+        None => {
+            // SAFETY: as above; the logits are only read.
+            let logits = unsafe { logits.as_rows() }?;
+            threads::run(|| {
+                xent_core::shard_finish(logits, shard, targets, &options, merged, loss, lse)
+            })?;
+        }
+        Some(grad) => {
+            // SAFETY: as above; the gradient is disjoint from everything but, in place, the
+            // logits it replaces, which then have no other view.
+            let write = unsafe { grad.views(&logits) }?;
+            match write {
+                Write::Separate(logits, grad) => threads::run(|| {
+                    xent_core::shard_finish_grad(
+                        logits, shard, targets, &options, merged, loss, grad, lse,
+                    )
+                })?,
+                Write::InPlace(logits) => threads::run(|| {
+                    xent_core::shard_finish_grad_in_place(
+                        logits, shard, targets, &options, merged, loss, lse,
+                    )
+                })?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Merges `n` rows of `input` into `inout`; does nothing unless both are valid, disjoint
+/// buffers.
+///
+/// # Safety
+///
+/// As [`forward`].
+pub(crate) unsafe fn merge_shard_rows(input: *const ShardRow, inout: *mut ShardRow, n: usize) {
+    let (Ok(input), Ok(inout)) = (Buffer::new(input, n), Buffer::new(inout, n)) else {
+        return;
+    };
+    if check_disjoint(&[Some(inout.bytes())], &[Some(input.bytes())]).is_err() {
+        return;
+    }
+    // SAFETY: C's contract makes both buffers valid; they were just checked disjoint.
+    let (input, inout) = unsafe { (input.as_slice(), inout.as_mut_slice()) };
+    // Cannot fail: both hold n rows.
+    let _ = xent_core::merge_shard_rows(input, inout);
 }

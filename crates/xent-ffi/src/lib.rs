@@ -33,6 +33,8 @@ mod abi_f16; // the same over f16 logits (uint16_t bit patterns)
 
 mod abi_f64; // the same over double logits, with double loss, lse and dloss
 
+mod abi_shard; // a vocabulary split across processes (tensor parallel)
+
 // The machinery behind them.
 mod boundary;
 mod calls;
@@ -54,6 +56,9 @@ pub use abi_f32::{
 pub use abi_f64::{
     xent_cross_entropy_backward_f64, xent_cross_entropy_f64, xent_cross_entropy_soft_f64,
     xent_log_softmax_f64, xent_softmax_f64,
+};
+pub use abi_shard::{
+    XentShardRow, xent_merge_shard_rows, xent_shard_finish_f32, xent_shard_stats_f32,
 };
 pub use info::{xent_simd_level, xent_version};
 pub use options::{XentOptions, XentReduction, xent_options_default};

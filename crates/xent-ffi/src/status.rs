@@ -16,10 +16,11 @@ pub enum XentStatus {
     /// `rows == 0`).
     NullPointer = 1,
     /// A shape that cannot be: `cols == 0` with `rows > 0`, a stride smaller than `cols`, a
-    /// buffer whose byte count overflows (`isize`, or the address space), or a pointer not
-    /// aligned for its element type.
+    /// buffer whose byte count overflows (`isize`, or the address space), a pointer not
+    /// aligned for its element type, or a shard whose columns reach past `total_cols`.
     InvalidShape = 2,
-    /// A hard target outside `[0, cols)` that is not `ignore_index`.
+    /// A hard target outside `[0, cols)` (for the shard calls `[0, total_cols)`) that is
+    /// not `ignore_index`.
     TargetOutOfRange = 3,
     /// An option outside its domain: an unknown `reduction` value; `label_smoothing`
     /// outside `[0, 1]` or NaN; `z_loss` or `softcap` negative, NaN or infinite; `grad_scale`

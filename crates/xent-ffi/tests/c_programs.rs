@@ -14,7 +14,12 @@
 //! - `check.h` holds what they share: the check counters, `EXPECT`, and the arena a refused
 //!   call must leave as it was;
 //! - `threads.c` calls `xent_cross_entropy_f32` from 8 threads at once and compares with
-//!   the serial results bit for bit, under each thread setting.
+//!   the serial results bit for bit, under each thread setting;
+//! - `shard.c` cuts a batch into 1, 2 and 3 uneven shards of the vocabulary in one process,
+//!   runs `xent_shard_stats_f32`, `xent_merge_shard_rows` and `xent_shard_finish_f32` under
+//!   several option sets, and compares loss, lse and the assembled gradient with the
+//!   unsharded `xent_cross_entropy_f32` within SPEC §2's tolerances (loss and lse the same
+//!   bits on every shard); and checks their bad inputs as `bad_input.c` does.
 
 mod common;
 
@@ -98,6 +103,24 @@ fn concurrent_calls_from_c_threads_match_serial_calls() {
         assert!(
             output.ends_with("threads.c: all results identical\n"),
             "{output}"
+        );
+    }
+}
+
+#[test]
+fn shards_match_the_unsharded_call() {
+    for output in build_and_run("shard", &[], &["-lm"]) {
+        assert!(!output.contains("FAIL"), "{output}");
+        let summary = output.lines().last().unwrap_or_default();
+        let (passed, total) = summary
+            .strip_prefix("shard.c: ")
+            .and_then(|s| s.strip_suffix(" checks passed"))
+            .and_then(|s| s.split_once(" of "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
+        assert_eq!(passed, total, "{output}");
+        assert!(
+            total.parse::<u32>().unwrap() > 3000,
+            "too few checks ran:\n{output}"
         );
     }
 }

@@ -11,6 +11,8 @@
 //! - [`cross_entropy_backward`], [`cross_entropy_backward_in_place`]: the gradient from a
 //!   saved logsumexp.
 //! - [`softmax`], [`log_softmax`] and their `_in_place` forms.
+//! - [`shard_stats`], [`merge_shard_rows`], [`shard_finish`] (and its `_grad` forms): a
+//!   vocabulary split across processes (tensor parallel), merged with one all-reduce.
 //! - [`Error`]: why a call was refused; nothing is written when a call fails.
 //! - [`simd_level`], [`on_calling_thread`]: which kernels run, and where.
 
@@ -33,6 +35,10 @@ pub use dispatch::simd_level;
 pub use dtype::{Logit, Stat};
 pub use error::{Error, Result};
 pub use half::{bf16, f16};
+pub use loss::shard::{
+    Shard, ShardRow, merge_shard_rows, shard_finish, shard_finish_grad, shard_finish_grad_in_place,
+    shard_stats,
+};
 pub use loss::{
     cross_entropy, cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_grad,
     cross_entropy_grad_in_place,

@@ -17,6 +17,7 @@ use crate::rows::{Rows, RowsMut, Targets};
 use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut, split_rows};
 
 pub(crate) mod f64_rows;
+pub(crate) mod shard;
 
 /// One chunk's share of a cross-entropy call: its rows and every per-row buffer.
 struct Chunk<'a, T = f32, S = f32> {
@@ -136,9 +137,39 @@ impl<T: Logit> Chunk<'_, T> {
     }
 }
 
+/// The columns a call holds: a whole row, or a shard's slice of a vocabulary split across
+/// processes (see `shard.rs`).
+#[derive(Clone, Copy)]
+struct Columns {
+    /// The global class of the first column.
+    offset: usize,
+    /// How many columns the call holds.
+    cols: usize,
+    /// C, the number of classes of the whole row.
+    total: usize,
+}
+
+impl Columns {
+    fn all(cols: usize) -> Self {
+        Columns {
+            offset: 0,
+            cols,
+            total: cols,
+        }
+    }
+
+    /// The column of global class `y`, when the call holds it.
+    fn local(&self, y: usize) -> Option<usize> {
+        y.checked_sub(self.offset).filter(|&c| c < self.cols)
+    }
+}
+
 /// The per-call constants of SPEC §2's formulas, derived once from the validated options.
 struct Plan<'o> {
     options: &'o Options<'o>,
+    columns: Columns,
+    /// The weights of the columns held (all of `options.class_weights`, or a shard's slice).
+    weights: Option<&'o [f32]>,
     /// 1 − ε.
     keep: f64,
     /// ε / C.
@@ -301,17 +332,23 @@ impl<'o> Plan<'o> {
     /// Validates what the options and targets alone decide, and derives the constants.
     /// `upstream` is g: `grad_scale` for the fused call, `dloss[0]` for a scalar backward,
     /// 1 for a per-row backward (the row's dloss multiplies later).
+    /// `columns.total` is C (for ε/C and Σ_c w_c); the kernels' blocks are cut over the
+    /// columns held.
     fn new(
         options: &'o Options<'o>,
-        cols: usize,
+        columns: Columns,
         soft: bool,
         counts: &Counts,
         upstream: f64,
     ) -> Self {
         let eps = f64::from(options.label_smoothing);
-        let weight_sum = options
+        let cols = columns.cols;
+        let weights = options
             .class_weights
-            .map_or(cols as f64, |w| w.iter().map(|&w| f64::from(w)).sum());
+            .map(|w| &w[columns.offset..columns.offset + cols]);
+        let weight_sum = options.class_weights.map_or(columns.total as f64, |w| {
+            w.iter().map(|&w| f64::from(w)).sum()
+        });
         let (ce_div, z_div) = match (options.reduction, soft) {
             (Reduction::Mean, false) => (counts.total_weight, counts.counted as f64),
             (Reduction::Mean, true) => (counts.total_weight, counts.total_weight),
@@ -319,17 +356,23 @@ impl<'o> Plan<'o> {
         };
         Plan {
             options,
+            columns,
+            weights,
             keep: 1.0 - eps,
-            uniform: eps / cols as f64,
+            uniform: eps / columns.total as f64,
             weight_sum,
             z: f64::from(options.z_loss),
             cap: options.softcap,
             ce_scale: upstream / ce_div,
             z_scale: upstream / z_div,
             zero_grad: options.reduction == Reduction::Mean && ce_div == 0.0,
-            block_weights: block_weight_sums(cols, options.class_weights),
+            block_weights: block_weight_sums(cols, weights),
             split_rows: split_rows(counts.rows, cols),
-            short_rows: cols <= SHORT_COLS && !soft && eps == 0.0 && options.softcap == 0.0,
+            short_rows: cols <= SHORT_COLS
+                && cols == columns.total
+                && !soft
+                && eps == 0.0
+                && options.softcap == 0.0,
         }
     }
 
@@ -364,8 +407,14 @@ impl<'o> Plan<'o> {
         }
     }
 
+    /// The weights of the columns held.
     fn weights(&self) -> Option<&'o [f32]> {
-        self.options.class_weights
+        self.weights
+    }
+
+    /// The weight of column `c` (of the columns held).
+    fn column_weight(&self, c: usize) -> f64 {
+        self.weights.map_or(1.0, |w| f64::from(w[c]))
     }
 
     /// The z-loss term of A: s_z·2z·lse (0 without z-loss, even for a NaN lse).
@@ -409,7 +458,8 @@ impl<'o> Plan<'o> {
                     let r = p_y.capped_logit / f64::from(self.cap);
                     value *= 1.0 - r * r;
                 }
-                (a, ce_s * self.uniform, Some((y, value)), None)
+                let hard = self.columns.local(y).map(|c| (c, value));
+                (a, ce_s * self.uniform, hard, None)
             }
             RowTarget::Soft(t) => (
                 ce_s * t_total + z_term,
@@ -442,7 +492,7 @@ impl<'o> Plan<'o> {
             },
             block_weights: &self.block_weights,
             target: match target {
-                Some(RowTarget::Class(y)) => Some(y),
+                Some(RowTarget::Class(y)) => self.columns.local(y),
                 _ => None,
             },
         }
@@ -760,7 +810,13 @@ fn run_forward<T: Logit>(
     options.validate(cols)?;
     let counts = check_targets(&targets, rows, options, cols)?;
     let soft = matches!(targets, Targets::Soft(_));
-    let plan = Plan::new(options, cols, soft, &counts, f64::from(options.grad_scale));
+    let plan = Plan::new(
+        options,
+        Columns::all(cols),
+        soft,
+        &counts,
+        f64::from(options.grad_scale),
+    );
 
     let per_row = options.reduction == Reduction::None;
     let chunk = Chunk {
@@ -812,7 +868,7 @@ fn run_backward<T: Logit>(
             Err(d) => d[0],
         }
     };
-    let plan = Plan::new(options, cols, soft, &counts, upstream);
+    let plan = Plan::new(options, Columns::all(cols), soft, &counts, upstream);
     let chunk = Chunk {
         pass,
         targets,

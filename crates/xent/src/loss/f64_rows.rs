@@ -53,7 +53,7 @@ fn row_sums(plan: &Plan<'_>, x: &[f64], target: Option<RowTarget<'_>>) -> RowSum
         } else {
             sums.rest += d.exp();
         }
-        let w = f64::from(plan.options.weight(c));
+        let w = plan.column_weight(c);
         if smoothing {
             sums.weighted += w * d;
         }
@@ -179,7 +179,7 @@ pub(super) fn backward_chunk(plan: &Plan<'_>, mut chunk: Chunk<'_, f64, f64>) {
                 let t = plan.smoothed(t, 1.0);
                 let total = (0..x.len())
                     .map(|c| {
-                        let w = f64::from(plan.options.weight(c));
+                        let w = plan.column_weight(c);
                         w * (t.keep * f64::from(t.probs[c]) + t.uniform)
                     })
                     .sum();

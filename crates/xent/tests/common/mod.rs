@@ -2,6 +2,8 @@
 //! tolerances, and checks that padding and failed calls leave memory untouched.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod generated;
+
 use approx::relative_eq;
 use xent::reference::{self, RefTargets};
 use xent::{Options, Reduction, Rows, RowsMut, Targets};
@@ -233,7 +235,7 @@ pub fn agrees(got: f32, want: f64, tol: f64) -> bool {
 /// SPEC §2's loss tolerance for the call's `loss` output: per row
 /// 1e-5·|ref| + 1e-6·(1 + |m_i|) (times the largest weight, which scales a row's ce), and
 /// for a reduced loss the rows' tolerances combined the way the rows are.
-fn loss_tolerances(case: &Case, r: &reference::RefOutput) -> Vec<f64> {
+pub fn loss_tolerances(case: &Case, r: &reference::RefOutput) -> Vec<f64> {
     let row_tol: Vec<f64> = (0..case.rows)
         .map(|i| {
             let m = if r.row_max[i].is_finite() {

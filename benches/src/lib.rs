@@ -8,6 +8,8 @@
 use rayon::prelude::*;
 use xent::bf16;
 
+pub mod lm_head;
+
 /// Elements per rayon task in the roofline loops.
 const CHUNK: usize = 1 << 16;
 

@@ -13,6 +13,8 @@
 //! - [`softmax`], [`log_softmax`] and their `_in_place` forms.
 //! - [`shard_stats`], [`merge_shard_rows`], [`shard_finish`] (and its `_grad` forms): a
 //!   vocabulary split across processes (tensor parallel), merged with one all-reduce.
+//! - [`linear_cross_entropy`]: a language-model head's loss and gradients from the hidden
+//!   states, weight and bias, without holding the logits.
 //! - [`Error`]: why a call was refused; nothing is written when a call fails.
 //! - [`simd_level`], [`on_calling_thread`]: which kernels run, and where.
 
@@ -21,6 +23,7 @@ mod dtype;
 mod error;
 mod kernels;
 mod loss;
+mod matmul;
 mod options;
 mod pass;
 mod row;
@@ -35,6 +38,9 @@ pub use dispatch::simd_level;
 pub use dtype::{Logit, Stat};
 pub use error::{Error, Result};
 pub use half::{bf16, f16};
+pub use loss::linear::{
+    Chunking, LinearGrads, LinearHead, linear_cross_entropy, linear_cross_entropy_chunked,
+};
 pub use loss::shard::{
     Shard, ShardRow, merge_shard_rows, shard_finish, shard_finish_grad, shard_finish_grad_in_place,
     shard_stats,

@@ -17,6 +17,7 @@ use crate::rows::{Rows, RowsMut, Targets};
 use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut, split_rows};
 
 pub(crate) mod f64_rows;
+pub(crate) mod linear;
 pub(crate) mod shard;
 
 /// One chunk's share of a cross-entropy call: its rows and every per-row buffer.
@@ -165,6 +166,7 @@ impl Columns {
 }
 
 /// The per-call constants of SPEC §2's formulas, derived once from the validated options.
+#[derive(Clone)]
 struct Plan<'o> {
     options: &'o Options<'o>,
     columns: Columns,
@@ -373,6 +375,24 @@ impl<'o> Plan<'o> {
                 && !soft
                 && eps == 0.0
                 && options.softcap == 0.0,
+        }
+    }
+
+    /// The same plan over other columns of the same vocabulary (`columns.total` unchanged),
+    /// for a batch of `rows` rows: what a chunk of the vocabulary needs.
+    fn with_columns(&self, columns: Columns, rows: usize) -> Plan<'o> {
+        debug_assert_eq!(columns.total, self.columns.total);
+        let weights = self
+            .options
+            .class_weights
+            .map(|w| &w[columns.offset..columns.offset + columns.cols]);
+        Plan {
+            columns,
+            weights,
+            block_weights: block_weight_sums(columns.cols, weights),
+            split_rows: split_rows(rows, columns.cols),
+            short_rows: false,
+            ..self.clone()
         }
     }
 

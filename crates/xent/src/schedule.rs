@@ -89,6 +89,11 @@ pub fn on_calling_thread<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether calls run on the calling thread only (inside [`on_calling_thread`]).
+pub(crate) fn calling_thread_only() -> bool {
+    ON_CALLING_THREAD.get()
+}
+
 /// Rows at least this long are split into column blocks run in parallel when a batch has
 /// fewer rows than threads.
 const SPLIT_MIN_COLS: usize = 16_384;

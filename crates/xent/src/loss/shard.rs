@@ -131,7 +131,7 @@ pub fn merge_shard_rows(input: &[ShardRow], inout: &mut [ShardRow]) -> Result<()
 
 /// The hard targets of a sharded call (soft targets are refused: their sums need a summary of
 /// their own).
-fn hard<'t>(targets: Targets<'t>) -> Result<Targets<'t>> {
+pub(super) fn hard<'t>(targets: Targets<'t>) -> Result<Targets<'t>> {
     match targets {
         Targets::Soft(_) => Err(Error::shape(
             "targets",
@@ -143,7 +143,7 @@ fn hard<'t>(targets: Targets<'t>) -> Result<Targets<'t>> {
 
 /// Checks what every sharded call shares — the shard's place, the options for the whole
 /// vocabulary, the targets as global classes — and plans the call.
-fn plan_shard<'o>(
+pub(super) fn plan_shard<'o>(
     options: &'o Options<'o>,
     cols: usize,
     shard: Shard,
@@ -240,6 +240,17 @@ pub fn shard_stats<'t>(
     let rows = logits.rows();
     Error::check_len("out", out.len(), rows)?;
     let (plan, _) = plan_shard(options, logits.cols(), shard, &targets, rows, |_| 1.0)?;
+    slice_stats(&plan, logits, targets, out);
+    Ok(())
+}
+
+/// [`shard_stats`] after its checks: `plan` holds the slice's columns.
+pub(super) fn slice_stats(
+    plan: &Plan<'_>,
+    logits: Rows<'_>,
+    targets: Targets<'_>,
+    out: &mut [ShardRow],
+) {
     // Σ_c w_c over the slice, which moves the smoothing sum from the row max to 0.
     let slice_weight: f64 = match plan.weights() {
         Some(w) => w.iter().map(|&w| f64::from(w)).sum(),
@@ -254,10 +265,9 @@ pub fn shard_stats<'t>(
     for_each_chunk(chunk, plan.columns.cols, |c| {
         for i in 0..c.logits.rows() {
             let target = row_target(&c.targets, i, plan.options.ignore_index);
-            c.out[i] = slice_row(k, &plan, c.logits.row(i), target, slice_weight);
+            c.out[i] = slice_row(k, plan, c.logits.row(i), target, slice_weight);
         }
     });
-    Ok(())
 }
 
 /// One row of a slice summed up.
@@ -364,7 +374,7 @@ fn finish(
     options: &Options<'_>,
     merged: &[ShardRow],
     loss: &mut [f32],
-    mut lse: Option<&mut [f32]>,
+    lse: Option<&mut [f32]>,
 ) -> Result<()> {
     let targets = hard(targets)?;
     let rows = pass.rows();
@@ -378,15 +388,31 @@ fn finish(
         f64::from(o.grad_scale)
     })?;
 
-    // The loss from the merged rows alone, in row order: the same bits on every shard.
-    let per_row = options.reduction == Reduction::None;
+    merged_loss(&plan, &counts, &targets, merged, loss, lse);
+    if !matches!(pass, Pass::Forward(_)) {
+        slice_grad(&plan, pass, targets, merged);
+    }
+    Ok(())
+}
+
+/// The loss (and with `lse` each row's lse) from the merged rows alone, summed in row order:
+/// the same bits on every shard. `plan` may hold any slice of the columns.
+pub(super) fn merged_loss(
+    plan: &Plan<'_>,
+    counts: &Counts,
+    targets: &Targets<'_>,
+    merged: &[ShardRow],
+    loss: &mut [f32],
+    mut lse: Option<&mut [f32]>,
+) {
+    let per_row = plan.options.reduction == Reduction::None;
     let mut total = Partial::default();
     for (i, row) in merged.iter().enumerate() {
         let (max, sum, row_lse) = merged_sums(row);
         if let Some(lse) = lse.as_deref_mut() {
             lse[i] = row_lse as f32;
         }
-        let row_total = match row_target(&targets, i, options.ignore_index) {
+        let row_total = match row_target(targets, i, plan.options.ignore_index) {
             None => 0.0,
             Some(target) => {
                 let sums = RowSums {
@@ -400,7 +426,7 @@ fn finish(
                     t_total: 0.0,
                 };
                 let x_y = f64::from(row.target_logit);
-                let terms = row_loss(&plan, target, x_y, &sums, &mut total);
+                let terms = row_loss(plan, target, x_y, &sums, &mut total);
                 terms.ce + terms.zl
             }
         };
@@ -409,12 +435,17 @@ fn finish(
         }
     }
     if !per_row {
-        loss[0] = plan.reduce(total, false, &counts) as f32;
+        loss[0] = plan.reduce(total, false, counts) as f32;
     }
+}
 
-    if matches!(pass, Pass::Forward(_)) {
-        return Ok(());
-    }
+/// The gradient of the slice `plan` holds, from the merged rows, into the pass's output.
+pub(super) fn slice_grad(
+    plan: &Plan<'_>,
+    pass: Pass<'_>,
+    targets: Targets<'_>,
+    merged: &[ShardRow],
+) {
     let k = kernels();
     let chunk = GradChunk {
         pass,
@@ -423,7 +454,7 @@ fn finish(
     };
     for_each_chunk(chunk, plan.columns.cols, |mut c| {
         for i in 0..c.pass.rows() {
-            let target = row_target(&c.targets, i, options.ignore_index);
+            let target = row_target(&c.targets, i, plan.options.ignore_index);
             let Some(mut io) = c.pass.io(i) else {
                 unreachable!("a gradient pass has an output")
             };
@@ -444,7 +475,6 @@ fn finish(
             write_row(k, io, &grad, exps, plan.split_rows);
         }
     });
-    Ok(())
 }
 
 /// The loss (and each row's lse) of a sharded batch from its merged rows, without a

@@ -1,0 +1,272 @@
+//! A language-model head for the fused linear + cross-entropy benchmarks and example: a
+//! generated layer and batch, the unfused path it is compared with, and an allocator that
+//! records the peak of live heap bytes.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gemm::{Parallelism, gemm};
+use xent::{LinearGrads, LinearHead, Options, Rows, RowsMut};
+
+/// The system allocator, counting live bytes and their peak. A binary installs it with
+/// `#[global_allocator] static ALLOC: PeakAlloc = PeakAlloc;`.
+pub struct PeakAlloc;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counters only
+// observe the sizes.
+unsafe impl GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        p
+    }
+}
+
+/// Runs `f` and returns its result with the peak of heap bytes allocated during it beyond
+/// those live when it started (exact when `PeakAlloc` is the global allocator, 0 otherwise).
+pub fn peak_extra_bytes<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let r = f();
+    (r, PEAK.load(Ordering::Relaxed) - base)
+}
+
+/// A head and a batch: H (`rows × dim`), W (`classes × dim`), b and the targets.
+pub struct Head {
+    /// Rows of the batch.
+    pub rows: usize,
+    /// Hidden size.
+    pub dim: usize,
+    /// Vocabulary size.
+    pub classes: usize,
+    /// H, packed.
+    pub hidden: Vec<f32>,
+    /// W, packed.
+    pub weight: Vec<f32>,
+    /// b.
+    pub bias: Vec<f32>,
+    /// One class per row, a few ignored (-100).
+    pub targets: Vec<i64>,
+}
+
+impl Head {
+    /// Generated from a fixed seed: H ~ U(−1, 1), W ~ U(−1, 1)/√dim (logits of a few units),
+    /// b ~ U(−0.1, 0.1), targets uniform with 1 row in 50 ignored.
+    pub fn generate(rows: usize, dim: usize, classes: usize) -> Head {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ (rows * dim * classes) as u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut unit = move || (next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+        let scale = 1.0 / (dim as f32).sqrt();
+        let hidden = (0..rows * dim).map(|_| unit()).collect();
+        let weight = (0..classes * dim).map(|_| unit() * scale).collect();
+        let bias = (0..classes).map(|_| unit() * 0.1).collect();
+        let targets = (0..rows)
+            .map(|i| {
+                if i % 50 == 49 {
+                    -100
+                } else {
+                    ((unit() + 1.0) / 2.0 * classes as f32) as i64 % classes as i64
+                }
+            })
+            .collect();
+        Head {
+            rows,
+            dim,
+            classes,
+            hidden,
+            weight,
+            bias,
+            targets,
+        }
+    }
+
+    /// The head as xent's view.
+    pub fn view(&self) -> LinearHead<'_> {
+        LinearHead {
+            hidden: Rows::packed(&self.hidden, self.dim).unwrap(),
+            weight: Rows::packed(&self.weight, self.dim).unwrap(),
+            bias: Some(&self.bias),
+        }
+    }
+}
+
+/// The gradients of a head, packed.
+pub struct Grads {
+    /// ∂loss/∂H.
+    pub hidden: Vec<f32>,
+    /// ∂loss/∂W.
+    pub weight: Vec<f32>,
+    /// ∂loss/∂b.
+    pub bias: Vec<f32>,
+}
+
+impl Grads {
+    /// Zeroed gradients for `head`.
+    pub fn new(head: &Head) -> Grads {
+        Grads {
+            hidden: vec![0.0; head.rows * head.dim],
+            weight: vec![0.0; head.classes * head.dim],
+            bias: vec![0.0; head.classes],
+        }
+    }
+
+    /// xent's view of them.
+    pub fn view(&mut self, head: &Head) -> LinearGrads<'_> {
+        LinearGrads {
+            hidden: Some(RowsMut::packed(&mut self.hidden, head.dim).unwrap()),
+            weight: Some(RowsMut::packed(&mut self.weight, head.dim).unwrap()),
+            bias: Some(&mut self.bias),
+        }
+    }
+}
+
+/// `dst (m × n) = a (m × k) · b (k × n)`, all packed row-major, or with `b_transposed` b
+/// given as `n × k`, or with `a_transposed` a given as `k × m`. On the current rayon pool.
+fn matmul(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    a_transposed: bool,
+    b_transposed: bool,
+    accumulate: bool,
+) {
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n);
+    let (a_rs, a_cs) = if a_transposed { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if b_transposed { (1, k) } else { (n, 1) };
+    // SAFETY: the asserts above make every (row, col) of each packed matrix an index inside
+    // its slice; dst is exclusive and a, b shared, so nothing aliases the output.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// The unfused path xent's fused call replaces: the whole `rows × classes` logits by a
+/// GEMM (the bias broadcast first), the fused cross-entropy over them in place, then
+/// dH = G·W, dW = Gᵀ·H and db = Σ_rows G. Returns the loss.
+pub fn unfused(head: &Head, options: &Options<'_>, grads: &mut Grads) -> f32 {
+    let (rows, dim, classes) = (head.rows, head.dim, head.classes);
+    let mut logits = vec![0.0f32; rows * classes];
+    for row in logits.chunks_exact_mut(classes) {
+        row.copy_from_slice(&head.bias);
+    }
+    let shape = (rows, classes, dim);
+    matmul(
+        &mut logits,
+        &head.hidden,
+        &head.weight,
+        shape,
+        false,
+        true,
+        true,
+    );
+    let mut loss = [0.0f32];
+    let view = RowsMut::packed(&mut logits, classes).unwrap();
+    xent::cross_entropy_grad_in_place(view, &head.targets[..], options, &mut loss, None).unwrap();
+    let g = &logits;
+    matmul(
+        &mut grads.hidden,
+        g,
+        &head.weight,
+        (rows, dim, classes),
+        false,
+        false,
+        false,
+    );
+    matmul(
+        &mut grads.weight,
+        g,
+        &head.hidden,
+        (classes, dim, rows),
+        true,
+        false,
+        false,
+    );
+    let mut sums = vec![0.0f64; classes];
+    for row in g.chunks_exact(classes) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += f64::from(v);
+        }
+    }
+    for (b, s) in grads.bias.iter_mut().zip(sums) {
+        *b = s as f32;
+    }
+    loss[0]
+}
+
+/// xent's fused call on the same head. Returns the loss.
+pub fn fused(head: &Head, options: &Options<'_>, grads: &mut Grads) -> f32 {
+    let mut loss = [0.0f32];
+    let view = grads.view(head);
+    xent::linear_cross_entropy(
+        head.view(),
+        &head.targets[..],
+        options,
+        &mut loss,
+        view,
+        None,
+    )
+    .unwrap();
+    loss[0]
+}

@@ -1,0 +1,500 @@
+//! The fused linear + cross-entropy against the unfused composition evaluated in f64: the
+//! logits H·Wᵀ + b, the oracle's loss, lse and gradient G, then dH = G·W, dW = Gᵀ·H and
+//! db = Σ_rows G. H and W hold values with few mantissa bits, so every logit is exact in
+//! f32 and the comparison sees the cross-entropy's rounding and the GEMMs' accumulation
+//! only. Generated over the hard-target option space, odd dims (1, 3, 17, 65), strides,
+//! ignored rows, −∞ bias entries (a masked vocabulary) and chunk sizes from 1 class to
+//! the whole vocabulary.
+
+mod common;
+
+use common::{PAD, Rng, agrees, assert_padding_intact, padded};
+use proptest::prelude::*;
+use xent::reference::{self, RefTargets};
+use xent::{
+    Chunking, Error, LinearGrads, LinearHead, Options, Reduction, Rows, RowsMut,
+    linear_cross_entropy_chunked,
+};
+
+/// One generated layer and batch.
+#[derive(Debug, Clone)]
+struct Layer {
+    rows: usize,
+    dim: usize,
+    classes: usize,
+    hidden: Vec<f32>,
+    hidden_stride: usize,
+    weight: Vec<f32>,
+    weight_stride: usize,
+    bias: Option<Vec<f32>>,
+    targets: Vec<i64>,
+    class_weights: Option<Vec<f32>>,
+    reduction: Reduction,
+    label_smoothing: f32,
+    z_loss: f32,
+    softcap: f32,
+    grad_scale: f32,
+}
+
+#[derive(Debug, Clone)]
+struct Params {
+    rows: usize,
+    dim: usize,
+    classes: usize,
+    pad: usize,
+    bias: u8,
+    weighted: bool,
+    ignore_share: f32,
+    reduction: Reduction,
+    label_smoothing: f32,
+    z_loss: f32,
+    softcap: f32,
+    grad_scale: f32,
+    seed: u64,
+}
+
+/// A value of `k/2^bits` with |k| ≤ `max`: products and sums of a few hundred of them stay
+/// exact in f32.
+fn coarse(rng: &mut Rng, max: i32, bits: i32) -> f32 {
+    let k = rng.below(2 * max as usize + 1) as i32 - max;
+    k as f32 / (1 << bits) as f32
+}
+
+fn build(p: &Params) -> Layer {
+    let mut rng = Rng::new(p.seed);
+    let hidden_stride = p.dim + p.pad;
+    let weight_stride = p.dim + 2 * p.pad;
+    let hidden = padded(p.rows, p.dim, hidden_stride, |_, _| coarse(&mut rng, 8, 3));
+    let weight = padded(p.classes, p.dim, weight_stride, |_, _| {
+        coarse(&mut rng, 8, 3)
+    });
+    let bias = match p.bias {
+        0 => None,
+        1 => Some((0..p.classes).map(|_| coarse(&mut rng, 16, 2)).collect()),
+        // A masked vocabulary: some classes' bias is −∞.
+        _ => Some(
+            (0..p.classes)
+                .map(|c| {
+                    if c % 5 == 2 {
+                        f32::NEG_INFINITY
+                    } else {
+                        coarse(&mut rng, 16, 2)
+                    }
+                })
+                .collect(),
+        ),
+    };
+    let targets = (0..p.rows)
+        .map(|_| {
+            if rng.unit() < p.ignore_share {
+                -100
+            } else {
+                rng.below(p.classes) as i64
+            }
+        })
+        .collect();
+    let class_weights = p.weighted.then(|| {
+        (0..p.classes)
+            .map(|_| {
+                if rng.unit() < 0.15 {
+                    0.0
+                } else {
+                    rng.range(0.0, 3.0)
+                }
+            })
+            .collect()
+    });
+    Layer {
+        rows: p.rows,
+        dim: p.dim,
+        classes: p.classes,
+        hidden,
+        hidden_stride,
+        weight,
+        weight_stride,
+        bias,
+        targets,
+        class_weights,
+        reduction: p.reduction,
+        label_smoothing: p.label_smoothing,
+        z_loss: p.z_loss,
+        softcap: p.softcap,
+        grad_scale: p.grad_scale,
+    }
+}
+
+impl Layer {
+    fn options(&self) -> Options<'_> {
+        Options {
+            reduction: self.reduction,
+            label_smoothing: self.label_smoothing,
+            z_loss: self.z_loss,
+            softcap: self.softcap,
+            grad_scale: self.grad_scale,
+            class_weights: self.class_weights.as_deref(),
+            ..Options::default()
+        }
+    }
+
+    fn head(&self) -> LinearHead<'_> {
+        LinearHead {
+            hidden: Rows::new(&self.hidden, self.rows, self.dim, self.hidden_stride).unwrap(),
+            weight: Rows::new(&self.weight, self.classes, self.dim, self.weight_stride).unwrap(),
+            bias: self.bias.as_deref(),
+        }
+    }
+
+    fn h(&self, i: usize, k: usize) -> f64 {
+        f64::from(self.hidden[i * self.hidden_stride + k])
+    }
+
+    fn w(&self, c: usize, k: usize) -> f64 {
+        f64::from(self.weight[c * self.weight_stride + k])
+    }
+
+    /// The logits in f64 (exact: coarse values), packed.
+    fn logits(&self) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.rows * self.classes);
+        for i in 0..self.rows {
+            for c in 0..self.classes {
+                let dot: f64 = (0..self.dim).map(|k| self.h(i, k) * self.w(c, k)).sum();
+                let b = self.bias.as_ref().map_or(0.0, |b| f64::from(b[c]));
+                out.push(dot + b);
+            }
+        }
+        out
+    }
+}
+
+/// What the fused call returned.
+struct Fused {
+    loss: Vec<f32>,
+    lse: Vec<f32>,
+    grad_hidden: Vec<f32>,
+    grad_weight: Vec<f32>,
+    grad_bias: Vec<f32>,
+}
+
+const GH_PAD: usize = 3;
+const GW_PAD: usize = 1;
+
+fn run_fused(layer: &Layer, chunking: Chunking) -> Fused {
+    let (rows, dim, classes) = (layer.rows, layer.dim, layer.classes);
+    let loss_len = layer.reduction.loss_len(rows);
+    let mut loss = vec![PAD; loss_len];
+    let mut lse = vec![PAD; rows];
+    let mut grad_hidden = padded(rows, dim, dim + GH_PAD, |_, _| PAD);
+    let mut grad_weight = padded(classes, dim, dim + GW_PAD, |_, _| PAD);
+    let mut grad_bias = vec![PAD; classes];
+    let options = layer.options();
+    let grads = LinearGrads {
+        hidden: Some(RowsMut::new(&mut grad_hidden, rows, dim, dim + GH_PAD).unwrap()),
+        weight: Some(RowsMut::new(&mut grad_weight, classes, dim, dim + GW_PAD).unwrap()),
+        bias: Some(&mut grad_bias),
+    };
+    linear_cross_entropy_chunked(
+        layer.head(),
+        &layer.targets[..],
+        &options,
+        &mut loss,
+        grads,
+        Some(&mut lse),
+        chunking,
+    )
+    .unwrap();
+    assert_padding_intact(&grad_hidden, rows, dim, dim + GH_PAD, "grad_hidden");
+    assert_padding_intact(&grad_weight, classes, dim, dim + GW_PAD, "grad_weight");
+
+    // Without gradients: the same loss and lse, bit for bit.
+    let mut loss2 = vec![PAD; loss_len];
+    let mut lse2 = vec![PAD; rows];
+    linear_cross_entropy_chunked(
+        layer.head(),
+        &layer.targets[..],
+        &options,
+        &mut loss2,
+        LinearGrads::default(),
+        Some(&mut lse2),
+        chunking,
+    )
+    .unwrap();
+    common::assert_same_bits(&loss, &loss2, "loss without gradients");
+    common::assert_same_bits(&lse, &lse2, "lse without gradients");
+    Fused {
+        loss,
+        lse,
+        grad_hidden,
+        grad_weight,
+        grad_bias,
+    }
+}
+
+/// Compares one output with the f64 composition: `want` and `tol` per entry.
+fn assert_close(what: &str, got: f32, want: f64, tol: f64) {
+    assert!(
+        agrees(got, want, tol),
+        "{what} = {got}, composition {want} (tolerance {tol})"
+    );
+}
+
+fn check(layer: &Layer, chunking: Chunking) {
+    let (rows, dim, classes) = (layer.rows, layer.dim, layer.classes);
+    let fused = run_fused(layer, chunking);
+    let logits = layer.logits();
+    let options = layer.options();
+    let r = reference::cross_entropy(
+        &logits,
+        rows,
+        classes,
+        RefTargets::Hard(&layer.targets),
+        &options,
+    );
+    let max_w = layer
+        .class_weights
+        .as_ref()
+        .map_or(1.0, |w| w.iter().fold(1.0f64, |m, &w| m.max(f64::from(w))));
+    let finite_max = |i: usize| {
+        let m = r.row_max[i];
+        if m.is_finite() { m.abs() } else { 0.0 }
+    };
+    // SPEC §2's tolerances for the loss and the gradient G.
+    let row_tol: Vec<f64> = (0..rows)
+        .map(|i| 1e-5 * r.row_loss[i].abs() + 1e-6 * (1.0 + finite_max(i)) * max_w)
+        .collect();
+    match layer.reduction {
+        Reduction::None => {
+            for (i, tol) in row_tol.iter().enumerate() {
+                assert_close(&format!("loss[{i}]"), fused.loss[i], r.loss[i], *tol);
+            }
+        }
+        _ => {
+            let total: f64 = row_tol.iter().sum();
+            let divisor = match layer.reduction {
+                Reduction::Mean => {
+                    let counted = layer.targets.iter().filter(|&&y| y != -100);
+                    let (w, n) = counted.fold((0.0, 0.0), |(w, n), &y| {
+                        let wy = layer
+                            .class_weights
+                            .as_ref()
+                            .map_or(1.0, |cw| f64::from(cw[y as usize]));
+                        (w + wy, n + 1.0)
+                    });
+                    f64::min(w, n).max(f64::MIN_POSITIVE)
+                }
+                _ => 1.0,
+            };
+            assert_close("loss", fused.loss[0], r.loss[0], total / divisor);
+        }
+    }
+    for i in 0..rows {
+        let tol = 1e-6 * (1.0 + finite_max(i)) + 1e-6 * r.lse[i].abs();
+        assert_close(&format!("lse[{i}]"), fused.lse[i], r.lse[i], tol);
+    }
+    let s = r.ce_scale.abs().max(r.z_scale.abs());
+    let s = if s.is_finite() { s } else { 0.0 };
+    let g_tol =
+        |want: f64| 1e-5 * want.abs() + 1e-6 * s * max_w * (1.0 + f64::from(layer.softcap) / 2.0);
+    let g = |i: usize, c: usize| r.grad[i * classes + c];
+    // f32 accumulation over n terms: within n·ε of the sum of their magnitudes.
+    let eps = f64::from(f32::EPSILON);
+
+    for i in 0..rows {
+        for k in 0..dim {
+            let terms = (0..classes).map(|c| (g(i, c), layer.w(c, k)));
+            let (want, tol) = terms.fold((0.0, 0.0), |(sum, tol), (g, w)| {
+                (
+                    sum + g * w,
+                    tol + g_tol(g) * w.abs() + classes as f64 * eps * (g * w).abs(),
+                )
+            });
+            let got = fused.grad_hidden[i * (dim + GH_PAD) + k];
+            assert_close(&format!("grad_hidden[{i}][{k}]"), got, want, tol);
+        }
+    }
+    for c in 0..classes {
+        for k in 0..dim {
+            let terms = (0..rows).map(|i| (g(i, c), layer.h(i, k)));
+            let (want, tol) = terms.fold((0.0, 0.0), |(sum, tol), (g, h)| {
+                (
+                    sum + g * h,
+                    tol + g_tol(g) * h.abs() + rows as f64 * eps * (g * h).abs(),
+                )
+            });
+            let got = fused.grad_weight[c * (dim + GW_PAD) + k];
+            assert_close(&format!("grad_weight[{c}][{k}]"), got, want, tol);
+        }
+        let (want, tol) = (0..rows).fold((0.0, 0.0), |(sum, tol), i| {
+            (sum + g(i, c), tol + g_tol(g(i, c)))
+        });
+        assert_close(&format!("grad_bias[{c}]"), fused.grad_bias[c], want, tol);
+    }
+}
+
+fn params() -> impl Strategy<Value = (Params, Chunking)> {
+    (
+        (
+            0usize..7,
+            prop_oneof![Just(1usize), Just(3), Just(17), Just(65)],
+            1usize..=67,
+            0usize..3,
+            0u8..3,
+            any::<bool>(),
+        ),
+        (
+            prop_oneof![Just(0.0f32), Just(0.3)],
+            prop_oneof![
+                Just(Reduction::Mean),
+                Just(Reduction::Sum),
+                Just(Reduction::None)
+            ],
+            prop_oneof![Just(0.0f32), Just(0.1), Just(1.0)],
+            prop_oneof![Just(0.0f32), Just(1e-3)],
+            prop_oneof![Just(0.0f32), Just(5.0)],
+            prop_oneof![Just(1.0f32), Just(-0.5)],
+        ),
+        (
+            prop_oneof![
+                Just(Chunking::Auto),
+                (1usize..10).prop_map(Chunking::Classes),
+                Just(Chunking::Classes(1000)),
+            ],
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (rows, dim, classes, pad, bias, weighted),
+                (ignore_share, reduction, label_smoothing, z_loss, softcap, grad_scale),
+                (chunking, seed),
+            )| {
+                (
+                    Params {
+                        rows,
+                        dim,
+                        classes,
+                        pad,
+                        bias,
+                        weighted,
+                        ignore_share,
+                        reduction,
+                        label_smoothing,
+                        z_loss,
+                        softcap,
+                        grad_scale,
+                        seed,
+                    },
+                    chunking,
+                )
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fused_matches_the_composition((p, chunking) in params()) {
+        check(&build(&p), chunking);
+    }
+}
+
+/// A batch large enough for the chunks and the GEMMs to run on the rayon pool, with the
+/// automatic chunking cutting the vocabulary into several chunks.
+#[test]
+fn large_batch_in_automatic_chunks() {
+    let p = Params {
+        rows: 40,
+        dim: 65,
+        classes: 3000,
+        pad: 1,
+        bias: 2,
+        weighted: true,
+        ignore_share: 0.1,
+        reduction: Reduction::Mean,
+        label_smoothing: 0.1,
+        z_loss: 1e-4,
+        softcap: 0.0,
+        grad_scale: 1.0,
+        seed: 7,
+    };
+    let layer = build(&p);
+    check(&layer, Chunking::Auto);
+    check(&layer, Chunking::Classes(256));
+}
+
+/// Every check runs before the first write.
+#[test]
+fn bad_input_writes_nothing() {
+    let hidden = [0.5f32; 6];
+    let weight = [0.25f32; 12];
+    let bias = [0.0f32; 4];
+    let head = LinearHead {
+        hidden: Rows::packed(&hidden, 3).unwrap(),
+        weight: Rows::packed(&weight, 3).unwrap(),
+        bias: Some(&bias),
+    };
+    let options = Options::default();
+    let call = |head: LinearHead<'_>, targets: &[i64], options: &Options<'_>, gh_cols: usize| {
+        let mut loss = [PAD];
+        let mut gh = [PAD; 8];
+        let mut gw = [PAD; 12];
+        let mut gb = [PAD; 4];
+        let grads = LinearGrads {
+            hidden: Some(RowsMut::new(&mut gh, 2, gh_cols, 4).unwrap()),
+            weight: Some(RowsMut::packed(&mut gw, 3).unwrap()),
+            bias: Some(&mut gb),
+        };
+        let err =
+            xent::linear_cross_entropy(head, targets, options, &mut loss, grads, None).unwrap_err();
+        for (what, buf) in [("loss", &loss[..]), ("gh", &gh), ("gw", &gw), ("gb", &gb)] {
+            assert!(
+                buf.iter().all(|v| v.to_bits() == PAD.to_bits()),
+                "{what} written: {err}"
+            );
+        }
+        err
+    };
+    assert!(matches!(
+        call(head, &[0, 4], &options, 3),
+        Error::TargetOutOfRange {
+            row: 1,
+            target: 4,
+            cols: 4,
+            ..
+        }
+    ));
+    assert!(matches!(
+        call(head, &[0, 1], &options, 2),
+        Error::InvalidShape {
+            buffer: "grad_hidden",
+            ..
+        }
+    ));
+    let short_bias = LinearHead {
+        bias: Some(&bias[..3]),
+        ..head
+    };
+    assert!(matches!(
+        call(short_bias, &[0, 1], &options, 3),
+        Error::InvalidShape { buffer: "bias", .. }
+    ));
+    let narrow = LinearHead {
+        weight: Rows::packed(&weight, 4).unwrap(),
+        ..head
+    };
+    assert!(matches!(
+        call(narrow, &[0, 1], &options, 3),
+        Error::InvalidShape {
+            buffer: "weight",
+            ..
+        }
+    ));
+    let bad = Options {
+        z_loss: -1.0,
+        ..options
+    };
+    assert!(matches!(
+        call(head, &[0, 1], &bad, 3),
+        Error::InvalidOption { .. }
+    ));
+}

@@ -48,8 +48,22 @@ impl<'a> Mat<'a> {
     }
 
     /// Row-major rows of `cols` values, row `i` at `i·stride`.
-    pub(crate) fn rows(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
+    pub(crate) fn row_major(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
         Mat::new(data, rows, cols, stride, 1)
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `i` of a row-major matrix.
+    pub(crate) fn row(&self, i: usize) -> &'a [f32] {
+        assert!(self.col_stride == 1 && i < self.rows);
+        &self.data[i * self.row_stride..i * self.row_stride + self.cols]
     }
 
     /// The transpose (no data moves).
@@ -74,7 +88,7 @@ pub(crate) struct MatMut<'a> {
 
 impl<'a> MatMut<'a> {
     /// Panics when the matrix does not lie inside `data` (a bug of the caller's checks).
-    pub(crate) fn rows(data: &'a mut [f32], rows: usize, cols: usize, stride: usize) -> Self {
+    pub(crate) fn row_major(data: &'a mut [f32], rows: usize, cols: usize, stride: usize) -> Self {
         assert!(fits(data.len(), rows, cols, stride, 1));
         MatMut {
             data,
@@ -159,14 +173,14 @@ mod tests {
         for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 65, 33), (64, 3, 130), (5, 0, 3)] {
             let a_data: Vec<f32> = (0..m * (k + 2)).map(|v| (v % 13) as f32 - 6.0).collect();
             let b_data: Vec<f32> = (0..n * (k + 1)).map(|v| (v % 7) as f32 * 0.5).collect();
-            let a = Mat::rows(&a_data, m, k, k + 2);
+            let a = Mat::row_major(&a_data, m, k, k + 2);
             // b is given transposed: n rows of k values, read as k × n.
-            let b = Mat::rows(&b_data, n, k, k + 1).t();
+            let b = Mat::row_major(&b_data, n, k, k + 1).t();
             let want = naive(&a, &b);
             for accumulate in [false, true] {
                 let stride = n + 3;
                 let mut out = vec![1.0f32; m * stride];
-                matmul(MatMut::rows(&mut out, m, n, stride), a, b, accumulate);
+                matmul(MatMut::row_major(&mut out, m, n, stride), a, b, accumulate);
                 for i in 0..m {
                     for j in 0..n {
                         let expected = want[i * n + j] + if accumulate { 1.0 } else { 0.0 };
@@ -186,6 +200,6 @@ mod tests {
     #[should_panic]
     fn a_matrix_outside_its_slice_is_refused() {
         let data = [0.0f32; 10];
-        let _ = Mat::rows(&data, 3, 4, 4);
+        let _ = Mat::row_major(&data, 3, 4, 4);
     }
 }

@@ -498,3 +498,107 @@ fn bad_input_writes_nothing() {
         Error::InvalidOption { .. }
     ));
 }
+
+/// A 16-bit head gives the f32 call's results on its widened values: the loss and lse bit
+/// for bit, and each gradient the f32 one rounded once (packed layouts, so both calls run
+/// the same GEMMs).
+fn check_half<T: xent::Logit<Stat = f32>>(from_f32: fn(f32) -> T, to_f32: fn(T) -> f32) {
+    for (rows, dim, classes, chunking) in [
+        (5, 17, 67, Chunking::Classes(7)),
+        (40, 65, 1000, Chunking::Auto),
+        (1, 3, 1, Chunking::Auto),
+    ] {
+        let mut rng = Rng::new((rows * dim * classes) as u64);
+        let mut draw = |n: usize, scale: f32| -> Vec<T> {
+            (0..n).map(|_| from_f32(rng.range(-scale, scale))).collect()
+        };
+        let hidden = draw(rows * dim, 2.0);
+        let weight = draw(classes * dim, 0.5);
+        let bias = draw(classes, 1.0);
+        let targets: Vec<i64> = (0..rows as i64).map(|i| (i * 7) % classes as i64).collect();
+        let options = Options {
+            label_smoothing: 0.1,
+            z_loss: 1e-4,
+            ..Options::default()
+        };
+        let widen = |v: &[T]| -> Vec<f32> { v.iter().map(|&x| to_f32(x)).collect() };
+        let (h32, w32, b32) = (widen(&hidden), widen(&weight), widen(&bias));
+
+        let run = |hidden: &[f32], weight: &[f32], bias: &[f32]| {
+            let mut loss = [0.0f32];
+            let mut lse = vec![0.0f32; rows];
+            let mut gh = vec![0.0f32; rows * dim];
+            let mut gw = vec![0.0f32; classes * dim];
+            let mut gb = vec![0.0f32; classes];
+            let head = LinearHead {
+                hidden: Rows::packed(hidden, dim).unwrap(),
+                weight: Rows::packed(weight, dim).unwrap(),
+                bias: Some(bias),
+            };
+            let grads = LinearGrads {
+                hidden: Some(RowsMut::packed(&mut gh, dim).unwrap()),
+                weight: Some(RowsMut::packed(&mut gw, dim).unwrap()),
+                bias: Some(&mut gb),
+            };
+            linear_cross_entropy_chunked(
+                head,
+                &targets[..],
+                &options,
+                &mut loss,
+                grads,
+                Some(&mut lse),
+                chunking,
+            )
+            .unwrap();
+            (loss, lse, gh, gw, gb)
+        };
+        let want = run(&h32, &w32, &b32);
+
+        let mut loss = [0.0f32];
+        let mut lse = vec![0.0f32; rows];
+        let zero = from_f32(0.0);
+        let mut gh = vec![zero; rows * dim];
+        let mut gw = vec![zero; classes * dim];
+        let mut gb = vec![zero; classes];
+        let head = LinearHead {
+            hidden: Rows::packed(&hidden, dim).unwrap(),
+            weight: Rows::packed(&weight, dim).unwrap(),
+            bias: Some(&bias[..]),
+        };
+        let grads = LinearGrads {
+            hidden: Some(RowsMut::packed(&mut gh, dim).unwrap()),
+            weight: Some(RowsMut::packed(&mut gw, dim).unwrap()),
+            bias: Some(&mut gb),
+        };
+        linear_cross_entropy_chunked(
+            head,
+            &targets[..],
+            &options,
+            &mut loss,
+            grads,
+            Some(&mut lse),
+            chunking,
+        )
+        .unwrap();
+        common::assert_same_bits(&loss, &want.0, "16-bit loss");
+        common::assert_same_bits(&lse, &want.1, "16-bit lse");
+        for (what, got, want) in [
+            ("dH", &gh, &want.2),
+            ("dW", &gw, &want.3),
+            ("db", &gb, &want.4),
+        ] {
+            let rounded: Vec<f32> = want.iter().map(|&v| to_f32(from_f32(v))).collect();
+            common::assert_same_bits(&widen(got), &rounded, what);
+        }
+    }
+}
+
+#[test]
+fn bf16_heads_give_the_f32_results_rounded_once() {
+    check_half(xent::bf16::from_f32, xent::bf16::to_f32);
+}
+
+#[test]
+fn f16_heads_give_the_f32_results_rounded_once() {
+    check_half(xent::f16::from_f32, xent::f16::to_f32);
+}

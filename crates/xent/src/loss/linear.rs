@@ -16,6 +16,7 @@
 
 use super::shard::{ShardRow, hard, merged_loss, slice_grad, slice_stats};
 use super::{Columns, Plan, check_targets};
+use crate::dtype::Logit;
 use crate::error::{Error, Result};
 use crate::matmul::{Mat, MatMut, matmul};
 use crate::options::Options;
@@ -23,29 +24,42 @@ use crate::pass::Pass;
 use crate::rows::{Rows, RowsMut, Targets};
 
 /// The inputs of a linear layer that produces the logits: `logits = hidden·weightᵀ + bias`.
+///
+/// `T` is `f32`, or `bf16` / `f16` (then the GEMMs run in f32 on exactly widened values,
+/// and each gradient is rounded once).
 #[derive(Debug, Clone, Copy)]
-pub struct LinearHead<'a> {
+pub struct LinearHead<'a, T = f32> {
     /// H: `rows × dim` hidden states.
-    pub hidden: Rows<'a>,
+    pub hidden: Rows<'a, T>,
     /// W: `classes × dim`, one row per class (`torch.nn.Linear`'s layout).
-    pub weight: Rows<'a>,
+    pub weight: Rows<'a, T>,
     /// b: `classes` values, or none.
-    pub bias: Option<&'a [f32]>,
+    pub bias: Option<&'a [T]>,
 }
 
 /// Where the gradients of a [`LinearHead`] go; each is optional, and each given one is
 /// overwritten (not accumulated into).
-#[derive(Debug, Default)]
-pub struct LinearGrads<'a> {
+#[derive(Debug)]
+pub struct LinearGrads<'a, T = f32> {
     /// ∂loss/∂H: `rows × dim`.
-    pub hidden: Option<RowsMut<'a>>,
+    pub hidden: Option<RowsMut<'a, T>>,
     /// ∂loss/∂W: `classes × dim`.
-    pub weight: Option<RowsMut<'a>>,
+    pub weight: Option<RowsMut<'a, T>>,
     /// ∂loss/∂b: `classes` values.
-    pub bias: Option<&'a mut [f32]>,
+    pub bias: Option<&'a mut [T]>,
 }
 
-impl LinearGrads<'_> {
+impl<T> Default for LinearGrads<'_, T> {
+    fn default() -> Self {
+        LinearGrads {
+            hidden: None,
+            weight: None,
+            bias: None,
+        }
+    }
+}
+
+impl<T> LinearGrads<'_, T> {
     fn any(&self) -> bool {
         self.hidden.is_some() || self.weight.is_some() || self.bias.is_some()
     }
@@ -125,12 +139,12 @@ impl Chunking {
 /// assert!((loss[0] - expected[0]).abs() < 1e-6);
 /// # Ok::<(), xent::Error>(())
 /// ```
-pub fn linear_cross_entropy<'t>(
-    head: LinearHead<'_>,
+pub fn linear_cross_entropy<'t, T: Logit<Stat = f32>>(
+    head: LinearHead<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
     loss: &mut [f32],
-    grads: LinearGrads<'_>,
+    grads: LinearGrads<'_, T>,
     lse: Option<&mut [f32]>,
 ) -> Result<()> {
     linear_cross_entropy_chunked(head, targets, options, loss, grads, lse, Chunking::Auto)
@@ -146,16 +160,17 @@ pub fn linear_cross_entropy<'t>(
 /// (in `0..classes` or `ignore_index`) and the options, as for
 /// [`cross_entropy`](crate::cross_entropy).
 ///
-/// The working memory is one chunk of `rows × classes per chunk` logits plus the GEMMs'
-/// packing buffers. The results equal the unfused composition (the logits by a GEMM, then
-/// [`cross_entropy_grad_in_place`](crate::cross_entropy_grad_in_place), then the
+/// The working memory is one chunk of `rows × classes per chunk` f32 logits plus the
+/// GEMMs' packing buffers; 16-bit heads add f32 copies of H, of ∂loss/∂H and of one chunk
+/// of W and of ∂loss/∂W. The results equal the unfused composition (the logits by a GEMM,
+/// then [`cross_entropy_grad_in_place`](crate::cross_entropy_grad_in_place), then the
 /// gradients' GEMMs) within the GEMMs' own rounding.
-pub fn linear_cross_entropy_chunked<'t>(
-    head: LinearHead<'_>,
+pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
+    head: LinearHead<'_, T>,
     targets: impl Into<Targets<'t>>,
     options: &Options<'_>,
     loss: &mut [f32],
-    grads: LinearGrads<'_>,
+    grads: LinearGrads<'_, T>,
     lse: Option<&mut [f32]>,
     chunking: Chunking,
 ) -> Result<()> {
@@ -169,15 +184,16 @@ pub fn linear_cross_entropy_chunked<'t>(
     let counts = check_targets(&targets, rows, options, classes)?;
     let upstream = f64::from(options.grad_scale);
     let plan = Plan::new(options, Columns::all(classes), false, &counts, upstream);
-
     if rows == 0 {
         // No rows: the loss of nothing, and gradients of zeros.
         merged_loss(&plan, &counts, &targets, &[], loss, lse);
-        if let Some(out) = grads.weight {
-            zero(out);
+        if let Some(mut out) = grads.weight {
+            for c in 0..classes {
+                T::narrow(&vec![0.0; dim], out.row_mut(c));
+            }
         }
         if let Some(out) = grads.bias {
-            out.fill(0.0);
+            T::narrow(&vec![0.0; classes], out);
         }
         return Ok(());
     }
@@ -186,8 +202,9 @@ pub fn linear_cross_entropy_chunked<'t>(
         .step_by(chunk)
         .map(|start| (start, chunk.min(classes - start)))
         .collect();
+    let head32 = Head32::new(&head);
     let mut logits = vec![0.0f32; rows * chunk];
-    let hidden = Mat::rows(head.hidden.span(0, rows), rows, dim, head.hidden.stride());
+    let mut weight_scratch = Vec::new();
 
     // Pass 1: each chunk's logits summed up and merged into the rows' summaries.
     let mut merged = vec![ShardRow::EMPTY; rows];
@@ -198,7 +215,8 @@ pub fn linear_cross_entropy_chunked<'t>(
             cols: n,
             total: classes,
         };
-        chunk_logits(&head, hidden, start, n, &mut logits[..rows * n]);
+        let w = head32.weight_rows(start, n, &mut weight_scratch);
+        head32.logits(w, start, &mut logits[..rows * n]);
         let view = Rows::new(&logits[..rows * n], rows, n, n)?;
         slice_stats(&plan.with_columns(part, rows), view, targets, &mut summary);
         for (acc, row) in merged.iter_mut().zip(&summary) {
@@ -211,14 +229,11 @@ pub fn linear_cross_entropy_chunked<'t>(
     }
 
     // Pass 2, backwards: the last chunk's logits are still in the buffer.
-    let LinearGrads {
-        hidden: mut grad_hidden,
-        weight: mut grad_weight,
-        bias: mut grad_bias,
-    } = grads;
+    let mut sinks = Sinks::new(grads, rows, dim);
     for (k, &(start, n)) in chunks.iter().rev().enumerate() {
+        let w = head32.weight_rows(start, n, &mut weight_scratch);
         if k > 0 {
-            chunk_logits(&head, hidden, start, n, &mut logits[..rows * n]);
+            head32.logits(w, start, &mut logits[..rows * n]);
         }
         let part = Columns {
             offset: start,
@@ -232,26 +247,18 @@ pub fn linear_cross_entropy_chunked<'t>(
             targets,
             &merged,
         );
-        let g = Mat::rows(&logits[..rows * n], rows, n, n);
-        if let Some(out) = grad_hidden.as_mut() {
-            let stride = out.stride();
-            let dst = MatMut::rows(out.span_mut(0, rows), rows, dim, stride);
-            matmul(dst, g, weight_rows(&head, start, n), k > 0);
-        }
-        if let Some(out) = grad_weight.as_mut() {
-            let stride = out.stride();
-            let dst = MatMut::rows(out.span_mut(start, n), n, dim, stride);
-            matmul(dst, g.t(), hidden, false);
-        }
-        if let Some(out) = grad_bias.as_deref_mut() {
-            column_sums(&logits[..rows * n], rows, n, &mut out[start..start + n]);
-        }
+        let g = Mat::row_major(&logits[..rows * n], rows, n, n);
+        sinks.add_chunk(g, w, head32.hidden(), start, k == 0);
     }
+    sinks.finish();
     Ok(())
 }
 
 /// Checks the head's and the gradients' shapes; returns (rows, dim, classes).
-fn check_head(head: &LinearHead<'_>, grads: &LinearGrads<'_>) -> Result<(usize, usize, usize)> {
+fn check_head<T>(
+    head: &LinearHead<'_, T>,
+    grads: &LinearGrads<'_, T>,
+) -> Result<(usize, usize, usize)> {
     let (rows, dim, classes) = (head.hidden.rows(), head.hidden.cols(), head.weight.rows());
     if head.weight.cols() != dim && classes > 0 {
         return Err(Error::shape(
@@ -271,67 +278,219 @@ fn check_head(head: &LinearHead<'_>, grads: &LinearGrads<'_>) -> Result<(usize, 
     if let Some(bias) = head.bias {
         Error::check_len("bias", bias.len(), classes)?;
     }
-    let check = |name, view: Option<&RowsMut<'_>>, want: (usize, usize)| match view {
-        Some(v) if (v.rows(), v.cols()) != want => Err(Error::shape(
+    let check = |name, view: Option<(usize, usize)>, want: (usize, usize)| match view {
+        Some(shape) if shape != want => Err(Error::shape(
             name,
             format!(
                 "is {}×{}, it must be {}×{}",
-                v.rows(),
-                v.cols(),
-                want.0,
-                want.1
+                shape.0, shape.1, want.0, want.1
             ),
         )),
         _ => Ok(()),
     };
-    check("grad_hidden", grads.hidden.as_ref(), (rows, dim))?;
-    check("grad_weight", grads.weight.as_ref(), (classes, dim))?;
+    let shape = |v: &RowsMut<'_, T>| (v.rows(), v.cols());
+    check("grad_hidden", grads.hidden.as_ref().map(shape), (rows, dim))?;
+    check(
+        "grad_weight",
+        grads.weight.as_ref().map(shape),
+        (classes, dim),
+    )?;
     if let Some(bias) = grads.bias.as_deref() {
         Error::check_len("grad_bias", bias.len(), classes)?;
     }
     Ok((rows, dim, classes))
 }
 
-/// The logits of classes `start..start + n` into `out` (`rows × n`, packed): the bias
-/// broadcast, then H·W_cᵀ added by the GEMM.
-fn chunk_logits(head: &LinearHead<'_>, hidden: Mat<'_>, start: usize, n: usize, out: &mut [f32]) {
-    let rows = head.hidden.rows();
-    let w = weight_rows(head, start, n);
-    if let Some(bias) = head.bias {
-        for row in out.chunks_exact_mut(n) {
-            row.copy_from_slice(&bias[start..start + n]);
+/// A packed f32 copy of `rows × cols` values of a view.
+fn widened<T: Logit>(view: Rows<'_, T>) -> Vec<f32> {
+    let cols = view.cols();
+    let mut out = vec![0.0f32; view.rows() * cols];
+    for (i, row) in out
+        .chunks_exact_mut(cols.max(1))
+        .enumerate()
+        .take(view.rows())
+    {
+        T::widen(view.row(i), row);
+    }
+    out
+}
+
+/// The head as f32 matrices: borrowed when it is f32, widened otherwise (H and b once, W
+/// chunk by chunk into a scratch buffer).
+struct Head32<'a, T> {
+    head: LinearHead<'a, T>,
+    /// H widened (packed), for 16-bit heads.
+    hidden: Option<Vec<f32>>,
+    /// b as f32 (a copy: one value per class).
+    bias: Option<Vec<f32>>,
+}
+
+impl<'a, T: Logit> Head32<'a, T> {
+    fn new(head: &LinearHead<'a, T>) -> Self {
+        let is_f32 = T::f32_rows(head.hidden).is_ok();
+        Head32 {
+            head: *head,
+            hidden: (!is_f32).then(|| widened(head.hidden)),
+            bias: head.bias.map(|b| {
+                let mut out = vec![0.0f32; b.len()];
+                T::widen(b, &mut out);
+                out
+            }),
         }
     }
-    matmul(
-        MatMut::rows(out, rows, n, n),
-        hidden,
-        w.t(),
-        head.bias.is_some(),
-    );
-}
 
-/// The weight's rows `start..start + n` (classes), `n ≥ 1`.
-fn weight_rows<'a>(head: &LinearHead<'a>, start: usize, n: usize) -> Mat<'a> {
-    let (dim, stride) = (head.weight.cols(), head.weight.stride());
-    Mat::rows(head.weight.span(start, n), n, dim, stride)
-}
+    /// H (`rows × dim`), `rows ≥ 1`.
+    fn hidden(&self) -> Mat<'_> {
+        let (rows, dim) = (self.head.hidden.rows(), self.head.hidden.cols());
+        match (&self.hidden, T::f32_rows(self.head.hidden)) {
+            (Some(h), _) => Mat::row_major(h, rows, dim, dim),
+            (None, Ok(h)) => Mat::row_major(h.span(0, rows), rows, dim, h.stride()),
+            (None, Err(_)) => unreachable!("16-bit hidden states are widened"),
+        }
+    }
 
-/// Writes zeros over every value of a view (its padding untouched).
-fn zero(mut out: RowsMut<'_>) {
-    for i in 0..out.rows() {
-        out.row_mut(i).fill(0.0);
+    /// b's classes `start..start + n`.
+    fn bias(&self, start: usize, n: usize) -> Option<&[f32]> {
+        self.bias.as_ref().map(|b| &b[start..start + n])
+    }
+
+    /// W's rows `start..start + n` (`n ≥ 1`): borrowed, or widened into `scratch`.
+    fn weight_rows<'s>(&'s self, start: usize, n: usize, scratch: &'s mut Vec<f32>) -> Mat<'s> {
+        let (dim, stride) = (self.head.weight.cols(), self.head.weight.stride());
+        match T::f32_rows(self.head.weight) {
+            Ok(w) => Mat::row_major(w.span(start, n), n, dim, stride),
+            Err(w) => {
+                scratch.resize(n * dim, 0.0);
+                for (c, row) in scratch.chunks_exact_mut(dim).enumerate() {
+                    T::widen(w.row(start + c), row);
+                }
+                Mat::row_major(scratch, n, dim, dim)
+            }
+        }
+    }
+
+    /// The logits of classes `start..start + n` (`w`, the weight's rows) into `out`
+    /// (`rows × n`, packed): the bias broadcast, then H·W_cᵀ added by the GEMM.
+    fn logits(&self, w: Mat<'_>, start: usize, out: &mut [f32]) {
+        let (rows, n) = (self.head.hidden.rows(), out.len() / self.head.hidden.rows());
+        let bias = self.bias(start, n);
+        if let Some(bias) = bias {
+            for row in out.chunks_exact_mut(n) {
+                row.copy_from_slice(bias);
+            }
+        }
+        matmul(
+            MatMut::row_major(out, rows, n, n),
+            self.hidden(),
+            w.t(),
+            bias.is_some(),
+        );
     }
 }
 
-/// `out[j] = Σ_i g[i][j]` over `rows × n` packed values, summed in f64.
-fn column_sums(g: &[f32], rows: usize, n: usize, out: &mut [f32]) {
-    let mut sums = vec![0.0f64; n];
-    for row in g.chunks_exact(n).take(rows) {
-        for (s, &v) in sums.iter_mut().zip(row) {
+/// Where pass 2 puts the gradients: the caller's f32 buffers directly, or f32 buffers that
+/// are rounded into the caller's 16-bit ones (∂loss/∂H once at the end, ∂loss/∂W per
+/// chunk).
+struct Sinks<'a, T> {
+    hidden: Option<RowsMut<'a, T>>,
+    /// ∂loss/∂H in f32 for a 16-bit head (packed).
+    hidden32: Option<Vec<f32>>,
+    weight: Option<RowsMut<'a, T>>,
+    /// One chunk of ∂loss/∂W in f32 for a 16-bit head.
+    weight32: Vec<f32>,
+    bias: Option<&'a mut [T]>,
+    rows: usize,
+    dim: usize,
+}
+
+impl<'a, T: Logit> Sinks<'a, T> {
+    fn new(grads: LinearGrads<'a, T>, rows: usize, dim: usize) -> Self {
+        let wide = |v: &RowsMut<'_, T>| T::f32_rows(v.as_rows()).is_err();
+        Sinks {
+            hidden32: grads
+                .hidden
+                .as_ref()
+                .filter(|v| wide(v))
+                .map(|_| vec![0.0; rows * dim]),
+            hidden: grads.hidden,
+            weight: grads.weight,
+            weight32: Vec::new(),
+            bias: grads.bias,
+            rows,
+            dim,
+        }
+    }
+
+    /// Adds one chunk's share: dH (+)= G·W_c, dW_c = Gᵀ·H, db_c = Σ_rows G, for the
+    /// classes `start..start + G.cols`; `first` overwrites dH.
+    fn add_chunk(&mut self, g: Mat<'_>, w: Mat<'_>, hidden: Mat<'_>, start: usize, first: bool) {
+        let (rows, dim, n) = (self.rows, self.dim, g.cols());
+        if let Some(h32) = self.hidden32.as_mut() {
+            matmul(MatMut::row_major(h32, rows, dim, dim), g, w, !first);
+        } else if let Some(out) = self.hidden.as_mut() {
+            let stride = out.stride();
+            let mut out = f32_view(out);
+            matmul(
+                MatMut::row_major(out.span_mut(0, rows), rows, dim, stride),
+                g,
+                w,
+                !first,
+            );
+        }
+        if let Some(out) = self.weight.as_mut() {
+            let stride = out.stride();
+            if T::f32_rows(out.as_rows()).is_ok() {
+                let mut out = f32_view(out);
+                matmul(
+                    MatMut::row_major(out.span_mut(start, n), n, dim, stride),
+                    g.t(),
+                    hidden,
+                    false,
+                );
+            } else {
+                self.weight32.resize(n * dim, 0.0);
+                matmul(
+                    MatMut::row_major(&mut self.weight32, n, dim, dim),
+                    g.t(),
+                    hidden,
+                    false,
+                );
+                for (c, row) in self.weight32.chunks_exact(dim).enumerate() {
+                    T::narrow(row, out.row_mut(start + c));
+                }
+            }
+        }
+        if let Some(out) = self.bias.as_deref_mut() {
+            let sums = column_sums(g);
+            T::narrow(&sums, &mut out[start..start + n]);
+        }
+    }
+
+    /// Rounds ∂loss/∂H into the caller's 16-bit rows.
+    fn finish(self) {
+        if let (Some(h32), Some(mut out)) = (self.hidden32, self.hidden) {
+            for (i, row) in h32.chunks_exact(self.dim).enumerate() {
+                T::narrow(row, out.row_mut(i));
+            }
+        }
+    }
+}
+
+/// The view itself as f32 rows; only called when `T` is f32.
+fn f32_view<'b, T: Logit>(view: &'b mut RowsMut<'_, T>) -> RowsMut<'b, f32> {
+    match T::f32_rows_mut(view.reborrow()) {
+        Ok(view) => view,
+        Err(_) => unreachable!("16-bit gradients go through f32 buffers"),
+    }
+}
+
+/// `Σ_i g[i][j]` for every column `j` of a packed `rows × n` matrix, summed in f64.
+fn column_sums(g: Mat<'_>) -> Vec<f32> {
+    let mut sums = vec![0.0f64; g.cols()];
+    for i in 0..g.rows() {
+        for (s, &v) in sums.iter_mut().zip(g.row(i)) {
             *s += f64::from(v);
         }
     }
-    for (o, s) in out.iter_mut().zip(sums) {
-        *o = s as f32;
-    }
+    sums.into_iter().map(|s| s as f32).collect()
 }

@@ -791,6 +791,107 @@ xent_status xent_shard_finish_f32(const float *logits,
                                   size_t grad_stride,
                                   float *lse);
 
+/**
+ * The loss of the logits `hidden * weight^T + bias` (a language-model head) against hard
+ * targets, and the gradients with respect to the hidden states, the weight and the bias,
+ * without ever holding the `rows x classes` logits: the vocabulary is processed in chunks
+ * (about 2M logits, whatever the thread count), each computed by a GEMM twice (the loss, then the
+ * gradients). Every option applies, as for `xent_cross_entropy_f32` on those logits.
+ *
+ * - `hidden`: H, `rows` rows of `dim` values, row `i` at `hidden + i * hidden_stride`.
+ * - `weight`: W, `classes` rows of `dim` values (one per class, `torch.nn.Linear`'s
+ *   layout), row `c` at `weight + c * weight_stride`. Its rows are the vocabulary, so it
+ *   may be NULL only when `classes == 0` (also when `rows == 0`, unlike other buffers);
+ *   `classes == 0` with `rows > 0` is refused (XENT_STATUS_INVALID_SHAPE).
+ * - `bias`: NULL, or `classes` values (-INFINITY masks a class).
+ * - `targets`: `rows` class indices in `[0, classes)` or `options->ignore_index`.
+ * - `options`: NULL for the defaults; `class_weights`, when set, holds `classes` weights.
+ * - `loss` (never NULL): 1 value (mean, sum) or `rows` values (none).
+ * - `grad_hidden` (`rows x dim`, stride `grad_hidden_stride`), `grad_weight`
+ *   (`classes x dim`, stride `grad_weight_stride`), `grad_bias` (`classes`): NULL when
+ *   not wanted; each given one is overwritten. No output may overlap another buffer.
+ * - `lse`: NULL, or `rows` values that receive each row's logsumexp.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_linear_cross_entropy_f32(const float *hidden,
+                                          size_t rows,
+                                          size_t dim,
+                                          size_t hidden_stride,
+                                          const float *weight,
+                                          size_t classes,
+                                          size_t weight_stride,
+                                          const float *bias,
+                                          const int64_t *targets,
+                                          const xent_options *options,
+                                          float *loss,
+                                          float *grad_hidden,
+                                          size_t grad_hidden_stride,
+                                          float *grad_weight,
+                                          size_t grad_weight_stride,
+                                          float *grad_bias,
+                                          float *lse);
+
+/**
+ * `xent_linear_cross_entropy_f32` over bfloat16 values: `hidden`, `weight`, `bias` and the
+ * three gradients are `uint16_t` bit patterns of bfloat16 values; `loss` and `lse` are `float`.
+ * The GEMMs run in f32 on the exactly widened values, so `loss` and `lse` are the `_f32`
+ * call's on those values, and each gradient is its result rounded once (to nearest, ties
+ * to even). The working memory adds f32 copies of H and of its gradient.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_linear_cross_entropy_bf16(const uint16_t *hidden,
+                                           size_t rows,
+                                           size_t dim,
+                                           size_t hidden_stride,
+                                           const uint16_t *weight,
+                                           size_t classes,
+                                           size_t weight_stride,
+                                           const uint16_t *bias,
+                                           const int64_t *targets,
+                                           const xent_options *options,
+                                           float *loss,
+                                           uint16_t *grad_hidden,
+                                           size_t grad_hidden_stride,
+                                           uint16_t *grad_weight,
+                                           size_t grad_weight_stride,
+                                           uint16_t *grad_bias,
+                                           float *lse);
+
+/**
+ * `xent_linear_cross_entropy_f32` over binary16 values: `hidden`, `weight`, `bias` and the
+ * three gradients are `uint16_t` bit patterns of IEEE binary16 values; `loss` and `lse` are `float`.
+ * The GEMMs run in f32 on the exactly widened values, so `loss` and `lse` are the `_f32`
+ * call's on those values, and each gradient is its result rounded once (to nearest, ties
+ * to even). The working memory adds f32 copies of H and of its gradient.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_linear_cross_entropy_f16(const uint16_t *hidden,
+                                          size_t rows,
+                                          size_t dim,
+                                          size_t hidden_stride,
+                                          const uint16_t *weight,
+                                          size_t classes,
+                                          size_t weight_stride,
+                                          const uint16_t *bias,
+                                          const int64_t *targets,
+                                          const xent_options *options,
+                                          float *loss,
+                                          uint16_t *grad_hidden,
+                                          size_t grad_hidden_stride,
+                                          uint16_t *grad_weight,
+                                          size_t grad_weight_stride,
+                                          uint16_t *grad_bias,
+                                          float *lse);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -6,8 +6,8 @@
 //! Gelem/s and each group's ratios are the figures that matter.
 //!
 //! ```sh
-//! cargo bench -p xent-benches                        # everything (about 15 minutes)
-//! cargo bench -p xent-benches -- 'fused_in_place/'   # one variant
+//! cargo bench -p xent-benches --bench xent           # everything (about 15 minutes)
+//! cargo bench -p xent-benches --bench xent -- 'fused_in_place/'   # one variant
 //! python3 benches/report.py                          # the README table from the results
 //! ```
 

@@ -202,29 +202,20 @@ fn matmul(
     }
 }
 
-/// The unfused path xent's fused call replaces: the whole `rows × classes` logits by a
-/// GEMM (the bias broadcast first), the fused cross-entropy over them in place, then
-/// dH = G·W, dW = Gᵀ·H and db = Σ_rows G. Returns the loss.
-pub fn unfused(head: &Head, options: &Options<'_>, grads: &mut Grads) -> f32 {
-    let (rows, dim, classes) = (head.rows, head.dim, head.classes);
-    let mut logits = vec![0.0f32; rows * classes];
-    for row in logits.chunks_exact_mut(classes) {
-        row.copy_from_slice(&head.bias);
+/// `logits` (`rows × classes`) = H·Wᵀ, plus b broadcast when `bias`.
+fn logits_gemm(head: &Head, logits: &mut [f32], bias: bool) {
+    if bias {
+        for row in logits.chunks_exact_mut(head.classes) {
+            row.copy_from_slice(&head.bias);
+        }
     }
-    let shape = (rows, classes, dim);
-    matmul(
-        &mut logits,
-        &head.hidden,
-        &head.weight,
-        shape,
-        false,
-        true,
-        true,
-    );
-    let mut loss = [0.0f32];
-    let view = RowsMut::packed(&mut logits, classes).unwrap();
-    xent::cross_entropy_grad_in_place(view, &head.targets[..], options, &mut loss, None).unwrap();
-    let g = &logits;
+    let shape = (head.rows, head.classes, head.dim);
+    matmul(logits, &head.hidden, &head.weight, shape, false, true, bias);
+}
+
+/// dH = G·W and dW = Gᵀ·H for the gradient of the logits `g` (`rows × classes`).
+fn gradient_gemms(head: &Head, g: &[f32], grads: &mut Grads) {
+    let (rows, dim, classes) = (head.rows, head.dim, head.classes);
     matmul(
         &mut grads.hidden,
         g,
@@ -243,8 +234,28 @@ pub fn unfused(head: &Head, options: &Options<'_>, grads: &mut Grads) -> f32 {
         false,
         false,
     );
+}
+
+/// The unfused path's three GEMMs alone, over `logits` (`rows × classes`, any values):
+/// logits = H·Wᵀ, dH = G·W and dW = Gᵀ·H with the logits standing in for G.
+pub fn gemms_only(head: &Head, logits: &mut [f32], grads: &mut Grads) {
+    logits_gemm(head, logits, false);
+    gradient_gemms(head, logits, grads);
+}
+
+/// The unfused path xent's fused call replaces: the whole `rows × classes` logits by a
+/// GEMM (the bias broadcast first), the fused cross-entropy over them in place, then
+/// dH = G·W, dW = Gᵀ·H and db = Σ_rows G. Returns the loss.
+pub fn unfused(head: &Head, options: &Options<'_>, grads: &mut Grads) -> f32 {
+    let classes = head.classes;
+    let mut logits = vec![0.0f32; head.rows * classes];
+    logits_gemm(head, &mut logits, true);
+    let mut loss = [0.0f32];
+    let view = RowsMut::packed(&mut logits, classes).unwrap();
+    xent::cross_entropy_grad_in_place(view, &head.targets[..], options, &mut loss, None).unwrap();
+    gradient_gemms(head, &logits, grads);
     let mut sums = vec![0.0f64; classes];
-    for row in g.chunks_exact(classes) {
+    for row in logits.chunks_exact(classes) {
         for (s, &v) in sums.iter_mut().zip(row) {
             *s += f64::from(v);
         }

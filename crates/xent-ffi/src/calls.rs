@@ -8,7 +8,7 @@
 
 use core::ops::Range;
 
-use xent_core::{Shard, ShardRow};
+use xent_core::{LinearGrads, LinearHead, Logit, Shard, ShardRow};
 
 use crate::dtype::{Dtype, Normalization, TargetRows, Write};
 use crate::options::{CallOptions, XentOptions};
@@ -477,4 +477,105 @@ pub(crate) unsafe fn merge_shard_rows(input: *const ShardRow, inout: *mut ShardR
     let (input, inout) = unsafe { (input.as_slice(), inout.as_mut_slice()) };
     // Cannot fail: both hold n rows.
     let _ = xent_core::merge_shard_rows(input, inout);
+}
+
+/// A fused linear + cross-entropy call: the logits `hidden·weightᵀ + bias` never exist.
+pub(crate) struct LinearCall<T> {
+    /// H: `rows × dim`.
+    pub(crate) hidden: Batch<T>,
+    /// W: `classes × dim` (the exports pass the hidden states' `dim` as its `cols`).
+    pub(crate) weight: Batch<T>,
+    pub(crate) bias: *const T,
+    pub(crate) targets: *const i64,
+    pub(crate) options: *const XentOptions,
+    pub(crate) loss: *mut f32,
+    pub(crate) grad_hidden: Out<T>,
+    pub(crate) grad_weight: Out<T>,
+    pub(crate) grad_bias: *mut T,
+    pub(crate) lse: *mut f32,
+}
+
+/// An optional output batch: NULL means "not wanted".
+fn optional_rows<T>(
+    out: Out<T>,
+    rows: usize,
+    cols: usize,
+) -> Result<Option<StridedBuffer<T>>, XentStatus> {
+    if out.ptr.is_null() {
+        Ok(None)
+    } else {
+        StridedBuffer::new(out.ptr, rows, cols, out.stride).map(Some)
+    }
+}
+
+/// A fused linear + cross-entropy call.
+///
+/// # Safety
+///
+/// As [`forward`].
+pub(crate) unsafe fn linear<T: Logit<Stat = f32>>(call: LinearCall<T>) -> Result<(), XentStatus> {
+    let Batch {
+        ptr,
+        rows,
+        cols: dim,
+        stride,
+    } = call.hidden;
+    let hidden = StridedBuffer::new(ptr, rows, dim, stride)?;
+    // The weight's rows are the vocabulary: required whenever there are classes, also
+    // without rows; and rows need classes (a shape, so before the overlap checks).
+    let classes = call.weight.rows;
+    if rows > 0 && classes == 0 {
+        return Err(XentStatus::InvalidShape);
+    }
+    let weight = StridedBuffer::new(call.weight.ptr, classes, dim, call.weight.stride)?;
+    let bias = Buffer::optional(call.bias, classes)?;
+    let targets = Buffer::new(call.targets, rows)?;
+    // SAFETY: C's contract: NULL or a readable xent_options.
+    let options = unsafe { CallOptions::read(call.options, classes) }?;
+    let loss = Buffer::required(call.loss, options.reduction.loss_len(rows))?;
+    let grad_hidden = optional_rows(call.grad_hidden, rows, dim)?;
+    let grad_weight = optional_rows(call.grad_weight, classes, dim)?;
+    let grad_bias = Buffer::optional(call.grad_bias, classes)?;
+    let lse = Buffer::optional(call.lse, rows)?;
+    check_disjoint(
+        &[
+            Some(loss.bytes()),
+            grad_hidden.as_ref().map(StridedBuffer::bytes),
+            grad_weight.as_ref().map(StridedBuffer::bytes),
+            grad_bias.as_ref().map(Buffer::bytes),
+            lse.as_ref().map(Buffer::bytes),
+        ],
+        &[
+            Some(hidden.bytes()),
+            Some(weight.bytes()),
+            bias.as_ref().map(Buffer::bytes),
+            Some(targets.bytes()),
+            options.weight_bytes(),
+        ],
+    )?;
+    // SAFETY: C's contract makes every buffer valid for this call; the outputs were just
+    // checked disjoint from each other and from every input, so each exclusive view is the
+    // only reference to its memory.
+    let (head, grads, targets, options, loss, lse) = unsafe {
+        let head = LinearHead {
+            hidden: hidden.as_rows()?,
+            weight: weight.as_rows()?,
+            bias: bias.map(|b| b.as_slice()),
+        };
+        let grads = LinearGrads {
+            hidden: grad_hidden.map(|g| g.as_rows_mut()).transpose()?,
+            weight: grad_weight.map(|g| g.as_rows_mut()).transpose()?,
+            bias: grad_bias.map(|g| g.as_mut_slice()),
+        };
+        (
+            head,
+            grads,
+            targets.as_slice(),
+            options.to_core(),
+            loss.as_mut_slice(),
+            lse.map(|lse| lse.as_mut_slice()),
+        )
+    };
+    threads::run(|| xent_core::linear_cross_entropy(head, targets, &options, loss, grads, lse))?;
+    Ok(())
 }

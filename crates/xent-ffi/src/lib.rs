@@ -35,6 +35,8 @@ mod abi_f64; // the same over double logits, with double loss, lse and dloss
 
 mod abi_shard; // a vocabulary split across processes (tensor parallel)
 
+mod abi_linear; // the fused linear + cross-entropy of a language-model head
+
 // The machinery behind them.
 mod boundary;
 mod calls;
@@ -56,6 +58,9 @@ pub use abi_f32::{
 pub use abi_f64::{
     xent_cross_entropy_backward_f64, xent_cross_entropy_f64, xent_cross_entropy_soft_f64,
     xent_log_softmax_f64, xent_softmax_f64,
+};
+pub use abi_linear::{
+    xent_linear_cross_entropy_bf16, xent_linear_cross_entropy_f16, xent_linear_cross_entropy_f32,
 };
 pub use abi_shard::{
     XentShardRow, xent_merge_shard_rows, xent_shard_finish_f32, xent_shard_stats_f32,

@@ -19,7 +19,14 @@
 //!   runs `xent_shard_stats_f32`, `xent_merge_shard_rows` and `xent_shard_finish_f32` under
 //!   several option sets, and compares loss, lse and the assembled gradient with the
 //!   unsharded `xent_cross_entropy_f32` within SPEC §2's tolerances (loss and lse the same
-//!   bits on every shard); and checks their bad inputs as `bad_input.c` does.
+//!   bits on every shard); and checks their bad inputs as `bad_input.c` does;
+//! - `linear.c` checks `xent_linear_cross_entropy_f32` against the unfused composition done
+//!   in C (the logits H·Wᵀ + b, exact in float, through `xent_cross_entropy_f32`, then
+//!   dH = G·W, dW = Gᵀ·H and db = Σ G in double) within SPEC §2's tolerances propagated
+//!   through the GEMMs' f32 accumulation, over dims 1, 3, 17 and 65, five option sets,
+//!   strides, ignored rows and −∞ bias entries; `xent_linear_cross_entropy_bf16` against the
+//!   `_f32` call on the widened values (loss and lse bit for bit, each gradient rounded to
+//!   nearest even); and the bf16 call's bad inputs as `bad_input.c` does.
 
 mod common;
 
@@ -120,6 +127,24 @@ fn shards_match_the_unsharded_call() {
         assert_eq!(passed, total, "{output}");
         assert!(
             total.parse::<u32>().unwrap() > 3000,
+            "too few checks ran:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn linear_matches_the_unfused_composition() {
+    for output in build_and_run("linear", &[], &["-lm"]) {
+        assert!(!output.contains("FAIL"), "{output}");
+        let summary = output.lines().last().unwrap_or_default();
+        let (passed, total) = summary
+            .strip_prefix("linear.c: ")
+            .and_then(|s| s.strip_suffix(" checks passed"))
+            .and_then(|s| s.split_once(" of "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
+        assert_eq!(passed, total, "{output}");
+        assert!(
+            total.parse::<u32>().unwrap() > 30000,
             "too few checks ran:\n{output}"
         );
     }

@@ -68,39 +68,38 @@ impl<T> LinearGrads<'_, T> {
 /// How many classes each chunk of the vocabulary holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Chunking {
-    /// Chosen from the number of rows and threads (see [`Chunking::classes`]).
+    /// Chosen from the number of rows (see [`Chunking::classes`]).
     #[default]
     Auto,
     /// This many classes per chunk (at least 1; the last chunk may hold fewer).
     Classes(usize),
 }
 
-/// The logits of one chunk per thread, in f32 values: 4 MiB, which leaves the GEMMs long
-/// enough rows (≥ 256 classes up to 4096 rows per thread) and keeps the chunk in a
-/// server's last-level cache share.
-const CHUNK_ELEMS_PER_THREAD: usize = 1 << 20;
+/// The logits of one chunk: 2M f32 values (8 MiB), which leaves the GEMMs long rows (512
+/// classes at 4096 rows) and keeps the chunk within a server's last-level cache. It does
+/// not depend on the number of threads, so neither do the results (the chunks decide the
+/// order of the merges and of the ∂H sums).
+const CHUNK_ELEMS: usize = 1 << 21;
 
 /// The narrowest automatic chunk: below this the GEMMs' rows get too short to run fast.
 const MIN_CHUNK_CLASSES: usize = 256;
 
 impl Chunking {
-    /// The classes per chunk for `rows` rows of a `classes`-class vocabulary on `threads`
-    /// threads. `Auto` gives about 1M logits per thread, in whole multiples of 64 classes,
-    /// at least 256 classes.
+    /// The classes per chunk for `rows` rows of a `classes`-class vocabulary. `Auto` gives
+    /// about 2M logits per chunk, in whole multiples of 64 classes, at least 256 classes;
+    /// it depends on the shape only, so results are the same bits on any number of
+    /// threads.
     ///
     /// ```
     /// use xent::Chunking;
     ///
-    /// assert_eq!(Chunking::Auto.classes(4096, 128_256, 2), 512);
-    /// assert_eq!(Chunking::Auto.classes(8, 1000, 2), 1000);
-    /// assert_eq!(Chunking::Classes(100).classes(4096, 128_256, 2), 100);
+    /// assert_eq!(Chunking::Auto.classes(4096, 128_256), 512);
+    /// assert_eq!(Chunking::Auto.classes(8, 1000), 1000);
+    /// assert_eq!(Chunking::Classes(100).classes(4096, 128_256), 100);
     /// ```
-    pub fn classes(self, rows: usize, classes: usize, threads: usize) -> usize {
+    pub fn classes(self, rows: usize, classes: usize) -> usize {
         let chosen = match self {
-            Chunking::Auto => {
-                let budget = CHUNK_ELEMS_PER_THREAD * threads.max(1);
-                (budget / rows.max(1) / 64 * 64).max(MIN_CHUNK_CLASSES)
-            }
+            Chunking::Auto => (CHUNK_ELEMS / rows.max(1) / 64 * 64).max(MIN_CHUNK_CLASSES),
             Chunking::Classes(n) => n.max(1),
         };
         chosen.min(classes.max(1))
@@ -197,7 +196,7 @@ pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
         }
         return Ok(());
     }
-    let chunk = chunking.classes(rows, classes, rayon::current_num_threads());
+    let chunk = chunking.classes(rows, classes);
     let chunks: Vec<(usize, usize)> = (0..classes)
         .step_by(chunk)
         .map(|start| (start, chunk.min(classes - start)))

@@ -39,7 +39,7 @@ print("| variant | shape | xent Gelem/s | roofline (what) Gelem/s | % of rooflin
 print("|---|---|---|---|---|---|")
 for group in sorted(groups, key=key):
     g = groups[group]
-    if "xent" not in g or "roofline" not in g:
+    if "xent" not in g or "roofline" not in g or group.startswith("linear_ce/"):
         continue
     variant, shape = group.split("/")
     rate = lambda name: g[name][1] / g[name][0]  # elements per ns = Gelem/s
@@ -59,3 +59,17 @@ split = groups.get("fused_in_place/1x262144", {}), groups.get("fused_in_place_1t
 if "xent" in split[0] and "xent" in split[1]:
     print(f"\n1 × 262144 in place: 2 threads run {split[1]['xent'][0] / split[0]['xent'][0]:.2f}× "
           "faster than 1 thread (the row split into column blocks).")
+
+linear = sorted(g for g in groups if g.startswith("linear_ce/"))
+if linear:
+    print("\n| LM head (rows × dim × classes) | fused s | unfused s | the 3 GEMMs alone s "
+          "| fused / unfused | fused / GEMMs |")
+    print("|---|---|---|---|---|---|")
+    for group in linear:
+        g = groups[group]
+        if not all(name in g for name in ("xent", "naive", "roofline")):
+            continue
+        seconds = {name: g[name][0] / 1e9 for name in ("xent", "naive", "roofline")}
+        print(f"| {group.split('/')[1].replace('x', ' × ')} | {seconds['xent']:.2f} | "
+              f"{seconds['naive']:.2f} | {seconds['roofline']:.2f} | "
+              f"{seconds['xent'] / seconds['naive']:.2f}× | {seconds['xent'] / seconds['roofline']:.2f}× |")

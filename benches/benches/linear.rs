@@ -9,7 +9,7 @@
 //! timing, each path's peak of heap memory beyond its inputs and outputs is printed.
 //!
 //! ```sh
-//! cargo bench -p xent-benches --bench linear   # about 25 minutes on 2 cores
+//! cargo bench -p xent-benches --bench linear   # about 35 minutes on 2 cores
 //! python3 benches/report.py                    # the table (groups linear_ce/…)
 //! ```
 

@@ -3,6 +3,8 @@
 //! and run steps that fail the test with the tool's own output.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod abi;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};

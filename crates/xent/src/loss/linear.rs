@@ -14,7 +14,7 @@
 //! buffers), whatever the vocabulary size. Pass 2 runs the chunks backwards, so the last
 //! chunk of pass 1 is still in the buffer and is not recomputed.
 
-use super::shard::{ShardRow, hard, merged_loss, slice_grad, slice_stats};
+use super::shard::{ShardRow, hard, merge_shard_rows, merged_loss, slice_grad, slice_stats};
 use super::{Columns, Plan, check_targets};
 use crate::dtype::Logit;
 use crate::error::{Error, Result};
@@ -187,8 +187,9 @@ pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
         // No rows: the loss of nothing, and gradients of zeros.
         merged_loss(&plan, &counts, &targets, &[], loss, lse);
         if let Some(mut out) = grads.weight {
+            let zeros = vec![0.0; dim];
             for c in 0..classes {
-                T::narrow(&vec![0.0; dim], out.row_mut(c));
+                T::narrow(&zeros, out.row_mut(c));
             }
         }
         if let Some(out) = grads.bias {
@@ -196,10 +197,19 @@ pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
         }
         return Ok(());
     }
+    // Each chunk is a shard of the vocabulary, with its own plan.
     let chunk = chunking.classes(rows, classes);
-    let chunks: Vec<(usize, usize)> = (0..classes)
+    let parts: Vec<Plan<'_>> = (0..classes)
         .step_by(chunk)
-        .map(|start| (start, chunk.min(classes - start)))
+        .map(|offset| {
+            let cols = chunk.min(classes - offset);
+            let columns = Columns {
+                offset,
+                cols,
+                total: classes,
+            };
+            plan.with_columns(columns, rows)
+        })
         .collect();
     let head32 = Head32::new(&head);
     let mut logits = vec![0.0f32; rows * chunk];
@@ -208,19 +218,13 @@ pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
     // Pass 1: each chunk's logits summed up and merged into the rows' summaries.
     let mut merged = vec![ShardRow::EMPTY; rows];
     let mut summary = vec![ShardRow::EMPTY; rows];
-    for &(start, n) in &chunks {
-        let part = Columns {
-            offset: start,
-            cols: n,
-            total: classes,
-        };
-        let w = head32.weight_rows(start, n, &mut weight_scratch);
-        head32.logits(w, start, &mut logits[..rows * n]);
-        let view = Rows::new(&logits[..rows * n], rows, n, n)?;
-        slice_stats(&plan.with_columns(part, rows), view, targets, &mut summary);
-        for (acc, row) in merged.iter_mut().zip(&summary) {
-            *acc = row.merge(acc);
-        }
+    for part in &parts {
+        let Columns { offset, cols, .. } = part.columns;
+        let w = head32.weight_rows(offset, cols, &mut weight_scratch);
+        head32.logits(w, offset, &mut logits[..rows * cols]);
+        let view = Rows::new(&logits[..rows * cols], rows, cols, cols)?;
+        slice_stats(part, view, targets, &mut summary);
+        merge_shard_rows(&summary, &mut merged)?;
     }
     merged_loss(&plan, &counts, &targets, &merged, loss, lse);
     if !grads.any() {
@@ -229,25 +233,16 @@ pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
 
     // Pass 2, backwards: the last chunk's logits are still in the buffer.
     let mut sinks = Sinks::new(grads, rows, dim);
-    for (k, &(start, n)) in chunks.iter().rev().enumerate() {
-        let w = head32.weight_rows(start, n, &mut weight_scratch);
+    for (k, part) in parts.iter().rev().enumerate() {
+        let Columns { offset, cols, .. } = part.columns;
+        let w = head32.weight_rows(offset, cols, &mut weight_scratch);
         if k > 0 {
-            head32.logits(w, start, &mut logits[..rows * n]);
+            head32.logits(w, offset, &mut logits[..rows * cols]);
         }
-        let part = Columns {
-            offset: start,
-            cols: n,
-            total: classes,
-        };
-        let view = RowsMut::new(&mut logits[..rows * n], rows, n, n)?;
-        slice_grad(
-            &plan.with_columns(part, rows),
-            Pass::InPlace(view),
-            targets,
-            &merged,
-        );
-        let g = Mat::row_major(&logits[..rows * n], rows, n, n);
-        sinks.add_chunk(g, w, head32.hidden(), start, k == 0);
+        let view = RowsMut::new(&mut logits[..rows * cols], rows, cols, cols)?;
+        slice_grad(part, Pass::InPlace(view), targets, &merged);
+        let g = Mat::row_major(&logits[..rows * cols], rows, cols, cols);
+        sinks.add_chunk(g, w, head32.hidden(), offset, k == 0);
     }
     sinks.finish();
     Ok(())

@@ -142,14 +142,15 @@ pub(super) fn hard<'t>(targets: Targets<'t>) -> Result<Targets<'t>> {
 }
 
 /// Checks what every sharded call shares — the shard's place, the options for the whole
-/// vocabulary, the targets as global classes — and plans the call.
+/// vocabulary, the targets as global classes — and plans the call with upstream gradient
+/// `upstream` (g; the summaries do not use it).
 pub(super) fn plan_shard<'o>(
     options: &'o Options<'o>,
     cols: usize,
     shard: Shard,
     targets: &Targets<'_>,
     rows: usize,
-    upstream: impl FnOnce(&Options<'_>) -> f64,
+    upstream: f64,
 ) -> Result<(Plan<'o>, Counts)> {
     let Shard {
         class_offset,
@@ -173,7 +174,7 @@ pub(super) fn plan_shard<'o>(
         cols,
         total: total_cols,
     };
-    let plan = Plan::new(options, columns, false, &counts, upstream(options));
+    let plan = Plan::new(options, columns, false, &counts, upstream);
     Ok((plan, counts))
 }
 
@@ -239,7 +240,7 @@ pub fn shard_stats<'t>(
     let targets = hard(targets.into())?;
     let rows = logits.rows();
     Error::check_len("out", out.len(), rows)?;
-    let (plan, _) = plan_shard(options, logits.cols(), shard, &targets, rows, |_| 1.0)?;
+    let (plan, _) = plan_shard(options, logits.cols(), shard, &targets, rows, 1.0)?;
     slice_stats(&plan, logits, targets, out);
     Ok(())
 }
@@ -378,15 +379,14 @@ fn finish(
 ) -> Result<()> {
     let targets = hard(targets)?;
     let rows = pass.rows();
+    let upstream = f64::from(options.grad_scale);
     pass.check("grad")?;
     Error::check_len("merged", merged.len(), rows)?;
     Error::check_len("loss", loss.len(), options.reduction.loss_len(rows))?;
     if let Some(lse) = lse.as_deref() {
         Error::check_len("lse", lse.len(), rows)?;
     }
-    let (plan, counts) = plan_shard(options, pass.cols(), shard, &targets, rows, |o| {
-        f64::from(o.grad_scale)
-    })?;
+    let (plan, counts) = plan_shard(options, pass.cols(), shard, &targets, rows, upstream)?;
 
     merged_loss(&plan, &counts, &targets, merged, loss, lse);
     if !matches!(pass, Pass::Forward(_)) {

@@ -73,9 +73,9 @@ typedef enum {
     XENT_STATUS_TARGET_OUT_OF_RANGE = 3,
     /**
      * An option outside its domain: an unknown `reduction` value; `label_smoothing`
-     * outside `[0, 1]` or NaN; `z_loss` or `softcap` negative, NaN or infinite; `grad_scale`
-     * not finite; a class weight negative or not finite. `xent_set_num_threads`: a thread
-     * count the library cannot have.
+     * outside `[0, 1]` or NaN; `z_loss` or `softcap` negative, NaN or infinite; a subnormal
+     * `softcap`; `grad_scale` not finite; a class weight negative or not finite.
+     * `xent_set_num_threads`: a thread count the library cannot have.
      */
     XENT_STATUS_INVALID_OPTION = 4,
     /**
@@ -132,8 +132,8 @@ typedef struct {
      */
     float z_loss;
     /**
-     * c >= 0, finite: when c > 0 the logits are first mapped to c * tanh(x / c) (Gemma 2).
-     * Default: 0 (off).
+     * c >= 0, finite, and not subnormal (0 or at least FLT_MIN): when c > 0 the logits are
+     * first mapped to c * tanh(x / c) (Gemma 2). Default: 0 (off).
      */
     float softcap;
     /**

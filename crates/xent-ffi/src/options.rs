@@ -61,8 +61,8 @@ pub struct XentOptions {
     pub label_smoothing: f32,
     /// z >= 0, finite: adds z * lse^2 per counted row (PaLM's auxiliary loss). Default: 0.
     pub z_loss: f32,
-    /// c >= 0, finite: when c > 0 the logits are first mapped to c * tanh(x / c) (Gemma 2).
-    /// Default: 0 (off).
+    /// c >= 0, finite, and not subnormal (0 or at least FLT_MIN): when c > 0 the logits are
+    /// first mapped to c * tanh(x / c) (Gemma 2). Default: 0 (off).
     pub softcap: f32,
     /// The upstream gradient of the reduced loss (for `XENT_REDUCTION_NONE`: of the sum of
     /// the row losses); finite. The backward functions take `dloss` instead. Default: 1.

@@ -23,9 +23,9 @@ pub enum XentStatus {
     /// not `ignore_index`.
     TargetOutOfRange = 3,
     /// An option outside its domain: an unknown `reduction` value; `label_smoothing`
-    /// outside `[0, 1]` or NaN; `z_loss` or `softcap` negative, NaN or infinite; `grad_scale`
-    /// not finite; a class weight negative or not finite. `xent_set_num_threads`: a thread
-    /// count the library cannot have.
+    /// outside `[0, 1]` or NaN; `z_loss` or `softcap` negative, NaN or infinite; a subnormal
+    /// `softcap`; `grad_scale` not finite; a class weight negative or not finite.
+    /// `xent_set_num_threads`: a thread count the library cannot have.
     InvalidOption = 4,
     /// An output shares memory with another output or with an input (the gradient may equal
     /// the logits only exactly: same pointer, same stride).

@@ -86,7 +86,10 @@ impl Options<'_> {
     ///
     /// Beyond the C header's table, an infinite `z_loss` or `softcap` is refused too: the
     /// first would make every counted loss infinite and the second turns every logit into
-    /// NaN (∞·tanh(x/∞)), so neither can be what a caller meant.
+    /// NaN (∞·tanh(x/∞)), so neither can be what a caller meant. So is a softcap below
+    /// `f32::MIN_POSITIVE` (a subnormal, under 1.2e-38) other than 0: the kernels multiply
+    /// by 1/c, which overflows f32 there (found by the fuzzer: the gradient came out −∞
+    /// where c·tanh(x/c) has slope 0).
     ///
     /// ```
     /// use xent::{Error, Options};
@@ -110,6 +113,16 @@ impl Options<'_> {
                     format!("is {value}, it must be finite and >= 0"),
                 ));
             }
+        }
+        let cap = self.softcap;
+        if cap > 0.0 && cap < f32::MIN_POSITIVE {
+            return Err(Error::option(
+                "softcap",
+                format!(
+                    "is {cap}, a subnormal: it must be 0 (off) or at least {:e}",
+                    f32::MIN_POSITIVE
+                ),
+            ));
         }
         if !self.grad_scale.is_finite() {
             return Err(Error::option(

@@ -105,7 +105,10 @@ pub(crate) fn block_weight_sums(cols: usize, weights: Option<&[f32]>) -> [f64; M
     let len = block_len(cols);
     let mut sums = [0.0; MAX_BLOCKS];
     for (b, sum) in sums.iter_mut().enumerate().take(cols.div_ceil(len)) {
-        let range = b * len..((b + 1) * len).min(cols);
+        // `b·len < cols` here, but `(b + 1)·len` overflows for a call of no rows and
+        // near-usize::MAX columns, which is valid (found by the fuzzer).
+        let start = b * len;
+        let range = start..start.saturating_add(len).min(cols);
         *sum = match weights {
             Some(w) => w[range].iter().map(|&w| f64::from(w)).sum(),
             None => range.len() as f64,

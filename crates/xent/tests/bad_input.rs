@@ -358,6 +358,16 @@ fn invalid_options() {
             softcap: f32::INFINITY,
             ..d()
         },
+        // Fuzzer-found: a subnormal cap's reciprocal overflows, and the SIMD tiers gave a −∞
+        // gradient where the slope is 0.
+        Options {
+            softcap: 1e-40,
+            ..d()
+        },
+        Options {
+            softcap: f32::MIN_POSITIVE / 2.0,
+            ..d()
+        },
         Options {
             grad_scale: f32::NAN,
             ..d()

@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    Case, CaseTargets, PAD, Rng, agrees, assert_same_bits, check_case, padded, random_logits,
+    Case, CaseTargets, PAD, Rng, agrees, assert_same_bits, check_case, miri_or, padded,
+    random_logits,
 };
 use xent::reference::{self, RefTargets};
 use xent::{Options, Reduction, Rows, RowsMut, Targets};
@@ -231,6 +232,20 @@ fn zero_rows() {
         RowsMut::new(&mut [], 0, 3, 3).unwrap(),
     )
     .unwrap();
+    // No rows of (nearly) usize::MAX columns is a valid batch too: planning its column
+    // blocks overflowed (found by the fuzzer through the C ABI).
+    for cols in [usize::MAX, usize::MAX - 7, usize::MAX / 2 + 1] {
+        let mut loss = [PAD];
+        for reduction in [Reduction::Mean, Reduction::Sum] {
+            let options = Options {
+                reduction,
+                ..Options::default()
+            };
+            let batch = Rows::new(&empty, 0, cols, cols).unwrap();
+            xent::cross_entropy(batch, &no_targets[..], &options, &mut loss, None).unwrap();
+        }
+        assert_eq!(loss[0], 0.0);
+    }
 }
 
 /// A hand-computed case: two classes, label smoothing and class weights.
@@ -414,8 +429,14 @@ fn gradient_matches_finite_differences() {
 
 /// Per-row outputs and the reduced loss are bit-identical on 1 and 2 threads.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a call runs in parallel from 131072 values on, minutes per call under Miri"
+)]
 fn results_do_not_depend_on_the_thread_count() {
-    let (rows, cols) = (300, 1000);
+    // Under Miri (by hand, with --include-ignored) just over the 131072 values below which
+    // a call stays on its thread, in 3 chunks of rows.
+    let (rows, cols) = (miri_or(132, 300), 1000);
     let mut rng = Rng::new(5);
     let logits = random_logits(&mut rng, rows, cols, cols, 5.0, 1.0);
     let targets: Vec<i64> = (0..rows).map(|_| rng.below(cols) as i64).collect();
@@ -496,7 +517,15 @@ fn narrow_target_types_agree_with_i64() {
 #[test]
 fn softmax_and_log_softmax() {
     let mut rng = Rng::new(21);
-    for cols in (1..=67).chain([1000, 32003]) {
+    // Under Miri the lengths around the vector widths (8 lanes, 4 vectors per unrolled
+    // step) instead of every length to 67 and rows of 8 column blocks: a 4105-value row
+    // alone took 3 minutes there.
+    let lengths: Vec<usize> = if cfg!(miri) {
+        vec![1, 7, 8, 9, 16, 17, 31, 32, 33, 67]
+    } else {
+        (1..=67).chain([1000, 32003]).collect()
+    };
+    for cols in lengths {
         let rows = 4;
         let stride = cols + 2;
         let mut x = random_logits(&mut rng, rows, cols, stride, 10.0, 50.0);
@@ -555,15 +584,22 @@ fn forced_tier_is_the_active_one() {
 /// Rows long enough to be cut into column blocks, and fewer rows than threads: the blocks
 /// run in parallel, and give the oracle's results and the serial bits.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "rows are split across threads from 16384 values on, about 10 calls of those \
+              take tens of minutes under Miri"
+)]
 fn long_rows_split_across_threads() {
-    let cols = 262_144 + 7;
+    // Under Miri (by hand, with --include-ignored) the shortest rows that are split (16384
+    // values, 4 blocks, and a tail), and one variant: a masked block and the max in the last.
+    let cols = miri_or(16_384 + 7, 262_144 + 7);
     let mut rng = Rng::new(17);
-    for variant in 0..4 {
+    for variant in miri_or(2..3, 0..4) {
         let rows = 1 + variant % 2;
         let mut logits = random_logits(&mut rng, rows, cols, cols, 3.0, 0.0);
         if variant == 2 {
             // A whole block of masked classes, and the max in the last block.
-            logits[10_000..30_000].fill(NINF);
+            logits[miri_or(4096..8192, 10_000..30_000)].fill(NINF);
             logits[cols - 1] = 40.0;
         }
         let mut case = Case::packed(cols, logits, (0..rows).map(|i| (i * 7919) as i64).collect());
@@ -583,7 +619,7 @@ fn long_rows_split_across_threads() {
     }
     // A NaN in one block of a split row makes that row NaN, and only that row.
     let mut logits = random_logits(&mut rng, 1, cols, cols, 3.0, 0.0);
-    logits[200_000] = NAN;
+    logits[miri_or(12_000, 200_000)] = NAN;
     let case = Case::packed(cols, logits, vec![5]);
     let (loss, grad, lse) = run_none(&case);
     assert!(loss[0].is_nan() && lse[0].is_nan() && grad.iter().all(|g| g.is_nan()));
@@ -594,7 +630,10 @@ fn long_rows_split_across_threads() {
 #[test]
 fn softmax_and_log_softmax_of_short_rows() {
     let mut rng = Rng::new(31);
-    for cols in 1..=17 {
+    // Under Miri a partial block of 8 values, one and two whole blocks, two partial ones,
+    // and a row just too long for the short-row kernels, instead of every length to 17.
+    let lengths = miri_or(vec![1, 3, 8, 9, 15, 16, 17], (1..=17).collect());
+    for cols in lengths {
         let (rows, stride) = (21, cols + 3);
         let mut x = random_logits(&mut rng, rows, cols, stride, 4.0, 0.0);
         x[2 * stride] = NAN; // row 2 is NaN

@@ -7,6 +7,7 @@
  *
  * Prints one line per failed check and a summary; exits 1 if any check failed.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -260,6 +261,11 @@ static void invalid_options(void) {
         o.softcap = bad_nonnegative[k];
         ALL_CALLS_REFUSED(&o);
     }
+    /* A subnormal softcap (found by the fuzzer): the kernels' 1/c overflows float. */
+    reset();
+    o = xent_options_default();
+    o.softcap = FLT_MIN / 2.0f;
+    ALL_CALLS_REFUSED(&o);
     for (k = 0; k < sizeof bad_scale / sizeof bad_scale[0]; k++) {
         reset();
         o = xent_options_default();

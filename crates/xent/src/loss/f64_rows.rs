@@ -58,10 +58,12 @@ fn row_sums(plan: &Plan<'_>, x: &[f64], target: Option<RowTarget<'_>>) -> RowSum
             sums.weighted += w * d;
         }
         if let Some(t) = soft {
-            let wt = w * (t.keep * f64::from(t.probs[c]) + t.uniform);
+            let smoothed = t.keep * f64::from(t.probs[c]) + t.uniform;
+            let wt = w * smoothed;
             sums.t_total += wt;
-            // A zero target adds 0 even against a −∞ logit.
-            if wt != 0.0 {
+            // A zero target adds 0 even against a −∞ logit; a zero weight does not (0·∞ is
+            // NaN, as in PyTorch and the f32 kernels: the fuzzer found this path giving +∞).
+            if smoothed != 0.0 {
                 sums.dot += wt * d;
             }
         }

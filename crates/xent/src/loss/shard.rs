@@ -100,11 +100,15 @@ impl ShardRow {
                 s * (f64::from(r.max) - m).exp()
             }
         };
+        // A NaN keeps the payload of one operand, chosen by operand order on x86: every
+        // NaN becomes the one quiet NaN, so that merge(a, b) and merge(b, a) stay the same
+        // bits (found by the fuzzer with two NaN smoothing sums).
+        let canonical = |v: f32| if v.is_nan() { f32::NAN } else { v };
         ShardRow {
             max,
-            sumexp: (moved(self) + moved(other)) as f32,
-            target_logit: self.target_logit + other.target_logit,
-            smooth_sum: self.smooth_sum + other.smooth_sum,
+            sumexp: canonical((moved(self) + moved(other)) as f32),
+            target_logit: canonical(self.target_logit + other.target_logit),
+            smooth_sum: canonical(self.smooth_sum + other.smooth_sum),
         }
     }
 }

@@ -11,6 +11,26 @@ use xent::{Options, Reduction, Rows, RowsMut, Targets};
 /// A padding value no kernel may read into a result or overwrite: a NaN with a payload.
 pub const PAD: f32 = f32::from_bits(0x7fc0_dead);
 
+/// `normal` in an ordinary run, `miri` under Miri, which interprets each operation about a
+/// million times slower: a smaller size that still takes the same code paths.
+pub fn miri_or<T>(miri: T, normal: T) -> T {
+    if cfg!(miri) { miri } else { normal }
+}
+
+/// The number of cases of a generated test: `normal`, or under Miri `PROPTEST_CASES` (2 by
+/// default). An explicit `cases` in a `ProptestConfig` overrides proptest's own reading of
+/// `PROPTEST_CASES`, so the tests ask here.
+pub fn cases(normal: u32) -> u32 {
+    if cfg!(miri) {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2)
+    } else {
+        normal
+    }
+}
+
 /// A small deterministic generator (SplitMix64), so large rows are cheap to describe.
 #[derive(Clone)]
 pub struct Rng(u64);

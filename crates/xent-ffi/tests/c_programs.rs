@@ -26,7 +26,16 @@
 //!   through the GEMMs' f32 accumulation, over dims 1, 3, 17 and 65, five option sets,
 //!   strides, ignored rows and −∞ bias entries; `xent_linear_cross_entropy_bf16` against the
 //!   `_f32` call on the widened values (loss and lse bit for bit, each gradient rounded to
-//!   nearest even); and the bf16 call's bad inputs as `bad_input.c` does.
+//!   nearest even); and the bf16 call's bad inputs as `bad_input.c` does;
+//! - `stress.c` generates 10,000 calls (from a constant seed) to every computing function of
+//!   the header — each of the five cross-entropy and softmax functions in its four types,
+//!   the three sharded ones, the three linear heads — over random shapes (some on the pool,
+//!   some with rows split into parallel blocks), strides, options and outputs, about 10%
+//!   of them refused (NULL pointers, bad shapes, misaligned pointers, targets out of range,
+//!   bad options, overlapping buffers); runs them one after another, checking each status
+//!   and that a refused call wrote nothing, then from 8 threads at once under
+//!   `xent_set_num_threads` 1, 2, 0 and 4, comparing every status and output byte with the
+//!   serial run.
 
 mod common;
 
@@ -147,5 +156,47 @@ fn linear_matches_the_unfused_composition() {
             total.parse::<u32>().unwrap() > 30000,
             "too few checks ran:\n{output}"
         );
+    }
+}
+
+#[test]
+fn ten_thousand_mixed_calls_from_c_threads_match_serial_calls() {
+    // -O2: the program's own generating, copying and hashing, not the library, would take
+    // most of the time at -O0.
+    for output in build_and_run("stress", &["-pthread", "-O2"], &["-lm"]) {
+        assert!(!output.contains("FAIL"), "{output}");
+        let mut lines = output.lines().rev();
+        // The last line: "stress.c: 10000 calls (N ok, M refused) compared under 4 thread
+        // settings from 8 threads, 0 differ".
+        let summary = lines.next().unwrap_or_default();
+        let (calls, ok, refused, differ) = summary
+            .strip_prefix("stress.c: ")
+            .and_then(|s| s.split_once(" calls ("))
+            .and_then(|(calls, s)| {
+                let (ok, s) = s.split_once(" ok, ")?;
+                let (refused, s) = s.split_once(" refused) compared under 4 thread settings")?;
+                let differ = s
+                    .strip_prefix(" from 8 threads, ")?
+                    .strip_suffix(" differ")?;
+                Some((calls, ok, refused, differ))
+            })
+            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
+        let count = |s: &str| s.parse::<usize>().unwrap();
+        assert_eq!(count(calls), 10_000, "{output}");
+        assert_eq!(count(ok) + count(refused), 10_000, "{output}");
+        assert!(
+            (500..1500).contains(&count(refused)),
+            "about 10% refused:\n{output}"
+        );
+        assert_eq!(count(differ), 0, "{output}");
+        // The line before: every serial check passed.
+        let (passed, total) = lines
+            .next()
+            .and_then(|s| s.strip_prefix("stress.c: "))
+            .and_then(|s| s.split_once(" checks passed"))
+            .and_then(|(s, _)| s.split_once(" of "))
+            .unwrap_or_else(|| panic!("no checks line in:\n{output}"));
+        assert_eq!(passed, total, "{output}");
+        assert!(count(total) > 20_000, "too few checks ran:\n{output}");
     }
 }

@@ -1046,6 +1046,10 @@ fn check_refusals<T, C: Copy>(abi: &Abi<T, C>) {
         class_weights: a.at(CW_AT),
         ..xent_options_default()
     };
+    let reduction_3 = XentOptions {
+        reduction: 3,
+        ..xent_options_default()
+    };
     let misaligned_weights = XentOptions {
         class_weights: shifted(a.at(CW_AT), 1),
         ..weighted
@@ -1136,8 +1140,7 @@ fn check_refusals<T, C: Copy>(abi: &Abi<T, C>) {
          Args { lse: shifted(a.at(LSE_AT), 2), grad_hidden: a.at(H_AT), ..ok }),
         // An unknown reduction is an argument of step 1, before overlaps.
         (InvalidOption, "reduction 3 and loss over lse",
-         Args { options: &XentOptions { reduction: 3, ..xent_options_default() },
-                loss: a.at(LSE_AT), ..ok }),
+         Args { options: &reduction_3, loss: a.at(LSE_AT), ..ok }),
         (OverlappingBuffers, "loss in hidden's padding",
          Args { loss: a.at(H_AT + (DIM * size_of::<C>()).div_ceil(4) * 4), ..ok }),
         (OverlappingBuffers, "grad_hidden = hidden, same stride",

@@ -29,6 +29,7 @@ mod common;
 
 use std::fmt;
 
+use common::bits::Bits;
 use common::{PAD, Rng};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use xent::{
@@ -50,67 +51,6 @@ const SHAPES: [(usize, usize, usize); 5] = [
 
 // ---------------------------------------------------------------------------------------
 // Element types.
-
-/// An element of a buffer: its bits, a sentinel for fresh outputs, and conversions.
-trait Bits: Copy + Send + Sync + 'static {
-    /// A NaN with a payload that no computation produces.
-    const SENTINEL: Self;
-    fn bits(self) -> u64;
-    fn of_f32(v: f32) -> Self;
-    fn to_f64(self) -> f64;
-}
-
-impl Bits for f32 {
-    const SENTINEL: f32 = PAD;
-    fn bits(self) -> u64 {
-        u64::from(self.to_bits())
-    }
-    fn of_f32(v: f32) -> f32 {
-        v
-    }
-    fn to_f64(self) -> f64 {
-        f64::from(self)
-    }
-}
-
-impl Bits for f64 {
-    const SENTINEL: f64 = f64::from_bits(0x7ff8_0000_dead_beef);
-    fn bits(self) -> u64 {
-        self.to_bits()
-    }
-    fn of_f32(v: f32) -> f64 {
-        f64::from(v)
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-}
-
-impl Bits for bf16 {
-    const SENTINEL: bf16 = bf16::from_bits(0x7fad);
-    fn bits(self) -> u64 {
-        u64::from(self.to_bits())
-    }
-    fn of_f32(v: f32) -> bf16 {
-        bf16::from_f32(v)
-    }
-    fn to_f64(self) -> f64 {
-        bf16::to_f64(self)
-    }
-}
-
-impl Bits for f16 {
-    const SENTINEL: f16 = f16::from_bits(0x7ead);
-    fn bits(self) -> u64 {
-        u64::from(self.to_bits())
-    }
-    fn of_f32(v: f32) -> f16 {
-        f16::from_f32(v)
-    }
-    fn to_f64(self) -> f64 {
-        f16::to_f64(self)
-    }
-}
 
 /// A logits type and its name.
 trait Elem: Logit<Stat: Bits> + Bits {

@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use common::bits::Bits;
 use common::{PAD, Rng};
 use xent::{
     Chunking, Error, LinearGrads, LinearHead, Logit, Options, Reduction, Rows, RowsMut, Shard,
@@ -70,68 +71,6 @@ const SPLIT_MIN_COLS: usize = 16_384;
 
 // ---------------------------------------------------------------------------------------
 // Element types and their bits.
-
-/// An element of a buffer a call reads or writes: its bits, the sentinel that fresh
-/// output buffers hold, and conversions for generating values.
-trait Bits: Copy + Send + Sync + fmt::Debug + 'static {
-    /// A NaN with a payload that no computation produces.
-    const SENTINEL: Self;
-    fn bits(self) -> u64;
-    fn of_f64(v: f64) -> Self;
-    fn to_f64(self) -> f64;
-}
-
-impl Bits for f32 {
-    const SENTINEL: f32 = PAD;
-    fn bits(self) -> u64 {
-        u64::from(self.to_bits())
-    }
-    fn of_f64(v: f64) -> f32 {
-        v as f32
-    }
-    fn to_f64(self) -> f64 {
-        f64::from(self)
-    }
-}
-
-impl Bits for f64 {
-    const SENTINEL: f64 = f64::from_bits(0x7ff8_0000_dead_beef);
-    fn bits(self) -> u64 {
-        self.to_bits()
-    }
-    fn of_f64(v: f64) -> f64 {
-        v
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-}
-
-impl Bits for bf16 {
-    const SENTINEL: bf16 = bf16::from_bits(0x7fad);
-    fn bits(self) -> u64 {
-        u64::from(self.to_bits())
-    }
-    fn of_f64(v: f64) -> bf16 {
-        bf16::from_f64(v)
-    }
-    fn to_f64(self) -> f64 {
-        bf16::to_f64(self)
-    }
-}
-
-impl Bits for f16 {
-    const SENTINEL: f16 = f16::from_bits(0x7ead);
-    fn bits(self) -> u64 {
-        u64::from(self.to_bits())
-    }
-    fn of_f64(v: f64) -> f16 {
-        f16::from_f64(v)
-    }
-    fn to_f64(self) -> f64 {
-        f16::to_f64(self)
-    }
-}
 
 /// A logits type: its name in the calls' labels and its pool of shared values.
 trait Elem: Logit<Stat: Bits> + Bits {

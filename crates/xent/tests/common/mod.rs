@@ -2,6 +2,7 @@
 //! tolerances, and checks that padding and failed calls leave memory untouched.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod bits;
 pub mod generated;
 
 use approx::relative_eq;

@@ -403,8 +403,10 @@ pub fn check_case(case: &Case) {
     assert_grad(case, &r, &want, &back, grad_stride, "backward");
     assert_padding_intact(&back, case.rows, case.cols, grad_stride, "backward grad");
     // The fused gradient and the one from the saved lse agree within the tolerance where
-    // the f32 lse itself is exact enough (its rounding alone moves p by ulp(lse)/2).
-    for i in (0..case.rows).filter(|&i| r.lse[i].abs() < 64.0) {
+    // the f32 lse itself is exact enough: its rounding alone moves p by ulp(lse)/2, which
+    // stays under the tolerance's 1e-6 (relative to s) only below |lse| = 8 (the fuzzer
+    // found 1.9e-6 at lse = 58, past the bound of 64 this had).
+    for i in (0..case.rows).filter(|&i| r.lse[i].abs() < 8.0) {
         for c in 0..case.cols {
             let (g, w) = (back[i * grad_stride + c], r.grad[i * case.cols + c]);
             assert!(

@@ -350,6 +350,17 @@ fn soft_targets_with_zeros_against_masked_logits() {
     case.label_smoothing = 0.1;
     check_case(&case);
     assert_eq!(case.reference().row_loss[0], f64::INFINITY);
+    // A weight whose product with the target underflows f32 still meets the −∞ logit:
+    // +∞, as PyTorch's w·(t·lp) gives, not 0·−∞ = NaN (fuzzer-found, every tier).
+    case.label_smoothing = 0.0;
+    case.weights = Some(vec![1.0, 1e-45, 1.0]);
+    case.targets = CaseTargets::Soft {
+        probs: vec![0.5f32, 0.25, 0.25, 0.25, 0.25, 0.5],
+        stride: 3,
+    };
+    check_case(&case);
+    let (loss, _, _) = run_none(&case);
+    assert_eq!(loss[0], INF);
 }
 
 /// The fast gradient against central finite differences of the f64 oracle's loss.

@@ -529,9 +529,11 @@ pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
                 None if lanes == V::LANES => V::splat(1.0),
                 None => load_lanes::<V>(&[1.0; super::vector::MAX_LANES], lanes, 0.0),
             };
-            let wt = w.mul(t);
-            total.add(wt);
-            let term = wt.mul(capped(v, cap).sub(s));
+            total.add(w.mul(t));
+            // w·(t·(x' − shift)), PyTorch's order: (w·t)·(x' − shift) would turn a weight
+            // times target that underflows f32 (1e-45·0.33) into 0·−∞ = NaN where the
+            // loss is +∞ (found by the fuzzer).
+            let term = w.mul(t.mul(capped(v, cap).sub(s)));
             // A zero target adds 0 even against a −∞ logit (0·−∞ would be NaN).
             dot.add(V::select(t.eq(zero), zero, term));
         });

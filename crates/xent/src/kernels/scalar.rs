@@ -150,7 +150,9 @@ impl RowKernels for Scalar {
         let mut total = 0.0f64;
         for (c, &v) in x.iter().enumerate() {
             let t = targets.at(c);
-            let wt = f64::from(weights.map_or(1.0, |w| w[c]) * t);
+            // In f64, so that a weight times target below f32's range (1e-45·0.33) stays
+            // non-zero and a −∞ logit gives +∞, not 0·−∞ = NaN (found by the fuzzer).
+            let wt = f64::from(weights.map_or(1.0, |w| w[c])) * f64::from(t);
             total += wt;
             if t != 0.0 {
                 dot += wt * f64::from(softcap(v, cap) - shift);

@@ -5,8 +5,8 @@ use crate::dispatch::kernels;
 use crate::dtype::{self, Logit, Stat};
 use crate::error::{Error, Result};
 use crate::kernels::{
-    GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortLoss, ShortStats, ShortTargets,
-    SmoothedTargets, softcap,
+    ClassWeights, GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortLoss, ShortStats,
+    ShortTargets, SmoothedTargets, softcap,
 };
 use crate::options::{Options, Reduction};
 use crate::pass::Pass;
@@ -165,13 +165,23 @@ impl Columns {
     }
 }
 
+/// The weights of `columns`, scaled for the kernels by the largest weight of the whole
+/// vocabulary (so that every slice of it gets the same scale).
+fn held_weights<'o>(options: &Options<'o>, columns: Columns) -> Option<ClassWeights<'o>> {
+    options.class_weights.map(|w| {
+        let max = w.iter().fold(0.0f32, |m, &v| m.max(v));
+        ClassWeights::new(w, max).slice(columns.offset..columns.offset + columns.cols)
+    })
+}
+
 /// The per-call constants of SPEC §2's formulas, derived once from the validated options.
 #[derive(Clone)]
 struct Plan<'o> {
     options: &'o Options<'o>,
     columns: Columns,
-    /// The weights of the columns held (all of `options.class_weights`, or a shard's slice).
-    weights: Option<&'o [f32]>,
+    /// The weights of the columns held (all of `options.class_weights`, or a shard's slice),
+    /// with the scale of the whole vocabulary's largest weight.
+    weights: Option<ClassWeights<'o>>,
     /// 1 − ε.
     keep: f64,
     /// ε / C.
@@ -345,9 +355,7 @@ impl<'o> Plan<'o> {
     ) -> Self {
         let eps = f64::from(options.label_smoothing);
         let cols = columns.cols;
-        let weights = options
-            .class_weights
-            .map(|w| &w[columns.offset..columns.offset + cols]);
+        let weights = held_weights(options, columns);
         let weight_sum = options.class_weights.map_or(columns.total as f64, |w| {
             w.iter().map(|&w| f64::from(w)).sum()
         });
@@ -356,7 +364,7 @@ impl<'o> Plan<'o> {
             (Reduction::Mean, true) => (counts.total_weight, counts.total_weight),
             _ => (1.0, 1.0),
         };
-        Plan {
+        let mut plan = Plan {
             options,
             columns,
             weights,
@@ -370,22 +378,52 @@ impl<'o> Plan<'o> {
             zero_grad: options.reduction == Reduction::Mean && ce_div == 0.0,
             block_weights: block_weight_sums(cols, weights),
             split_rows: split_rows(counts.rows, cols),
-            short_rows: cols <= SHORT_COLS
-                && cols == columns.total
-                && !soft
-                && eps == 0.0
-                && options.softcap == 0.0,
-        }
+            short_rows: false,
+        };
+        plan.short_rows = cols <= SHORT_COLS
+            && cols == columns.total
+            && !soft
+            && eps == 0.0
+            && options.softcap == 0.0
+            && plan.short_coefficients_fit();
+        plan
+    }
+
+    /// 2·z·s_z, the short-row kernel's z-loss factor of lse (0 without z-loss).
+    fn short_z_grad(&self) -> f64 {
+        2.0 * self.z * self.z_scale
+    }
+
+    /// Whether the short-row kernel's f32 coefficients hold this call: every row's
+    /// B = s·w_y at most 2^100, and 2·z·s_z at most 1, so that no product of them with a
+    /// row's values overflows f32 where the result does not (see `ShortLoss`). Scales
+    /// beyond (a `grad_scale` of 1e38) take the row-by-row path, whose coefficients are
+    /// f64 until their last rounding.
+    fn short_coefficients_fit(&self) -> bool {
+        let max_weight = self
+            .options
+            .class_weights
+            .map_or(1.0, |w| w.iter().fold(0.0f64, |m, &v| m.max(f64::from(v))));
+        (self.ce_scale * max_weight).abs() <= (1u128 << 100) as f64
+            && self.short_z_grad().abs() <= 1.0
     }
 
     /// The same plan over other columns of the same vocabulary (`columns.total` unchanged),
     /// for a batch of `rows` rows: what a chunk of the vocabulary needs.
     fn with_columns(&self, columns: Columns, rows: usize) -> Plan<'o> {
         debug_assert_eq!(columns.total, self.columns.total);
+        // The same scale as this plan's (the vocabulary's largest weight).
         let weights = self
             .options
             .class_weights
-            .map(|w| &w[columns.offset..columns.offset + columns.cols]);
+            .zip(self.weights)
+            .map(|(all, held)| {
+                ClassWeights {
+                    values: all,
+                    ..held
+                }
+                .slice(columns.offset..columns.offset + columns.cols)
+            });
         Plan {
             columns,
             weights,
@@ -428,13 +466,13 @@ impl<'o> Plan<'o> {
     }
 
     /// The weights of the columns held.
-    fn weights(&self) -> Option<&'o [f32]> {
+    fn weights(&self) -> Option<ClassWeights<'o>> {
         self.weights
     }
 
     /// The weight of column `c` (of the columns held).
     fn column_weight(&self, c: usize) -> f64 {
-        self.weights.map_or(1.0, |w| f64::from(w[c]))
+        self.weights.map_or(1.0, |w| f64::from(w.values[c]))
     }
 
     /// The z-loss term of A: s_z·2z·lse (0 without z-loss, even for a NaN lse).
@@ -599,17 +637,16 @@ fn forward_groups(
 ) {
     let mut targets = [ShortTargets::default(); GROUPS_PER_CALL];
     let targets = &mut targets[..groups];
+    let scale = plan.ce_scale;
     match chunk.targets {
-        Targets::I64(t) => short_targets(&t[first..], plan.options, targets),
-        Targets::I32(t) => short_targets(&t[first..], plan.options, targets),
-        Targets::U32(t) => short_targets(&t[first..], plan.options, targets),
+        Targets::I64(t) => short_targets(&t[first..], plan.options, scale, targets),
+        Targets::I32(t) => short_targets(&t[first..], plan.options, scale, targets),
+        Targets::U32(t) => short_targets(&t[first..], plan.options, scale, targets),
         Targets::Soft(_) => unreachable!("short-row groups take hard targets"),
     }
     let job = ShortJob::Loss(
         ShortLoss {
-            ce_scale: plan.ce_scale as f32,
-            z: plan.z as f32,
-            z_grad: (2.0 * plan.z * plan.z_scale) as f32,
+            z_grad: plan.short_z_grad() as f32,
             write: plan.writes(chunk),
         },
         targets,
@@ -617,25 +654,39 @@ fn forward_groups(
     let mut stats = [ShortStats::default(); GROUPS_PER_CALL];
     let stats = &mut stats[..groups];
     k.short_rows(chunk.pass.groups(first, groups), &job, stats);
-    // A sum per lane, then across lanes: one running f64 sum would be a chain of
-    // dependent adds as long as the rows, the slowest part of this loop.
+    // Each row's terms in f64, where w_y·nll and z·lse² cannot overflow; a sum per lane,
+    // then across lanes: one running f64 sum would be a chain of dependent adds as long
+    // as the rows, the slowest part of this loop.
     let (mut ce, mut zl) = ([0.0f64; GROUP], [0.0f64; GROUP]);
-    for s in stats.iter() {
+    let mut losses = chunk
+        .loss
+        .as_deref_mut()
+        .map(|l| l[first..first + GROUP * groups].chunks_exact_mut(GROUP));
+    for (s, t) in stats.iter().zip(targets.iter()) {
+        let row_losses = losses.as_mut().and_then(|l| l.next());
+        let mut terms = [0.0f64; GROUP];
         for r in 0..GROUP {
-            ce[r] += f64::from(s.ce[r]);
-            zl[r] += f64::from(s.zl[r]);
+            // An ignored row: nll and weight 0.
+            let row_ce = f64::from(t.weight[r]) * f64::from(s.nll[r]);
+            let lse = f64::from(s.lse[r]);
+            let row_zl = if plan.z > 0.0 && t.class[r] >= 0.0 {
+                plan.z * lse * lse
+            } else {
+                0.0
+            };
+            ce[r] += row_ce;
+            zl[r] += row_zl;
+            terms[r] = row_ce + row_zl;
+        }
+        if let Some(l) = row_losses {
+            for (l, term) in l.iter_mut().zip(terms) {
+                *l = term as f32;
+            }
         }
     }
     partial.ce += ce.iter().sum::<f64>();
     partial.zl += zl.iter().sum::<f64>();
     let rows = first..first + GROUP * groups;
-    if let Some(loss) = chunk.loss.as_deref_mut() {
-        for (l, s) in loss[rows.clone()].chunks_exact_mut(GROUP).zip(stats.iter()) {
-            for (l, (ce, zl)) in l.iter_mut().zip(s.ce.iter().zip(&s.zl)) {
-                *l = ce + zl;
-            }
-        }
-    }
     if let Some(lse) = chunk.lse_out.as_deref_mut() {
         for (l, s) in lse[rows].chunks_exact_mut(GROUP).zip(stats.iter()) {
             l.copy_from_slice(&s.lse);
@@ -645,18 +696,22 @@ fn forward_groups(
 
 /// Each group's target lanes from its rows' validated classes (in `0..cols`, or
 /// `ignore_index`).
+/// `ce_scale` is s, which with w_y gives each row's B.
 fn short_targets<T: Copy + Into<i64>>(
     classes: &[T],
     options: &Options<'_>,
+    ce_scale: f64,
     out: &mut [ShortTargets],
 ) {
     for (lanes, classes) in out.iter_mut().zip(classes.chunks_exact(GROUP)) {
         for (r, &y) in classes.iter().enumerate() {
             let y: i64 = y.into();
             if y != options.ignore_index {
+                let w = options.weight(y as usize);
                 // y < cols ≤ SHORT_COLS: exact in f32.
                 lanes.class[r] = y as f32;
-                lanes.weight[r] = options.weight(y as usize);
+                lanes.weight[r] = w;
+                lanes.scale[r] = (ce_scale * f64::from(w)) as f32;
             }
         }
     }

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{GradRow, RowIo, RowKernels, SmoothedTargets};
+use crate::kernels::{ClassWeights, GradRow, RowIo, RowKernels, SmoothedTargets};
 
 /// At most this many blocks per row (their statistics live on the stack).
 pub(crate) const MAX_BLOCKS: usize = 64;
@@ -89,7 +89,7 @@ pub(crate) struct Gather<'a> {
     /// Gather Σ_c w_c·(x'_c − max) for label smoothing.
     pub smoothing: bool,
     /// The class weights of the whole row.
-    pub weights: Option<&'a [f32]>,
+    pub weights: Option<ClassWeights<'a>>,
     /// Soft targets of the whole row, for Σ w·t'·(x' − max) and Σ w·t'.
     pub soft: Option<SmoothedTargets<'a>>,
     /// Σ_c w_c of each block (for label smoothing), see [`block_weight_sums`].
@@ -101,7 +101,10 @@ pub(crate) struct Gather<'a> {
 
 /// Σ_c w_c over each block of a row of `cols` values (the block length for the whole
 /// call), so that phase 1 can move the weighted sums from the block's shift to the row's.
-pub(crate) fn block_weight_sums(cols: usize, weights: Option<&[f32]>) -> [f64; MAX_BLOCKS] {
+pub(crate) fn block_weight_sums(
+    cols: usize,
+    weights: Option<ClassWeights<'_>>,
+) -> [f64; MAX_BLOCKS] {
     let len = block_len(cols);
     let mut sums = [0.0; MAX_BLOCKS];
     for (b, sum) in sums.iter_mut().enumerate().take(cols.div_ceil(len)) {
@@ -110,7 +113,7 @@ pub(crate) fn block_weight_sums(cols: usize, weights: Option<&[f32]>) -> [f64; M
         let start = b * len;
         let range = start..start.saturating_add(len).min(cols);
         *sum = match weights {
-            Some(w) => w[range].iter().map(|&w| f64::from(w)).sum(),
+            Some(w) => w.values[range].iter().map(|&w| f64::from(w)).sum(),
             None => range.len() as f64,
         };
     }
@@ -182,7 +185,7 @@ fn block_stats(
     let len = x.len();
     let max = k.row_max(x, g.cap);
     let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
-    let weights = g.weights.map(|w| &w[offset..offset + len]);
+    let weights = g.weights.map(|w| w.slice(offset..offset + len));
     let mut stats = BlockStats {
         max,
         shift,
@@ -308,24 +311,63 @@ pub(crate) struct RowGrad<'a> {
     pub smooth: f64,
     pub target: Option<(usize, f64)>,
     pub soft: Option<SmoothedTargets<'a, f64>>,
-    pub weights: Option<&'a [f32]>,
+    pub weights: Option<ClassWeights<'a>>,
     pub cap: f32,
 }
 
+/// The largest coefficient the kernels get as is: a row's output sums a few products of
+/// coefficients with values of at most about 1, which stay finite below this.
+const MAX_COEF: f64 = (1u128 << 100) as f64;
+
 impl<'a> RowGrad<'a> {
-    /// The coefficients for block `offset..offset + len` with the given exp scale and shift.
-    fn block(&self, offset: usize, len: usize, scale: f64, shift: f32) -> GradRow<'a> {
+    /// The coefficients for block `offset..offset + len` with the given exp scale and shift,
+    /// all times `down` (a power of two, see [`RowGrad::fit`]), each rounded once to f32.
+    fn block(&self, offset: usize, len: usize, scale: f64, shift: f32, down: f64) -> GradRow<'a> {
+        let unscale = self.weights.map_or(1.0, |w| w.unscale()) * down;
         GradRow {
             shift,
-            scale: scale as f32,
-            smooth: self.smooth as f32,
+            scale: (scale * down) as f32,
+            smooth: (self.smooth * unscale) as f32,
             target: self
                 .target
                 .filter(|&(y, _)| (offset..offset + len).contains(&y))
-                .map(|(y, value)| (y - offset, value as f32)),
-            soft: self.soft.map(|t| t.to_f32(offset..offset + len)),
-            weights: self.weights.map(|w| &w[offset..offset + len]),
+                .map(|(y, value)| (y - offset, (value * down) as f32)),
+            soft: self.soft.map(|t| {
+                SmoothedTargets {
+                    keep: t.keep * unscale,
+                    uniform: t.uniform * unscale,
+                    ..t
+                }
+                .to_f32(offset..offset + len)
+            }),
+            weights: self.weights.map(|w| w.slice(offset..offset + len)),
             cap: self.cap,
+        }
+    }
+
+    /// The power of two k ≥ 0 such that every coefficient times 2^−k is at most
+    /// [`MAX_COEF`]: 0 but for scales beyond f32's range (a `grad_scale` of 1e38 times a
+    /// weight of 10), whose rows are written scaled down by 2^k and then scaled back up,
+    /// both exact: so an entry whose true value is finite in f32 comes back finite, where
+    /// a coefficient rounded to f32 as is would be +∞ (and 0·∞ NaN).
+    fn fit(&self) -> i32 {
+        let unscale = self.weights.map_or(1.0, |w| w.unscale());
+        let soft = self
+            .soft
+            .map_or(0.0, |t| (t.keep.abs() + t.uniform.abs()) * unscale);
+        let largest = [
+            self.scale.abs(),
+            self.smooth.abs() * unscale,
+            soft,
+            self.target.map_or(0.0, |(_, v)| v.abs()),
+        ]
+        .into_iter()
+        .fold(0.0f64, |m, v| if v.is_finite() { m.max(v) } else { m });
+        if largest <= MAX_COEF {
+            0
+        } else {
+            // Two factors of at most 2^127 undo it (see `write_row`).
+            (largest.log2().ceil() as i32 - 100).min(254)
         }
     }
 }
@@ -348,19 +390,30 @@ pub(crate) fn write_row(
     exps: Exps<'_>,
     parallel: bool,
 ) {
+    let fit = grad.fit();
+    let down = 2f64.powi(-fit);
     let write = |offset: usize, src: RowSrc<'_>, b: usize| {
-        let RowSrc::Io(io) = src else {
+        let RowSrc::Io(mut io) = src else {
             unreachable!("phase 2 always has an output")
         };
         let len = io.input().len();
         match exps {
             Exps::Stored(stats) => {
-                let coef = grad.block(offset, len, grad.scale * stats.factors.get(b), 0.0);
-                k.scale_exp(io.into_output(), &coef);
+                let scale = grad.scale * stats.factors.get(b);
+                k.scale_exp(io.output(), &grad.block(offset, len, scale, 0.0, down));
             }
             Exps::FromLogits { shift } => {
-                k.write_grad(io, &grad.block(offset, len, grad.scale, shift));
+                let coef = grad.block(offset, len, grad.scale, shift, down);
+                k.write_grad(io.slice(0, len), &coef);
             }
+        }
+        // Scaling by a power of two is exact in f32 (but where it overflows, which is then
+        // the entry's true overflow).
+        let mut rest = fit;
+        while rest > 0 {
+            let step = rest.min(127);
+            k.scale_exp(io.output(), &GradRow::times(2f32.powi(step)));
+            rest -= step;
         }
     };
     let src = RowSrc::Io(io);

@@ -684,3 +684,214 @@ fn softmax_and_log_softmax_of_short_rows() {
         }
     }
 }
+
+/// Checks a case whose scales sit at the edge of f32 (see `extreme_but_finite_scales`): every
+/// style against the oracle (`check_case`), and then more tightly, because the absolute part
+/// of the usual tolerance grows with |s|·max w: the losses within 1e-5 relative of the
+/// oracle, and every gradient entry whose true value is finite in f32 finite, within 1e-5
+/// relative plus 1e-6 of its own terms' size (|A|·p_c + the terms subtracted, so an entry
+/// whose terms cancel may keep only their rounding error, but never the wrong sign of a
+/// value larger than that).
+fn check_extreme(what: &str, case: &Case) {
+    check_case(case);
+    let r = case.reference();
+    let options = case.options();
+    let mut loss = vec![PAD; case.reduction.loss_len(case.rows)];
+    let mut grad = vec![PAD; case.rows * case.cols];
+    xent::cross_entropy_grad(
+        case.logits_view(),
+        case.targets(),
+        &options,
+        &mut loss,
+        RowsMut::packed(&mut grad, case.cols).unwrap(),
+        None,
+    )
+    .unwrap();
+    for (k, (&got, &want)) in loss.iter().zip(&r.loss).enumerate() {
+        assert!(
+            (want as f32).is_finite(),
+            "{what}: a case meant to be finite (loss {want})"
+        );
+        let tol = 1e-5 * want.abs() + 1e-6;
+        assert!(
+            got.is_finite() && (f64::from(got) - want).abs() <= tol,
+            "{what}: loss[{k}] = {got}, oracle {want}"
+        );
+    }
+    let size = entry_sizes(case, &r);
+    for (k, (&got, &want)) in grad.iter().zip(&r.grad).enumerate() {
+        assert!(
+            (want as f32).is_finite(),
+            "{what}: a case meant to be finite (grad {want})"
+        );
+        // Plus f32's smallest spacing, for entries below its subnormals.
+        let tol = 1e-5 * want.abs() + 1e-6 * size[k] + f64::from(f32::from_bits(1));
+        assert!(
+            got.is_finite() && (f64::from(got) - want).abs() <= tol,
+            "{what}: grad[{}][{}] = {got:e}, oracle {want:e} (tolerance {tol:e})",
+            k / case.cols,
+            k % case.cols
+        );
+    }
+}
+
+/// The size of each gradient entry's terms, in f64: for a counted row with hard target y,
+/// s·[(1−ε)·w_y·(p_c + [c = y]) + (ε/C)·(p_c·Σw + w_c)]; for soft targets
+/// s·(p_c·Σ_k w_k·t'_k + w_c·t'_c) (no z-loss or softcap in these cases).
+fn entry_sizes(case: &Case, r: &reference::RefOutput) -> Vec<f64> {
+    let (cols, eps) = (case.cols, f64::from(case.label_smoothing));
+    let w = |c: usize| case.weights.as_ref().map_or(1.0, |w| f64::from(w[c]));
+    let w_sum: f64 = (0..cols).map(w).sum();
+    let s = r.ce_scale.abs();
+    let mut sizes = vec![0.0; case.rows * cols];
+    for i in 0..case.rows {
+        let p = |c: usize| (f64::from(case.logits[i * case.stride + c]) - r.lse[i]).exp();
+        let t = |k: usize| match &case.targets {
+            CaseTargets::Soft { probs, stride } => {
+                (1.0 - eps) * f64::from(probs[i * stride + k]) + eps / cols as f64
+            }
+            CaseTargets::Hard(_) => 0.0,
+        };
+        let wt: f64 = (0..cols).map(|k| w(k) * t(k)).sum();
+        for c in 0..cols {
+            sizes[i * cols + c] = match &case.targets {
+                CaseTargets::Hard(t) if t[i] == case.ignore_index => 0.0,
+                CaseTargets::Hard(t) => {
+                    let y = t[i] as usize;
+                    let hit = if c == y { 1.0 } else { 0.0 };
+                    s * ((1.0 - eps) * w(y) * (p(c) + hit)
+                        + eps / cols as f64 * (p(c) * w_sum + w(c)))
+                }
+                CaseTargets::Soft { .. } => s * (p(c) * wt + w(c) * t(c)),
+            };
+        }
+    }
+    sizes
+}
+
+/// Scales at the edge of f32 whose results are finite: they must come back finite, with
+/// the right sign, on every tier and on both paths (rows of at most 16 values run in
+/// groups, longer ones row by row, the longest in several column blocks). The per-row
+/// coefficients are formed in f64 and rounded once, the weights are scaled by a power of
+/// two inside the kernels, and a row whose coefficients leave f32's range is written
+/// scaled down and then back up (see the README's accuracy notes).
+#[test]
+fn extreme_but_finite_scales() {
+    let rows = 8;
+    let alternating = |cols: usize, even: f32, odd: f32| -> Option<Vec<f32>> {
+        Some(
+            (0..cols)
+                .map(|c| if c % 2 == 0 { even } else { odd })
+                .collect(),
+        )
+    };
+    for cols in [16usize, 17, miri_or(40, 4500)] {
+        let targets: Vec<i64> = (0..rows as i64)
+            .map(|i| (3 * i + 1) % cols as i64)
+            .collect();
+        let mut rng = Rng::new(cols as u64);
+        let random = Case::packed(
+            cols,
+            random_logits(&mut rng, rows, cols, cols, 1.0, 0.0),
+            targets.clone(),
+        );
+        let flat = Case::packed(
+            cols,
+            random_logits(&mut rng, rows, cols, cols, 0.1, 0.0),
+            targets.clone(),
+        );
+        // The target's logit 0 against 5 elsewhere, or 12 against 0.
+        let peaked = |target: f32, other: f32| {
+            let mut logits = vec![other; rows * cols];
+            for (i, &y) in targets.iter().enumerate() {
+                logits[i * cols + y as usize] = target;
+            }
+            Case::packed(cols, logits, targets.clone())
+        };
+        let mut cases: Vec<(&str, Case)> = Vec::new();
+        // s·(p_y − 1) ≈ −1e38: finite, though s·Σ_{c≠y} e_c is not.
+        cases.push((
+            "grad_scale 1e38, sum",
+            Case {
+                grad_scale: 1e38,
+                reduction: Reduction::Sum,
+                ..peaked(0.0, 5.0)
+            },
+        ));
+        // s·w_y = 1e39 exceeds f32, the entries A·p_c do not: the row is written scaled.
+        cases.push((
+            "grad_scale 1e38 times weight 10, sum",
+            Case {
+                grad_scale: 1e38,
+                reduction: Reduction::Sum,
+                weights: Some(vec![10.0; cols]),
+                ..peaked(12.0, 0.0)
+            },
+        ));
+        // w·(−lp) overflows f32, the mean does not.
+        cases.push((
+            "weights 1e38, mean",
+            Case {
+                weights: Some(vec![1e38; cols]),
+                ..random.clone()
+            },
+        ));
+        // Σ w·x' overflows f32 in the smoothing term; the row losses (about 1e37·ln C) do not.
+        for reduction in [Reduction::None, Reduction::Mean] {
+            cases.push((
+                "weights 1e37, smoothing",
+                Case {
+                    weights: Some(vec![1e37; cols]),
+                    label_smoothing: 0.1,
+                    reduction,
+                    ..flat.clone()
+                },
+            ));
+        }
+        // g/W overflows f32, s·w does not.
+        for label_smoothing in [0.0, 0.1] {
+            cases.push((
+                "weights 1e-45, mean",
+                Case {
+                    weights: Some(vec![1e-45; cols]),
+                    label_smoothing,
+                    ..random.clone()
+                },
+            ));
+        }
+        // g/W is below f32's subnormals, s·w is not: a coefficient rounded to 0 in f32
+        // used to flip the sign of the weight-1e38 classes' entries.
+        for label_smoothing in [0.0, 0.1] {
+            cases.push((
+                "weights 1e38 and 1e-45, grad_scale 1e-30",
+                Case {
+                    weights: alternating(cols, 1e38, 1e-45),
+                    grad_scale: 1e-30,
+                    label_smoothing,
+                    ..random.clone()
+                },
+            ));
+        }
+        // Soft targets: Σ w·t'·x' overflows with weights 1e37, and s = g/R times them is
+        // what the gradient needs with weights 1e-45 and grad_scale 1e-30.
+        let soft = CaseTargets::Soft {
+            probs: common::random_soft(&mut rng, rows, cols, cols),
+            stride: cols,
+        };
+        for (weights, grad_scale) in [(1e37f32, 1.0f32), (1e-45, 1e-30)] {
+            cases.push((
+                "soft targets, extreme weights",
+                Case {
+                    targets: soft.clone(),
+                    weights: alternating(cols, weights, 1.0),
+                    label_smoothing: 0.1,
+                    grad_scale,
+                    ..flat.clone()
+                },
+            ));
+        }
+        for (what, case) in &cases {
+            check_extreme(&format!("{what}, {cols} columns"), case);
+        }
+    }
+}

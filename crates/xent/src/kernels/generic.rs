@@ -13,7 +13,8 @@
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::F32Vector;
 use super::{
-    GROUP, GradRow, HalfKind, RowIo, SHORT_COLS, ShortJob, ShortStats, SmoothedTargets, StridedRows,
+    ClassWeights, GROUP, GradRow, HalfKind, RowIo, SHORT_COLS, SMALLEST_SUBNORMAL, ShortJob,
+    ShortStats, SmoothedTargets, StridedRows,
 };
 
 /// How far ahead of the read position the exp passes prefetch: they are compute-bound, and
@@ -415,15 +416,12 @@ unsafe fn short_group<V: F32Vector, const COLS: usize>(
             }
             ShortJob::Loss(job, targets) => {
                 let counted = V::splat(-0.5).lt(target);
-                let weight = V::load(targets[group].weight.as_ptr());
-                let ce = weight.mul(ln_sum.sub(shifted_y));
-                V::select(counted, ce, zero).store(stats.ce.as_mut_ptr());
+                let nll = ln_sum.sub(shifted_y);
+                V::select(counted, nll, zero).store(stats.nll.as_mut_ptr());
                 // B = s·w, what the one-hot subtracts at the target, and A = B + z_grad·lse.
-                let b = V::splat(job.ce_scale).mul(weight);
+                let b = V::load(targets[group].scale.as_ptr());
                 let mut a_minus_b = zero;
-                if job.z > 0.0 {
-                    let zl = V::splat(job.z).mul(lse).mul(lse);
-                    V::select(counted, zl, zero).store(stats.zl.as_mut_ptr());
+                if job.z_grad != 0.0 {
                     a_minus_b = V::splat(job.z_grad).mul(lse);
                 }
                 let scale = b.add(a_minus_b).div(sum);
@@ -466,11 +464,12 @@ unsafe fn short_group<V: F32Vector, const COLS: usize>(
     stats
 }
 
-/// Σ_c w_c·(x'_c − shift), with w_c = 1 without weights.
+/// Σ_c w_c·(x'_c − shift), with w_c = 1 without weights (summed over the scaled weights,
+/// returned unscaled).
 #[inline(always)]
 pub(crate) unsafe fn weighted_shifted_sum<V: F32Vector>(
     x: &[f32],
-    weights: Option<&[f32]>,
+    weights: Option<ClassWeights<'_>>,
     shift: f32,
     cap: f32,
 ) -> f64 {
@@ -482,11 +481,23 @@ pub(crate) unsafe fn weighted_shifted_sum<V: F32Vector>(
         for_each_vector!(V, x, shift, |i, v, lanes| {
             let d = keep_lanes(capped(v, cap).sub(s), lanes, 0.0);
             sum.add(match weights {
-                Some(w) => load_lanes::<V>(&w[i..], lanes, 0.0).mul(d),
+                Some(w) => load_weights::<V>(w, i, lanes).mul(d),
                 None => d,
             });
         });
-        sum.finish()
+        sum.finish() * weights.map_or(1.0, |w| w.unscale())
+    }
+}
+
+/// The scaled weights of lane block `i..i + lanes` (0 in a tail's other lanes), as
+/// [`ClassWeights::scaled`].
+#[inline(always)]
+unsafe fn load_weights<V: F32Vector>(w: ClassWeights<'_>, i: usize, lanes: usize) -> V {
+    // SAFETY: forwarded caller contract (`lanes` values from `i`; V's features).
+    unsafe {
+        let v = load_lanes::<V>(&w.values[i..], lanes, 0.0);
+        v.mul(V::splat(w.scale))
+            .max(v.min(V::splat(SMALLEST_SUBNORMAL)))
     }
 }
 
@@ -509,7 +520,7 @@ unsafe fn load_lanes<V: F32Vector>(s: &[f32], lanes: usize, fill: f32) -> V {
 pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
     x: &[f32],
     targets: SmoothedTargets<'_>,
-    weights: Option<&[f32]>,
+    weights: Option<ClassWeights<'_>>,
     shift: f32,
     cap: f32,
 ) -> (f64, f64) {
@@ -525,7 +536,7 @@ pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
             // Tail lanes: w = 0 and a finite x' − shift, so they add 0 to both sums.
             let t = load_lanes::<V>(&targets.probs[i..], lanes, 0.0).mul_add(keep, uniform);
             let w = match weights {
-                Some(w) => load_lanes::<V>(&w[i..], lanes, 0.0),
+                Some(w) => load_weights::<V>(w, i, lanes),
                 None if lanes == V::LANES => V::splat(1.0),
                 None => load_lanes::<V>(&[1.0; super::vector::MAX_LANES], lanes, 0.0),
             };
@@ -537,7 +548,8 @@ pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
             // A zero target adds 0 even against a −∞ logit (0·−∞ would be NaN).
             dot.add(V::select(t.eq(zero), zero, term));
         });
-        (dot.finish(), total.finish())
+        let unscale = weights.map_or(1.0, |w| w.unscale());
+        (dot.finish() * unscale, total.finish() * unscale)
     }
 }
 
@@ -552,7 +564,7 @@ unsafe fn class_terms<V: F32Vector>(coef: &GradRow<'_>, i: usize, lanes: usize) 
             reason = "a closure would be compiled without the tier's target features"
         )]
         let w = match coef.weights {
-            Some(w) => Some(load_lanes::<V>(&w[i..], lanes, 0.0)),
+            Some(w) => Some(load_weights::<V>(w, i, lanes)),
             None => None,
         };
         let mut terms = match w {

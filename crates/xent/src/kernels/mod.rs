@@ -88,6 +88,65 @@ impl<'r> RowIo<'r> {
     }
 }
 
+/// The smallest positive f32, 2^−149.
+pub(crate) const SMALLEST_SUBNORMAL: f32 = f32::from_bits(1);
+
+/// Class weights as the kernels use them: w_c·`scale`, with `scale` a power of two that
+/// brings the largest weight near 1 (exact, but for weights that end up below f32's
+/// subnormals, which are then negligible next to the largest: a non-zero one becomes the
+/// smallest subnormal, never 0, so that it still meets a −∞ logit as ±∞). Products of a weight and a
+/// coefficient (smoothing, soft targets, a weighted sum of logits) then stay in f32's range
+/// wherever their true value does: with weights of 1e38, Σ_c w_c·x_c would overflow f32 in
+/// a vector's lanes; with weights of 1e-45, the coefficient g/W multiplying them would.
+/// Coefficients that multiply the weights come pre-multiplied by 1/`scale` (in f64, rounded
+/// once), and sums of weighted terms come back divided by it (in f64, exact).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClassWeights<'a> {
+    /// The weights as given, w_c.
+    pub values: &'a [f32],
+    /// 2^−e, with e chosen from the largest weight.
+    pub scale: f32,
+}
+
+impl<'a> ClassWeights<'a> {
+    /// The weights with the scale that suits them: 2^−e with 2^(e−1) ≤ max w < 2^e, e kept
+    /// within −126..=128 so that the scale stays an f32 (at worst a subnormal power of two,
+    /// still exact); 1 for weights that are all 0.
+    pub(crate) fn new(values: &'a [f32], max: f32) -> Self {
+        let e = if max > 0.0 {
+            (f64::from(max).log2().floor() as i32 + 1).clamp(-126, 128)
+        } else {
+            0
+        };
+        ClassWeights {
+            values,
+            scale: 2f64.powi(-e) as f32,
+        }
+    }
+
+    /// 1/`scale`, exactly: what a sum over scaled weights is multiplied by, and what a
+    /// coefficient of the weights is multiplied by before its rounding to f32.
+    #[inline(always)]
+    pub(crate) fn unscale(&self) -> f64 {
+        1.0 / f64::from(self.scale)
+    }
+
+    /// Weights `range` of these.
+    pub(crate) fn slice(self, range: core::ops::Range<usize>) -> Self {
+        ClassWeights {
+            values: &self.values[range],
+            ..self
+        }
+    }
+
+    /// w_c·scale, at least the smallest subnormal for a non-zero w_c.
+    #[inline(always)]
+    pub(crate) fn scaled(&self, c: usize) -> f32 {
+        let w = self.values[c];
+        (w * self.scale).max(w.min(SMALLEST_SUBNORMAL))
+    }
+}
+
 /// The coefficients of one gradient or probability row. With x' the softcapped logit,
 /// w_c the class weight (1 without weights) and t_c the soft target (0 without them):
 ///
@@ -95,6 +154,8 @@ impl<'r> RowIo<'r> {
 ///
 /// where the last factor is 1 when `cap == 0`, and out_y = `target`'s value at a hard
 /// target y (computed by the caller in f64, where the one-hot's subtraction would cancel).
+/// With weights, w_c is the scaled weight of [`ClassWeights`] and `smooth` and `soft`
+/// are the caller's coefficients times [`ClassWeights::unscale`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GradRow<'a> {
     /// Subtracted from x' before exp: the row max (fused) or the lse (backward).
@@ -108,7 +169,7 @@ pub(crate) struct GradRow<'a> {
     /// The soft targets t' (already multiplied by the upstream scale).
     pub soft: Option<SmoothedTargets<'a>>,
     /// Class weights, `None` for all 1.
-    pub weights: Option<&'a [f32]>,
+    pub weights: Option<ClassWeights<'a>>,
     /// The softcap c, 0 for off.
     pub cap: f32,
 }
@@ -153,11 +214,24 @@ impl SmoothedTargets<'_> {
 }
 
 impl GradRow<'_> {
+    /// out_c = `factor`·out_c, for [`RowKernels::scale_exp`].
+    pub(crate) fn times(factor: f32) -> Self {
+        GradRow {
+            shift: 0.0,
+            scale: factor,
+            smooth: 0.0,
+            target: None,
+            soft: None,
+            weights: None,
+            cap: 0.0,
+        }
+    }
+
     /// What class `c` subtracts from its scaled exponential, one element at a time (the
     /// scalar tier's form of `generic::class_terms`): smooth·w_c + w_c·t'_c.
     #[inline(always)]
     pub(crate) fn class_term(&self, c: usize) -> f32 {
-        let w = self.weights.map_or(1.0, |w| w[c]);
+        let w = self.weights.map_or(1.0, |w| w.scaled(c));
         let mut term = self.smooth * w;
         if let Some(t) = self.soft {
             term += w * t.at(c);
@@ -187,17 +261,24 @@ pub(crate) trait RowKernels: Sync {
     /// that [`RowKernels::scale_exp`] later turns into the gradient.
     fn exp_store_sum(&self, io: RowIo<'_>, shift: f32) -> f64;
 
-    /// Σ_c w_c·(x'_c − shift), with IEEE semantics (0·−∞ is NaN).
-    fn weighted_shifted_sum(&self, x: &[f32], weights: Option<&[f32]>, shift: f32, cap: f32)
-    -> f64;
+    /// Σ_c w_c·(x'_c − shift), with IEEE semantics (0·−∞ is NaN): summed over the scaled
+    /// weights and returned unscaled (see [`ClassWeights`]).
+    fn weighted_shifted_sum(
+        &self,
+        x: &[f32],
+        weights: Option<ClassWeights<'_>>,
+        shift: f32,
+        cap: f32,
+    ) -> f64;
 
     /// With t'_c from `targets`: (Σ_{t'_c ≠ 0} w_c·t'_c·(x'_c − shift), Σ_c w_c·t'_c).
     /// Terms whose t'_c is 0 are skipped, so a zero target against a −∞ logit adds 0.
+    /// Summed over the scaled weights and returned unscaled (see [`ClassWeights`]).
     fn soft_target_sums(
         &self,
         x: &[f32],
         targets: SmoothedTargets<'_>,
-        weights: Option<&[f32]>,
+        weights: Option<ClassWeights<'_>>,
         shift: f32,
         cap: f32,
     ) -> (f64, f64);
@@ -271,12 +352,17 @@ macro_rules! vector_tier {
             fn weighted_shifted_sum(
                 &self,
                 x: &[f32],
-                weights: Option<&[f32]>,
+                weights: Option<$crate::kernels::ClassWeights<'_>>,
                 shift: f32,
                 cap: f32,
             ) -> f64 {
                 $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(x: &[f32], weights: Option<&[f32]>, shift: f32, cap: f32) -> f64 {
+                unsafe fn imp(
+                    x: &[f32],
+                    weights: Option<$crate::kernels::ClassWeights<'_>>,
+                    shift: f32,
+                    cap: f32,
+                ) -> f64 {
                     // SAFETY: runs only where the tier's features exist (see below).
                     unsafe {
                         $crate::kernels::generic::weighted_shifted_sum::<$vector>(
@@ -292,7 +378,7 @@ macro_rules! vector_tier {
                 &self,
                 x: &[f32],
                 targets: $crate::kernels::SmoothedTargets<'_>,
-                weights: Option<&[f32]>,
+                weights: Option<$crate::kernels::ClassWeights<'_>>,
                 shift: f32,
                 cap: f32,
             ) -> (f64, f64) {
@@ -300,7 +386,7 @@ macro_rules! vector_tier {
                 unsafe fn imp(
                     x: &[f32],
                     targets: $crate::kernels::SmoothedTargets<'_>,
-                    weights: Option<&[f32]>,
+                    weights: Option<$crate::kernels::ClassWeights<'_>>,
                     shift: f32,
                     cap: f32,
                 ) -> (f64, f64) {

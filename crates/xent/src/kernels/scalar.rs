@@ -2,8 +2,8 @@
 //! CPU and the yardstick the vector tiers are tested against.
 
 use super::{
-    GROUP, GradRow, HalfKind, RowIo, RowKernels, ShortJob, ShortStats, SmoothedTargets,
-    StridedRows, softcap,
+    ClassWeights, GROUP, GradRow, HalfKind, RowIo, RowKernels, ShortJob, ShortStats,
+    SmoothedTargets, StridedRows, softcap,
 };
 
 /// Plain Rust loops, no SIMD.
@@ -65,7 +65,7 @@ impl RowKernels for Scalar {
                     // Σ_{c≠y} exp(x_c − m), for the target's entry (see ShortLoss).
                     let rest =
                         self.sum_exp(&x[..y], max, 0.0) + self.sum_exp(&x[y + 1..], max, 0.0);
-                    Some((y, x[y], f64::from(targets[g].weight[r]), rest))
+                    Some((y, x[y], f64::from(targets[g].scale[r]), rest))
                 }
                 _ => None,
             };
@@ -90,12 +90,10 @@ impl RowKernels for Scalar {
                         self.write_log_probs(io, max, ln_sum as f32);
                     }
                 }
-                (ShortJob::Loss(job, _), Some((y, x_y, w, rest))) => {
-                    stats[g].ce[r] = (w * (ln_sum - (f64::from(x_y) - f64::from(max)))) as f32;
-                    let b = f64::from(job.ce_scale) * w;
+                (ShortJob::Loss(job, _), Some((y, x_y, b, rest))) => {
+                    stats[g].nll[r] = (ln_sum - (f64::from(x_y) - f64::from(max))) as f32;
                     let mut a_minus_b = 0.0;
-                    if job.z > 0.0 {
-                        stats[g].zl[r] = (f64::from(job.z) * lse * lse) as f32;
+                    if job.z_grad != 0.0 {
                         a_minus_b = f64::from(job.z_grad) * lse;
                     }
                     // The target's entry as ((A − B)·e_y − B·Σ_{c≠y} e_c)/S (see
@@ -123,16 +121,17 @@ impl RowKernels for Scalar {
     fn weighted_shifted_sum(
         &self,
         x: &[f32],
-        weights: Option<&[f32]>,
+        weights: Option<ClassWeights<'_>>,
         shift: f32,
         cap: f32,
     ) -> f64 {
+        // In f64, where neither the weights nor their products need a scale.
         let shifted = |v: f32| f64::from(softcap(v, cap) - shift);
         match weights {
             None => x.iter().map(|&v| shifted(v)).sum(),
             Some(w) => x
                 .iter()
-                .zip(w)
+                .zip(w.values)
                 .map(|(&v, &w)| f64::from(w) * shifted(v))
                 .sum(),
         }
@@ -142,7 +141,7 @@ impl RowKernels for Scalar {
         &self,
         x: &[f32],
         targets: SmoothedTargets<'_>,
-        weights: Option<&[f32]>,
+        weights: Option<ClassWeights<'_>>,
         shift: f32,
         cap: f32,
     ) -> (f64, f64) {
@@ -152,7 +151,7 @@ impl RowKernels for Scalar {
             let t = targets.at(c);
             // In f64, so that a weight times target below f32's range (1e-45·0.33) stays
             // non-zero and a −∞ logit gives +∞, not 0·−∞ = NaN (found by the fuzzer).
-            let wt = f64::from(weights.map_or(1.0, |w| w[c])) * f64::from(t);
+            let wt = f64::from(weights.map_or(1.0, |w| w.values[c])) * f64::from(t);
             total += wt;
             if t != 0.0 {
                 dot += wt * f64::from(softcap(v, cap) - shift);

@@ -25,21 +25,22 @@ pub(crate) enum ShortJob<'a> {
 }
 
 /// The hard-target cross-entropy without label smoothing or softcap (SPEC §2 with ε = 0
-/// and c = 0). For a counted row, with s = `ce_scale`, y its target and w its weight:
+/// and c = 0). For a counted row with target y, B = `ShortTargets::scale` (s·w_y) and
+/// A = B + z_grad·lse (the z term only when z_grad ≠ 0):
 ///
-/// ce = w·(ln S − (x_y − m)),  zl = z·lse² (0 when z = 0),  lse = m + ln S,
+/// nll = ln S − (x_y − m),  lse = m + ln S,
 /// out_c = A/S·exp(x_c − m) for c ≠ y,  out_y = A·p_y − B,
 ///
-/// with B = s·w and A = B + z_grad·lse (the z term only when z > 0); out_y is computed as
-/// ((A − B)·exp(x_y − m) − B·Σ_{c≠y} exp(x_c − m))/S, which does not cancel at p_y ≈ 1. An
-/// ignored row has ce = zl = 0 and zeros for its output; every row's lse is its true
+/// where out_y is computed as ((A − B)·exp(x_y − m) − B·Σ_{c≠y} exp(x_c − m))/S, which does
+/// not cancel at p_y ≈ 1. The caller turns nll and lse into the row's loss terms in f64
+/// (w_y·nll and z·lse², which may leave f32's range where the products below do not).
+/// An ignored row has nll = 0 and zeros for its output; every row's lse is its true
 /// logsumexp.
+///
+/// The caller keeps B and z_grad at most 2^100 (larger ones take the row-by-row path), so
+/// no f32 product here overflows where the result does not.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ShortLoss {
-    /// s for the ce part of the gradient.
-    pub ce_scale: f32,
-    /// The z-loss coefficient z.
-    pub z: f32,
     /// 2·z·s_z: multiplies lse in the gradient's scale.
     pub z_grad: f32,
     /// Write the gradient; when false an output gets zeros (a mean over nothing has a zero
@@ -53,7 +54,11 @@ pub(crate) struct ShortTargets {
     /// Each row's target class as f32 (exact: classes are below [`SHORT_COLS`]), −1 for
     /// an ignored row.
     pub class: [f32; GROUP],
-    /// w_y of each counted row (ignored rows: any value, unused).
+    /// B = s·w_y of each counted row, formed in f64 and rounded once (ignored rows: any
+    /// value, unused).
+    pub scale: [f32; GROUP],
+    /// w_y of each counted row, 0 for an ignored row: not read by the kernels, kept beside
+    /// the classes for the caller's loss terms.
     pub weight: [f32; GROUP],
 }
 
@@ -61,20 +66,19 @@ impl Default for ShortTargets {
     fn default() -> Self {
         ShortTargets {
             class: [-1.0; GROUP],
+            scale: [0.0; GROUP],
             weight: [0.0; GROUP],
         }
     }
 }
 
 /// One group's per-row results, in f32: a row of at most [`SHORT_COLS`] values sums at
-/// most 16 exponentials in [0, 1] and ln S ≤ ln 16, so f32 holds every term within
-/// SPEC §2's tolerance. Zero where a job has no such term.
+/// most 16 exponentials in [0, 1] and ln S ≤ ln 16, so f32 holds them within SPEC §2's
+/// tolerance. Zero where a job has no such term.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ShortStats {
-    /// The ce term of each row.
-    pub ce: [f32; GROUP],
-    /// The z-loss term of each row.
-    pub zl: [f32; GROUP],
+    /// −lp_y = ln S − (x_y − m) of each counted row (0 for an ignored row).
+    pub nll: [f32; GROUP],
     /// Each row's lse, m + ln S.
     pub lse: [f32; GROUP],
 }

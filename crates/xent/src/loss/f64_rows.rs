@@ -88,7 +88,7 @@ fn write_grad(pass: &mut Pass<'_, f64>, i: usize, grad: &RowGrad<'_>, shift: f64
             }
         }
         let x = capped(v, cap);
-        let w = grad.weights.map_or(1.0, |w| f64::from(w[c]));
+        let w = grad.weights.map_or(1.0, |w| f64::from(w.values[c]));
         let mut g = grad.scale * (x - shift).exp() - grad.smooth * w;
         if let Some(t) = grad.soft {
             g -= w * (t.keep * f64::from(t.probs[c]) + t.uniform);

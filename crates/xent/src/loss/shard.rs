@@ -258,7 +258,7 @@ pub(super) fn slice_stats(
 ) {
     // Σ_c w_c over the slice, which moves the smoothing sum from the row max to 0.
     let slice_weight: f64 = match plan.weights() {
-        Some(w) => w.iter().map(|&w| f64::from(w)).sum(),
+        Some(w) => w.values.iter().map(|&w| f64::from(w)).sum(),
         None => logits.cols() as f64,
     };
     let k = kernels();

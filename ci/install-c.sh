@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 if [ -z "$lib_dir" ]; then
     cargo build --release --locked -p xent-ffi
-    lib_dir=target/release
+    lib_dir=${CARGO_TARGET_DIR:-target}/release
 fi
 for lib in libxent.so libxent.a; do
     if [ ! -f "$lib_dir/$lib" ]; then

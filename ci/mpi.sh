@@ -25,11 +25,13 @@ trap 'rm -rf "$probe"' EXIT
 native_libs=$(rustc --crate-type staticlib --crate-name empty --print native-static-libs \
     -o "$probe/libempty.a" "$probe/empty.rs" 2>&1 | sed -n 's/^.*native-static-libs: //p')
 
-mkdir -p target/mpi
-exe=target/mpi/vocab_parallel
+# Cargo's target directory: CARGO_TARGET_DIR when set (relative to this root, as for cargo).
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir/mpi"
+exe=$target_dir/mpi/vocab_parallel
 # shellcheck disable=SC2206 # native_libs is a list of -l flags, split on purpose
 compile=(mpicc -std=c99 -Wall -Wextra -Wpedantic -Werror -I include
-    crates/xent-ffi/examples/mpi/vocab_parallel.c target/release/libxent.a $native_libs
+    crates/xent-ffi/examples/mpi/vocab_parallel.c "$target_dir/release/libxent.a" $native_libs
     -o "$exe")
 echo "\$ ${compile[*]}"
 "${compile[@]}"

@@ -3,7 +3,7 @@
 #
 # 1. Every C test program of crates/xent-ffi/tests/c/, the C and C++ examples and the
 #    README's C example, built with GCC's AddressSanitizer (leaks included) and
-#    UndefinedBehaviorSanitizer against target/release/libxent.a, run, and judged as
+#    UndefinedBehaviorSanitizer against the release libxent.a, run, and judged as
 #    crates/xent-ffi/tests/c_programs.rs and examples.rs judge them. This instruments the C
 #    side (the programs' own buffers, and every memcpy/memset the library does on them);
 #    the Rust code inside libxent.a is not instrumented.
@@ -68,7 +68,9 @@ fi
 # The release profile keeps line tables, so reports name the library's lines too; and
 # .ci/run's other steps (ci/mpi.sh, the digits job) build the same library.
 timeout 600 cargo build --release --locked -p xent-ffi
-lib=target/release/libxent.a
+# Cargo's target directory: CARGO_TARGET_DIR when set (relative to this root, as for cargo).
+target_dir=${CARGO_TARGET_DIR:-target}
+lib=$target_dir/release/libxent.a
 
 # The system libraries a program linking libxent.a needs, as rustc reports them for a
 # static library on this target (e.g. -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc).
@@ -143,6 +145,9 @@ f64_dtype_summary() { all_checks_passed "$1" f64_dtype 1000; }
 shard_summary() { all_checks_passed "$1" shard 3000; }
 linear_summary() { all_checks_passed "$1" linear 30000; }
 threads_identical() { [ "$(tail -n 1 "$1")" = "threads.c: all results identical" ]; }
+fork_summary() { all_checks_passed "$1" fork 15; }
+fpenv_summary() { all_checks_passed "$1" fpenv 100; }
+a_tier_name() { grep -qxE 'avx512vl|avx2\+fma|sse2|portable-avx2|neon|portable|scalar' "$1"; }
 # The last line "stress.c: 10000 calls (N ok, M refused) compared under 4 thread settings
 # from 8 threads, 0 differ" with about 10% refused, after "stress.c: T of T checks passed..."
 # with T above 20000.
@@ -203,6 +208,20 @@ for source in crates/xent-ffi/tests/c/*.c; do
             build "$name" "$cc" -std=c99 "$source" -pthread -O2 -lm &&
                 run "$name" no_fail stress_summary
             ;;
+        fork)
+            build "$name" "$cc" -std=c99 "$source" -pthread && run "$name" no_fail fork_summary
+            ;;
+        fpenv)
+            build "$name" "$cc" -std=c99 "$source" && run "$name" no_fail fpenv_summary
+            ;;
+        simd_env)
+            build "$name" "$cc" -std=c99 "$source" && run "$name" a_tier_name
+            ;;
+        thread_limit)
+            # Not under ASan: its shadow memory takes terabytes of address space, which the
+            # program's RLIMIT_AS of a few GiB refuses at once. It runs in c_programs.rs.
+            summary+=("$(printf '%-22s %s' "$name" "not run (RLIMIT_AS against ASan's shadow)")")
+            ;;
         *)
             echo "sanitizers.sh: $source has no entry in this script; add one" >&2
             exit 1
@@ -239,7 +258,7 @@ fi
 # line-tables-only: reports keep file:line for every frame (inlined ones included) at a
 # fraction of the compile and link time of full debug info. No incremental state: the
 # build is from scratch in CI, where it only costs time.
-export CARGO_TARGET_DIR=target/asan
+export CARGO_TARGET_DIR=$target_dir/asan
 export RUSTFLAGS=-Zsanitizer=address RUSTDOCFLAGS=-Zsanitizer=address
 export CARGO_PROFILE_TEST_DEBUG=line-tables-only CARGO_INCREMENTAL=0
 # Both packages in every invocation: cargo unifies the dependencies' features over the
@@ -267,7 +286,7 @@ echo "== Rust tests under AddressSanitizer ($nightly) $(elapsed)"
 #   oracle::every_column_count (1..=67, 1000 and 32003 columns) and
 #   shard::long_rows_in_shards, rayon batches by edge_cases and shard.
 asan_test --lib \
-    --test bad_input --test dtypes --test edge_cases --test f64 --test linear \
+    --test bad_input --test dtypes --test edge_cases --test f64 --test fp_env --test linear \
     --test oracle --test shard \
     --test rust_abi --test shard_abi --test linear_abi \
     -- --exact \

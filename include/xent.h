@@ -196,9 +196,11 @@ xent_options xent_options_default(void);
 const char *xent_version(void);
 
 /**
- * The kernel tier this process runs, e.g. "avx512vl", "avx2+fma", "sse2", "neon" or "scalar" (the
- * environment variable `XENT_SIMD`, read once, can force a lower tier): a static string,
- * never NULL, not to be freed.
+ * The kernel tier this process runs, e.g. "avx512vl", "avx2+fma", "sse2", "neon" or
+ * "scalar": a static string, never NULL, not to be freed. The environment variable
+ * `XENT_SIMD`, read once, forces a tier: it takes these names and `avx512`, `avx2`,
+ * `portable`, `scalar`, in any case; one the CPU lacks, or a name of none, is ignored
+ * after one line on stderr.
  */
 const char *xent_simd_level(void);
 
@@ -209,11 +211,13 @@ const char *xent_simd_level(void);
  * own rayon pool is never used or resized. Results are bit-identical whatever the setting.
  *
  * Safe to call from any thread at any time: calls already running finish on the threads
- * they started with.
+ * they started with. A child process created by `fork()` keeps the setting and gets a
+ * pool of its own at its first call.
  *
  * Returns `XENT_STATUS_INVALID_OPTION`, keeping the previous setting, when `n` exceeds the
  * most threads a pool can have (65535 on 64-bit targets) or the system refuses to start
- * the threads.
+ * the threads (or the memory they start with); the process is never aborted for it. If
+ * the default pool cannot be started, calls run on their calling thread.
  */
 xent_status xent_set_num_threads(size_t n);
 

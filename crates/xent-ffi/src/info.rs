@@ -1,8 +1,6 @@
 //! What library is linked: its version and the kernels it runs.
 
 use core::ffi::{CStr, c_char};
-use std::ffi::CString;
-use std::sync::OnceLock;
 
 use crate::boundary::catch_panic;
 
@@ -23,17 +21,30 @@ pub extern "C" fn xent_version() -> *const c_char {
     catch_panic(VERSION.as_ptr(), || VERSION.as_ptr())
 }
 
-/// The kernel tier this process runs, e.g. "avx512vl", "avx2+fma", "sse2", "neon" or "scalar" (the
-/// environment variable `XENT_SIMD`, read once, can force a lower tier): a static string,
-/// never NULL, not to be freed.
+/// The names `xent_core::simd_level` returns, as C strings.
+const LEVELS: [&CStr; 7] = [
+    c"avx512vl",
+    c"avx2+fma",
+    c"portable-avx2",
+    c"sse2",
+    c"neon",
+    c"portable",
+    c"scalar",
+];
+
+/// The kernel tier this process runs, e.g. "avx512vl", "avx2+fma", "sse2", "neon" or
+/// "scalar": a static string, never NULL, not to be freed. The environment variable
+/// `XENT_SIMD`, read once, forces a tier: it takes these names and `avx512`, `avx2`,
+/// `portable`, `scalar`, in any case; one the CPU lacks, or a name of none, is ignored
+/// after one line on stderr.
 #[unsafe(no_mangle)]
 pub extern "C" fn xent_simd_level() -> *const c_char {
-    static LEVEL: OnceLock<CString> = OnceLock::new();
     catch_panic(UNKNOWN_LEVEL.as_ptr(), || {
-        LEVEL
-            .get_or_init(|| {
-                CString::new(xent_core::simd_level()).unwrap_or_else(|_| UNKNOWN_LEVEL.into())
-            })
+        let level = xent_core::simd_level();
+        LEVELS
+            .iter()
+            .find(|name| name.to_bytes() == level.as_bytes())
+            .unwrap_or(&UNKNOWN_LEVEL)
             .as_ptr()
     })
 }

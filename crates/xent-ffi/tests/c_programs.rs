@@ -35,7 +35,17 @@
 //!   bad options, overlapping buffers); runs them one after another, checking each status
 //!   and that a refused call wrote nothing, then from 8 threads at once under
 //!   `xent_set_num_threads` 1, 2, 0 and 4, comparing every status and output byte with the
-//!   serial run.
+//!   serial run;
+//! - `fork.c` forks after calls on the default pool, after `xent_set_num_threads(2)`, with
+//!   no pool, and while another thread is inside a call; each child (and a grandchild)
+//!   runs calls under every thread setting, guarded by `alarm()`, with the parent's bits;
+//! - `fpenv.c` sets FTZ and DAZ (then also rounding toward zero) in MXCSR and checks that
+//!   every kind of call gives the default environment's bits under settings 1, 2 and 0,
+//!   with pools started from that thread, and leaves MXCSR as it was;
+//! - `thread_limit.c` asks for 3000 threads in child processes under address-space limits
+//!   that refuse them at every stage of a pool's start: a status, never an abort, and
+//!   working calls after it;
+//! - `simd_env.c` prints `xent_simd_level()`, for `XENT_SIMD` run with each name.
 
 mod common;
 
@@ -58,58 +68,42 @@ fn build_and_run(name: &str, flags: &[&str], libs: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Checks a program's last line, "<name>.c: N of N checks passed", with more than `min`
+/// checks, and that no line says FAIL.
+fn assert_all_checks_passed(output: &str, name: &str, min: u32) {
+    assert!(!output.contains("FAIL"), "{output}");
+    let summary = output.lines().last().unwrap_or_default();
+    let (passed, total) = summary
+        .strip_prefix(&format!("{name}.c: "))
+        .and_then(|s| s.split_once(" checks passed"))
+        .and_then(|(s, _)| s.split_once(" of "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
+    assert_eq!(passed, total, "{output}");
+    assert!(
+        total.parse::<u32>().unwrap() > min,
+        "too few checks ran:\n{output}"
+    );
+}
+
 #[test]
 fn every_bad_input_gets_its_status_and_writes_nothing() {
     let version = format!("-DXENT_EXPECTED_VERSION=\"{}\"", env!("CARGO_PKG_VERSION"));
     for output in build_and_run("bad_input", &[&version], &["-lm"]) {
-        assert!(!output.contains("FAIL"), "{output}");
-        let summary = output.lines().last().unwrap_or_default();
-        let (passed, total) = summary
-            .strip_prefix("bad_input.c: ")
-            .and_then(|s| s.strip_suffix(" checks passed"))
-            .and_then(|s| s.split_once(" of "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
-        assert_eq!(passed, total, "{output}");
-        assert!(
-            total.parse::<u32>().unwrap() > 300,
-            "too few checks ran:\n{output}"
-        );
+        assert_all_checks_passed(&output, "bad_input", 300);
     }
 }
 
 #[test]
 fn half_dtypes_give_the_f32_results_rounded_once() {
     for output in build_and_run("half_dtypes", &[], &["-lm"]) {
-        assert!(!output.contains("FAIL"), "{output}");
-        let summary = output.lines().last().unwrap_or_default();
-        let (passed, total) = summary
-            .strip_prefix("half_dtypes.c: ")
-            .and_then(|s| s.strip_suffix(" checks passed"))
-            .and_then(|s| s.split_once(" of "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
-        assert_eq!(passed, total, "{output}");
-        assert!(
-            total.parse::<u32>().unwrap() > 2000,
-            "too few checks ran:\n{output}"
-        );
+        assert_all_checks_passed(&output, "half_dtypes", 2000);
     }
 }
 
 #[test]
 fn f64_matches_the_formulas_in_double() {
     for output in build_and_run("f64_dtype", &[], &["-lm"]) {
-        assert!(!output.contains("FAIL"), "{output}");
-        let summary = output.lines().last().unwrap_or_default();
-        let (passed, total) = summary
-            .strip_prefix("f64_dtype.c: ")
-            .and_then(|s| s.strip_suffix(" checks passed"))
-            .and_then(|s| s.split_once(" of "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
-        assert_eq!(passed, total, "{output}");
-        assert!(
-            total.parse::<u32>().unwrap() > 1000,
-            "too few checks ran:\n{output}"
-        );
+        assert_all_checks_passed(&output, "f64_dtype", 1000);
     }
 }
 
@@ -126,36 +120,14 @@ fn concurrent_calls_from_c_threads_match_serial_calls() {
 #[test]
 fn shards_match_the_unsharded_call() {
     for output in build_and_run("shard", &[], &["-lm"]) {
-        assert!(!output.contains("FAIL"), "{output}");
-        let summary = output.lines().last().unwrap_or_default();
-        let (passed, total) = summary
-            .strip_prefix("shard.c: ")
-            .and_then(|s| s.strip_suffix(" checks passed"))
-            .and_then(|s| s.split_once(" of "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
-        assert_eq!(passed, total, "{output}");
-        assert!(
-            total.parse::<u32>().unwrap() > 3000,
-            "too few checks ran:\n{output}"
-        );
+        assert_all_checks_passed(&output, "shard", 3000);
     }
 }
 
 #[test]
 fn linear_matches_the_unfused_composition() {
     for output in build_and_run("linear", &[], &["-lm"]) {
-        assert!(!output.contains("FAIL"), "{output}");
-        let summary = output.lines().last().unwrap_or_default();
-        let (passed, total) = summary
-            .strip_prefix("linear.c: ")
-            .and_then(|s| s.strip_suffix(" checks passed"))
-            .and_then(|s| s.split_once(" of "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{output}"));
-        assert_eq!(passed, total, "{output}");
-        assert!(
-            total.parse::<u32>().unwrap() > 30000,
-            "too few checks ran:\n{output}"
-        );
+        assert_all_checks_passed(&output, "linear", 30000);
     }
 }
 
@@ -199,4 +171,102 @@ fn ten_thousand_mixed_calls_from_c_threads_match_serial_calls() {
         assert_eq!(passed, total, "{output}");
         assert!(count(total) > 20_000, "too few checks ran:\n{output}");
     }
+}
+
+#[test]
+fn forked_children_get_working_calls_with_the_same_bits() {
+    for output in build_and_run("fork", &["-pthread"], &[]) {
+        assert_all_checks_passed(&output, "fork", 15);
+    }
+}
+
+#[test]
+fn the_callers_floating_point_environment_changes_no_bit() {
+    for output in build_and_run("fpenv", &[], &[]) {
+        let min = if cfg!(target_arch = "x86_64") { 100 } else { 0 };
+        if min == 0 {
+            assert!(output.ends_with("fpenv.c: 0 of 0 checks passed (MXCSR is x86-64's)\n"));
+        } else {
+            assert_all_checks_passed(&output, "fpenv", min);
+        }
+    }
+}
+
+#[test]
+fn threads_the_system_refuses_never_abort() {
+    for output in build_and_run("thread_limit", &[], &[]) {
+        assert_all_checks_passed(&output, "thread_limit", 100);
+        assert!(output.contains(", 0 killed\n"), "{output}");
+    }
+}
+
+/// `XENT_SIMD` takes every name `xent_simd_level()` prints and the short ones, in any case;
+/// a tier the CPU lacks or an unknown name leaves the detected tier after one line on
+/// stderr; an empty value is no value.
+#[test]
+fn xent_simd_takes_every_name_it_prints() {
+    let dir = Scratch::new("c-simd_env");
+    let source = crate_dir().join("tests/c/simd_env.c");
+    let exe = dir.join("simd_env");
+    build_program(Lang::C99, &source, &exe, Linkage::Static, &[], &[]);
+    let run_with = |value: Option<&str>| {
+        let mut command = program(&exe);
+        match value {
+            Some(v) => command.env("XENT_SIMD", v),
+            None => command.env_remove("XENT_SIMD"),
+        };
+        let output = command.output().expect("run simd_env");
+        assert!(output.status.success(), "{output:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        (stdout.trim_end().to_owned(), stderr)
+    };
+    let (detected, quiet) = run_with(None);
+    assert_eq!(quiet, "");
+    // Every tier, best first, with its printed and short names; those from the detected
+    // one down run here.
+    let portable = if cfg!(target_feature = "avx2") {
+        "portable-avx2"
+    } else if cfg!(target_arch = "x86_64") {
+        "sse2"
+    } else {
+        "neon"
+    };
+    let mut tiers = vec![(portable, "portable"), ("scalar", "scalar")];
+    if cfg!(target_arch = "x86_64") {
+        tiers.splice(0..0, [("avx512vl", "avx512"), ("avx2+fma", "avx2")]);
+    }
+    let best = tiers
+        .iter()
+        .position(|&(name, _)| name == detected)
+        .unwrap_or_else(|| panic!("detected {detected:?}, not a tier of {tiers:?}"));
+    for (k, &(name, short)) in tiers.iter().enumerate() {
+        for value in [
+            name.to_owned(),
+            short.to_owned(),
+            name.to_uppercase(),
+            format!(" {} ", short.to_uppercase()),
+        ] {
+            let (level, stderr) = run_with(Some(&value));
+            if k >= best {
+                assert_eq!(
+                    (level.as_str(), stderr.as_str()),
+                    (name, ""),
+                    "XENT_SIMD={value:?}"
+                );
+            } else {
+                assert_eq!(level, detected, "XENT_SIMD={value:?} on a CPU without it");
+                assert_eq!(stderr.lines().count(), 1, "{stderr}");
+                assert!(stderr.contains("this CPU lacks"), "{stderr}");
+            }
+        }
+    }
+    for value in ["avx", "sse", "fast", "avx2fma"] {
+        let (level, stderr) = run_with(Some(value));
+        assert_eq!(level, detected, "XENT_SIMD={value:?}");
+        assert_eq!(stderr.lines().count(), 1, "one line, once: {stderr}");
+        assert!(stderr.starts_with("xent: XENT_SIMD="), "{stderr}");
+        assert!(stderr.contains("names no kernel tier"), "{stderr}");
+    }
+    assert_eq!(run_with(Some("")), (detected.clone(), String::new()));
 }

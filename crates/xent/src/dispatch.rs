@@ -1,7 +1,8 @@
 //! Which kernel tier runs: detected once per process, overridable with `XENT_SIMD`
 //! (BLAKE3's `Platform` pattern: one enum, one detection, match-based dispatch).
 
-use std::sync::OnceLock;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::kernels::RowKernels;
 use crate::kernels::portable::Portable;
@@ -36,17 +37,46 @@ impl Tier {
         Tier::Portable
     }
 
-    /// The tier `XENT_SIMD` names (`avx512`, `avx2`, `portable` or `scalar`), when this CPU
-    /// has it.
+    /// Every tier of this build, from the most capable down.
+    const ALL: &'static [Tier] = &[
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512,
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2,
+        Tier::Portable,
+        Tier::Scalar,
+    ];
+
+    /// The tier a name denotes, whether or not this CPU has it: the name [`Tier::name`]
+    /// prints, or the short one (`avx512`, `avx2`, `portable`, `scalar`), in any case, with
+    /// surrounding spaces ignored.
     fn from_name(name: &str) -> Option<Tier> {
-        match name {
+        let name = name.trim();
+        Tier::ALL.iter().copied().find(|tier| {
+            name.eq_ignore_ascii_case(tier.name()) || name.eq_ignore_ascii_case(tier.short_name())
+        })
+    }
+
+    /// Whether this CPU can run the tier.
+    fn supported(self) -> bool {
+        match self {
             #[cfg(target_arch = "x86_64")]
-            "avx512" => crate::kernels::avx2::kernels_avx512().map(|_| Tier::Avx512),
+            Tier::Avx512 => crate::kernels::avx2::kernels_avx512().is_some(),
             #[cfg(target_arch = "x86_64")]
-            "avx2" => crate::kernels::avx2::kernels().map(|_| Tier::Avx2),
-            "portable" => Some(Tier::Portable),
-            "scalar" => Some(Tier::Scalar),
-            _ => None,
+            Tier::Avx2 => crate::kernels::avx2::kernels().is_some(),
+            Tier::Portable | Tier::Scalar => true,
+        }
+    }
+
+    /// The short name `XENT_SIMD` takes.
+    fn short_name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2 => "avx2",
+            Tier::Portable => "portable",
+            Tier::Scalar => "scalar",
         }
     }
 
@@ -76,15 +106,65 @@ impl Tier {
     }
 }
 
+/// What `XENT_SIMD` asks for: `Ok(None)` when it is unset or empty, `Err` with the line to
+/// print when it names no tier, or a tier this CPU lacks.
+fn requested(value: Option<&str>) -> Result<Option<Tier>, String> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match Tier::from_name(value) {
+        Some(tier) if tier.supported() => Ok(Some(tier)),
+        Some(tier) => Err(format!(
+            "XENT_SIMD={value:?}: this CPU lacks the {} tier",
+            tier.name()
+        )),
+        None => {
+            let names: Vec<String> = Tier::ALL
+                .iter()
+                .map(|t| match (t.short_name(), t.name()) {
+                    (short, name) if short == name => short.to_owned(),
+                    (short, name) => format!("{short} or {name}"),
+                })
+                .collect();
+            Err(format!(
+                "XENT_SIMD={value:?} names no kernel tier (it takes {})",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
 /// The tier in force: `XENT_SIMD` when it names a tier this CPU has, else the detected one.
+/// Chosen once; an `XENT_SIMD` that cannot be honoured writes one line to stderr, once.
+///
+/// An atomic rather than a `OnceLock`: a process that forks while another thread is in
+/// the middle of the first call must not leave its child waiting on a lock nobody will
+/// release. Two threads racing here compute the same tier.
 fn active() -> Tier {
-    static ACTIVE: OnceLock<Tier> = OnceLock::new();
-    *ACTIVE.get_or_init(|| {
-        std::env::var("XENT_SIMD")
-            .ok()
-            .and_then(|name| Tier::from_name(name.trim()))
-            .unwrap_or_else(Tier::detect)
-    })
+    const UNSET: u8 = u8::MAX;
+    static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if let Some(&tier) = Tier::ALL.get(usize::from(ACTIVE.load(Ordering::Relaxed))) {
+        return tier;
+    }
+    let value = std::env::var("XENT_SIMD").ok();
+    let tier = match requested(value.as_deref()) {
+        Ok(tier) => tier.unwrap_or_else(Tier::detect),
+        Err(why) => {
+            let tier = Tier::detect();
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                // Not `eprintln!`, which panics when stderr is closed.
+                let _ = writeln!(std::io::stderr(), "xent: {why}; using {}", tier.name());
+            }
+            tier
+        }
+    };
+    let index = Tier::ALL
+        .iter()
+        .position(|&t| t == tier)
+        .expect("a tier of ALL");
+    ACTIVE.store(index as u8, Ordering::Relaxed);
+    tier
 }
 
 /// The kernels of the tier in force.
@@ -96,9 +176,11 @@ pub(crate) fn kernels() -> &'static dyn RowKernels {
 /// at run time), `"sse2"` or `"neon"` (the portable `wide` tier, compiled for the target),
 /// or `"scalar"`.
 ///
-/// The environment variable `XENT_SIMD` (`avx512`, `avx2`, `portable` or `scalar`, read
-/// once) forces a tier; a tier the CPU lacks, or an unknown name, is ignored, so this function is how
-/// to check what runs.
+/// The environment variable `XENT_SIMD` (read once, at the first call) forces a tier: it
+/// takes the names this function returns and the short ones `avx512`, `avx2`, `portable`
+/// and `scalar`, in any case. A tier the CPU lacks, or a name of none, is ignored after one
+/// line on stderr; an empty value counts as unset. This function is how to check what
+/// runs.
 ///
 /// ```
 /// assert!(["avx512vl", "avx2+fma", "portable-avx2", "sse2", "neon", "portable", "scalar"]
@@ -106,4 +188,56 @@ pub(crate) fn kernels() -> &'static dyn RowKernels {
 /// ```
 pub fn simd_level() -> &'static str {
     active().name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xent_simd_takes_every_printed_and_short_name_in_any_case() {
+        for &tier in Tier::ALL {
+            for name in [tier.name(), tier.short_name()] {
+                for spelling in [
+                    name.to_owned(),
+                    name.to_uppercase(),
+                    format!(" {name}\n"),
+                    name.chars()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            if i % 2 == 0 {
+                                c.to_ascii_uppercase()
+                            } else {
+                                c
+                            }
+                        })
+                        .collect(),
+                ] {
+                    assert_eq!(Tier::from_name(&spelling), Some(tier), "{spelling:?}");
+                    match requested(Some(&spelling)) {
+                        Ok(got) => assert_eq!(got, Some(tier)),
+                        Err(why) => {
+                            assert!(!tier.supported(), "{spelling:?}: {why}");
+                            assert!(why.contains("lacks"), "{why}");
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(Tier::from_name("AVX2+FMA"), Some(Tier::Avx2));
+        assert_eq!(Tier::from_name("Scalar"), Some(Tier::Scalar));
+    }
+
+    #[test]
+    fn an_unknown_or_empty_xent_simd_is_not_a_tier() {
+        for name in ["avx", "avx-512", "sse", "fast", "avx2fma", "scalar2", "0"] {
+            assert_eq!(Tier::from_name(name), None, "{name}");
+            let why = requested(Some(name)).unwrap_err();
+            assert!(why.contains("names no kernel tier"), "{why}");
+        }
+        assert_eq!(requested(None), Ok(None));
+        assert_eq!(requested(Some("")), Ok(None));
+        assert_eq!(requested(Some("  ")), Ok(None));
+    }
 }

@@ -21,6 +21,7 @@
 mod dispatch;
 mod dtype;
 mod error;
+mod fpenv;
 mod kernels;
 mod loss;
 mod matmul;
@@ -37,6 +38,8 @@ pub mod reference;
 pub use dispatch::simd_level;
 pub use dtype::{Logit, Stat};
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use fpenv::set_default_on_this_thread;
 pub use half::{bf16, f16};
 pub use loss::linear::{
     Chunking, LinearGrads, LinearHead, linear_cross_entropy, linear_cross_entropy_chunked,

@@ -875,6 +875,8 @@ fn run_forward<T: Logit>(
     loss: &mut [T::Stat],
     lse: Option<&mut [T::Stat]>,
 ) -> Result<()> {
+    // Every call computes in the default floating-point environment (see `fpenv.rs`).
+    let _fp = crate::fpenv::enter();
     let rows = pass.rows();
     let cols = pass.cols();
     pass.check("grad")?;
@@ -926,6 +928,8 @@ fn run_backward<T: Logit>(
     lse: &[T::Stat],
     dloss: &[T::Stat],
 ) -> Result<()> {
+    // Every call computes in the default floating-point environment (see `fpenv.rs`).
+    let _fp = crate::fpenv::enter();
     let rows = pass.rows();
     let cols = pass.cols();
     pass.check("grad")?;

@@ -239,7 +239,7 @@ pub(crate) fn row_stats(
     let stats: Vec<BlockStats> = if parallel {
         parts
             .into_par_iter()
-            .map(|(offset, part)| block_stats(k, offset, part, g))
+            .map(|(offset, part)| crate::fpenv::run(|| block_stats(k, offset, part, g)))
             .collect()
     } else {
         parts
@@ -426,7 +426,7 @@ pub(crate) fn write_row(
             parts
                 .into_par_iter()
                 .enumerate()
-                .for_each(|(b, (offset, part))| write(offset, part, b));
+                .for_each(|(b, (offset, part))| crate::fpenv::run(|| write(offset, part, b)));
         } else {
             for (b, (offset, part)) in parts.into_iter().enumerate() {
                 write(offset, part, b);

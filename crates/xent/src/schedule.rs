@@ -50,7 +50,11 @@ where
     if serial {
         chunks.into_iter().map(work).collect()
     } else {
-        chunks.into_par_iter().map(work).collect()
+        // On the pool's threads too: their environment is whatever started them.
+        chunks
+            .into_par_iter()
+            .map(|chunk| crate::fpenv::run(|| work(chunk)))
+            .collect()
     }
 }
 

@@ -18,6 +18,8 @@ enum Output {
 }
 
 fn run<T: Logit>(pass: Pass<'_, T>, output: Output) -> Result<()> {
+    // Every call computes in the default floating-point environment (see `fpenv.rs`).
+    let _fp = crate::fpenv::enter();
     pass.check("output")?;
     let cols = pass.cols();
     let split = split_rows(pass.rows(), cols);

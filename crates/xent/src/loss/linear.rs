@@ -173,6 +173,8 @@ pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
     lse: Option<&mut [f32]>,
     chunking: Chunking,
 ) -> Result<()> {
+    // Every call computes in the default floating-point environment (see `fpenv.rs`).
+    let _fp = crate::fpenv::enter();
     let targets = hard(targets.into())?;
     let (rows, dim, classes) = check_head(&head, &grads)?;
     Error::check_len("loss", loss.len(), options.reduction.loss_len(rows))?;

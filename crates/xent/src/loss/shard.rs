@@ -81,6 +81,12 @@ impl ShardRow {
     /// ```
     #[must_use]
     pub fn merge(&self, other: &ShardRow) -> ShardRow {
+        let _fp = crate::fpenv::enter();
+        self.merged(other)
+    }
+
+    /// [`ShardRow::merge`] in the environment already set.
+    fn merged(&self, other: &ShardRow) -> ShardRow {
         let (a, b) = (self.max, other.max);
         let max = if a.is_nan() || b.is_nan() {
             f32::NAN
@@ -126,9 +132,11 @@ impl ShardRow {
 /// # Ok::<(), xent::Error>(())
 /// ```
 pub fn merge_shard_rows(input: &[ShardRow], inout: &mut [ShardRow]) -> Result<()> {
+    // Every call computes in the default floating-point environment (see `fpenv.rs`).
+    let _fp = crate::fpenv::enter();
     Error::check_len("inout", inout.len(), input.len())?;
     for (acc, row) in inout.iter_mut().zip(input) {
-        *acc = row.merge(acc);
+        *acc = row.merged(acc);
     }
     Ok(())
 }
@@ -241,6 +249,8 @@ pub fn shard_stats<'t>(
     options: &Options<'_>,
     out: &mut [ShardRow],
 ) -> Result<()> {
+    // Every call computes in the default floating-point environment (see `fpenv.rs`).
+    let _fp = crate::fpenv::enter();
     let targets = hard(targets.into())?;
     let rows = logits.rows();
     Error::check_len("out", out.len(), rows)?;
@@ -381,6 +391,8 @@ fn finish(
     loss: &mut [f32],
     lse: Option<&mut [f32]>,
 ) -> Result<()> {
+    // Every call computes in the default floating-point environment (see `fpenv.rs`).
+    let _fp = crate::fpenv::enter();
     let targets = hard(targets)?;
     let rows = pass.rows();
     let upstream = f64::from(options.grad_scale);

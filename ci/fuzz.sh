@@ -28,19 +28,40 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --manifest-path fuzz/Cargo.toml --locked --all-targets -- -D warnings
 
 cargo "+$NIGHTLY" fuzz build --fuzz-dir fuzz
-for target in rust_api c_abi; do
-    echo "== fuzz $target for ${SECONDS_PER_TARGET}s"
+
+# Both targets at once: a libFuzzer run uses one core, and CI has two.
+# fuzz_one TARGET: the run of one target, its log and scratch corpus in $work/TARGET.*;
+# exits non-zero on a crash or a timeout.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+fuzz_one() {
+    local target=$1
+    mkdir -p "$work/$target.corpus"
     # New inputs go to a scratch directory (the first corpus), so a run never rewrites the
     # committed seeds.
-    scratch="$(mktemp -d)"
-    log="$(mktemp)"
-    if ! timeout $((SECONDS_PER_TARGET + 300)) \
-        cargo "+$NIGHTLY" fuzz run --fuzz-dir fuzz "$target" "$scratch" "fuzz/corpus/$target" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
-        tail -n 80 "$log"
-        echo "fuzz $target FAILED (its input is in fuzz/artifacts/$target/)"
-        exit 1
-    fi
-    grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)" "$log"
-    rm -rf "$scratch" "$log"
+    timeout $((SECONDS_PER_TARGET + 300)) \
+        cargo "+$NIGHTLY" fuzz run --fuzz-dir fuzz "$target" "$work/$target.corpus" \
+        "fuzz/corpus/$target" -- \
+        -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 -print_final_stats=1 \
+        >"$work/$target.log" 2>&1
+}
+targets=(rust_api c_abi)
+pids=()
+for target in "${targets[@]}"; do
+    echo "== fuzz $target for ${SECONDS_PER_TARGET}s"
+    fuzz_one "$target" &
+    pids+=($!)
 done
+failed=0
+for k in "${!targets[@]}"; do
+    target=${targets[$k]}
+    if wait "${pids[$k]}"; then
+        echo "== fuzz $target: no failure"
+        grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)" "$work/$target.log"
+    else
+        tail -n 80 "$work/$target.log"
+        echo "fuzz $target FAILED (its input is in fuzz/artifacts/$target/)"
+        failed=1
+    fi
+done
+exit "$failed"

@@ -15,11 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The build first, apart: on a cold target directory it takes minutes, which the runs'
-# timeouts below must not count.
-timeout 1800 cargo test --locked -p xent -p xent-ffi --no-run
+# timeouts below must not count. The whole workspace, as ci/test.sh selects it: cargo
+# unifies the dependencies' features over the packages selected, so selecting fewer would
+# build them again.
+timeout 1800 cargo test --workspace --locked --no-run
 
 # Each run takes seconds; a timeout means a hang (a deadlock between the callers and the
 # pools), which the tests would otherwise turn into a stuck job.
-timeout 300 cargo test --locked -p xent --test stress --test determinism -- --nocapture
-timeout 300 cargo test --locked -p xent-ffi --test c_programs \
+timeout 300 cargo test --workspace --locked --test stress --test determinism -- --nocapture
+timeout 300 cargo test --workspace --locked --test c_programs \
     ten_thousand_mixed_calls_from_c_threads_match_serial_calls -- --nocapture

@@ -19,16 +19,23 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # exp, ln and tanh sweeps test every tier in one process. A tier the CPU lacks cannot be
 # forced (the suite's forced_tier_is_the_active_one test would fail), so the x86 tiers run
 # only where the CPU has them.
+#
+# Every run selects the whole workspace (naming the test targets), so that cargo unifies
+# the dependencies' features as for the first run and builds nothing again.
 cargo test --workspace --locked
+core_tests=()
+for file in crates/xent/tests/*.rs; do
+    core_tests+=(--test "$(basename "$file" .rs)")
+done
 tiers="portable scalar"
 if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo; then
     tiers="avx2 $tiers"
 fi
 for tier in $tiers; do
     echo "== the core crate's tests again with XENT_SIMD=$tier"
-    XENT_SIMD=$tier cargo test -p xent --locked --test '*'
+    XENT_SIMD=$tier cargo test --workspace --locked "${core_tests[@]}"
 done
 
 # The exhaustive exp and ln sweeps' figures (they ran above too; this prints them).
-cargo test -p xent --lib --locked _within_2_ulp_on_every_f32 -- --nocapture |
+cargo test --workspace --lib --locked _within_2_ulp_on_every_f32 -- --nocapture |
     grep -E "^(exp|ln),|test result"

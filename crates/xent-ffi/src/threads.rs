@@ -272,8 +272,9 @@ impl Drop for Reserve {
 }
 
 /// The pool's threads: plain POSIX threads on Unix, whose first code is the body given (see
-/// the module's documentation); the standard library's elsewhere.
-#[cfg(unix)]
+/// the module's documentation); the standard library's elsewhere, and under Miri (which
+/// runs the standard library's threads, not every call of the POSIX API).
+#[cfg(all(unix, not(miri)))]
 mod os_thread {
     use core::ffi::c_void;
     use std::ffi::CString;
@@ -361,7 +362,7 @@ mod os_thread {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(any(not(unix), miri))]
 mod os_thread {
     use std::io;
     use std::thread::JoinHandle;
@@ -404,7 +405,7 @@ fn watch_forks() {
     }
 }
 
-#[cfg(unix)]
+#[cfg(all(unix, not(miri)))]
 mod fork {
     use core::cell::UnsafeCell;
     use std::sync::MutexGuard;
@@ -459,9 +460,9 @@ mod fork {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(any(not(unix), miri))]
 mod fork {
-    /// No `fork` to survive.
+    /// No `fork` to survive (Miri has none either).
     pub(super) fn register() {}
 }
 

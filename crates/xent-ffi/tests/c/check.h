@@ -25,6 +25,28 @@ static int failures;
         }                                                                                    \
     } while (0)
 
+/* FNV-1a over `n` bytes, continuing from `h` (start from FINGERPRINT_START): one number
+ * that changes with any bit of a call's outputs. */
+#define FINGERPRINT_START 0xcbf29ce484222325u
+static inline unsigned long long fingerprint(unsigned long long h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        h = (h ^ p[i]) * 0x100000001b3u;
+    }
+    return h;
+}
+
+/* `bytes` bytes from malloc, or the program ends saying it is out of memory. */
+static inline void *alloc_or_exit(size_t bytes) {
+    void *p = malloc(bytes);
+    if (p == NULL) {
+        puts("out of memory");
+        exit(1);
+    }
+    return p;
+}
+
 #ifdef ARENA_BYTES
 /* Every buffer of a bad-input call is carved from `arena`; `before` is its copy from just
  * before the call. */

@@ -36,6 +36,7 @@ static float *batch, *batch_work, *long_row, *long_work, *softmax_out;
 static float *hidden, *weight, *grad_hidden, *grad_weight;
 static int64_t targets[ROWS], head_targets[HEAD_ROWS], long_target[1] = {12345};
 
+/* A splitmix64 stream, and uniform floats in [lo, hi) with 24 random bits. */
 static uint64_t rng_state = 0x5eed0f0fu;
 
 static uint64_t next_u64(void) {
@@ -50,27 +51,12 @@ static float uniform(float lo, float hi) {
 }
 
 static float *alloc_floats(size_t n) {
-    float *p = malloc(n * sizeof(float));
-    if (p == NULL) {
-        puts("out of memory");
-        exit(1);
-    }
-    return p;
-}
-
-/* FNV-1a over `n` bytes, continuing from `h`. */
-static uint64_t fnv(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        h = (h ^ p[i]) * 0x100000001b3u;
-    }
-    return h;
+    return alloc_or_exit(n * sizeof(float));
 }
 
 /* Runs the workload and returns the fingerprint of every output, or 0 if a call failed. */
 static uint64_t workload(void) {
-    uint64_t h = 0xcbf29ce484222325u;
+    uint64_t h = FINGERPRINT_START;
     float loss[ROWS], lse[ROWS], long_loss, head_loss;
     xent_options options = xent_options_default();
     options.label_smoothing = 0.05f;
@@ -81,31 +67,31 @@ static uint64_t workload(void) {
                                batch_work, COLS, lse) != XENT_STATUS_OK) {
         return 0;
     }
-    h = fnv(h, loss, sizeof(float));
-    h = fnv(h, lse, sizeof lse);
-    h = fnv(h, batch_work, (size_t)ROWS * COLS * sizeof(float));
+    h = fingerprint(h, loss, sizeof(float));
+    h = fingerprint(h, lse, sizeof lse);
+    h = fingerprint(h, batch_work, (size_t)ROWS * COLS * sizeof(float));
 
     memcpy(long_work, long_row, LONG * sizeof(float));
     if (xent_cross_entropy_f32(long_work, 1, LONG, LONG, long_target, NULL, &long_loss,
                                long_work, LONG, NULL) != XENT_STATUS_OK) {
         return 0;
     }
-    h = fnv(h, &long_loss, sizeof long_loss);
-    h = fnv(h, long_work, LONG * sizeof(float));
+    h = fingerprint(h, &long_loss, sizeof long_loss);
+    h = fingerprint(h, long_work, LONG * sizeof(float));
 
     if (xent_softmax_f32(batch, ROWS, COLS, COLS, softmax_out, COLS) != XENT_STATUS_OK) {
         return 0;
     }
-    h = fnv(h, softmax_out, (size_t)ROWS * COLS * sizeof(float));
+    h = fingerprint(h, softmax_out, (size_t)ROWS * COLS * sizeof(float));
 
     if (xent_linear_cross_entropy_f32(hidden, HEAD_ROWS, DIM, DIM, weight, CLASSES, DIM, NULL,
                                       head_targets, NULL, &head_loss, grad_hidden, DIM,
                                       grad_weight, DIM, NULL, NULL) != XENT_STATUS_OK) {
         return 0;
     }
-    h = fnv(h, &head_loss, sizeof head_loss);
-    h = fnv(h, grad_hidden, (size_t)HEAD_ROWS * DIM * sizeof(float));
-    h = fnv(h, grad_weight, (size_t)CLASSES * DIM * sizeof(float));
+    h = fingerprint(h, &head_loss, sizeof head_loss);
+    h = fingerprint(h, grad_hidden, (size_t)HEAD_ROWS * DIM * sizeof(float));
+    h = fingerprint(h, grad_weight, (size_t)CLASSES * DIM * sizeof(float));
     return h;
 }
 

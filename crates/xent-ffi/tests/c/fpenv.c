@@ -37,27 +37,9 @@ static uint16_t *logits_bf16, *work_bf16;
 static float *hidden, *weight, *grad_hidden, *grad_weight;
 static int64_t targets[ROWS], head_targets[HEAD_ROWS];
 
-static float *alloc_bytes(size_t n) {
-    void *p = malloc(n);
-    if (p == NULL) {
-        puts("out of memory");
-        exit(1);
-    }
-    return p;
-}
-
-static uint64_t fnv(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        h = (h ^ p[i]) * 0x100000001b3u;
-    }
-    return h;
-}
-
 /* Runs call `k` and returns the fingerprint of its outputs (0 if it failed). */
 static uint64_t call(int k) {
-    uint64_t h = 0xcbf29ce484222325u;
+    uint64_t h = FINGERPRINT_START;
     float loss[ROWS], lse[ROWS];
     double loss64[ROWS];
     size_t n = (size_t)ROWS * COLS;
@@ -70,7 +52,7 @@ static uint64_t call(int k) {
         memcpy(work_f32, logits, n * sizeof(float));
         status = xent_cross_entropy_f32(work_f32, ROWS, COLS, COLS, targets, &o, loss, work_f32,
                                         COLS, lse);
-        h = fnv(h, work_f32, n * sizeof(float));
+        h = fingerprint(h, work_f32, n * sizeof(float));
         break;
     case 1: /* a subnormal grad_scale, sum, separate output, label smoothing */
         o.reduction = XENT_REDUCTION_SUM;
@@ -78,7 +60,7 @@ static uint64_t call(int k) {
         o.label_smoothing = 0.1f;
         status = xent_cross_entropy_f32(logits, ROWS, COLS, COLS, targets, &o, loss, out_f32,
                                         COLS, lse);
-        h = fnv(h, out_f32, n * sizeof(float));
+        h = fingerprint(h, out_f32, n * sizeof(float));
         break;
     case 2: /* a grad_scale whose products are subnormal, per-row losses, z-loss */
         o.reduction = XENT_REDUCTION_NONE;
@@ -86,15 +68,15 @@ static uint64_t call(int k) {
         o.z_loss = 1e-3f;
         status = xent_cross_entropy_f32(logits, ROWS, COLS, COLS, targets, &o, loss, out_f32,
                                         COLS, lse);
-        h = fnv(h, out_f32, n * sizeof(float));
+        h = fingerprint(h, out_f32, n * sizeof(float));
         break;
     case 3:
         status = xent_softmax_f32(logits, ROWS, COLS, COLS, out_f32, COLS);
-        h = fnv(h, out_f32, n * sizeof(float));
+        h = fingerprint(h, out_f32, n * sizeof(float));
         break;
     case 4:
         status = xent_log_softmax_f32(logits, ROWS, COLS, COLS, out_f32, COLS);
-        h = fnv(h, out_f32, n * sizeof(float));
+        h = fingerprint(h, out_f32, n * sizeof(float));
         break;
     case 5: /* bf16 in place */
         memcpy(work_bf16, logits_bf16, n * sizeof(uint16_t));
@@ -102,7 +84,7 @@ static uint64_t call(int k) {
         o.reduction = XENT_REDUCTION_SUM;
         status = xent_cross_entropy_bf16(work_bf16, ROWS, COLS, COLS, targets, &o, loss,
                                          work_bf16, COLS, lse);
-        h = fnv(h, work_bf16, n * sizeof(uint16_t));
+        h = fingerprint(h, work_bf16, n * sizeof(uint16_t));
         break;
     case 6: /* f64 with a subnormal double grad_scale */
         memcpy(work_f64, logits_f64, n * sizeof(double));
@@ -110,24 +92,24 @@ static uint64_t call(int k) {
         o.grad_scale = 1e-30f;
         status = xent_cross_entropy_f64(work_f64, ROWS, COLS, COLS, targets, &o, loss64,
                                         work_f64, COLS, NULL);
-        h = fnv(h, loss64, sizeof(double));
-        h = fnv(h, work_f64, n * sizeof(double));
+        h = fingerprint(h, loss64, sizeof(double));
+        h = fingerprint(h, work_f64, n * sizeof(double));
         break;
     case 7: /* soft targets, some of them subnormal */
         status = xent_cross_entropy_soft_f32(logits, 8, COLS, COLS, soft, COLS, &o, loss,
                                              out_f32, COLS, lse);
-        h = fnv(h, out_f32, 8 * COLS * sizeof(float));
+        h = fingerprint(h, out_f32, 8 * COLS * sizeof(float));
         break;
     case 8: /* a linear head with subnormal dH = G W */
         status = xent_linear_cross_entropy_f32(hidden, HEAD_ROWS, DIM, DIM, weight, CLASSES, DIM,
                                                NULL, head_targets, &o, loss, grad_hidden, DIM,
                                                grad_weight, DIM, NULL, lse);
-        h = fnv(h, grad_hidden, (size_t)HEAD_ROWS * DIM * sizeof(float));
-        h = fnv(h, grad_weight, (size_t)CLASSES * DIM * sizeof(float));
+        h = fingerprint(h, grad_hidden, (size_t)HEAD_ROWS * DIM * sizeof(float));
+        h = fingerprint(h, grad_weight, (size_t)CLASSES * DIM * sizeof(float));
         break;
     }
-    h = fnv(h, loss, sizeof loss);
-    h = fnv(h, lse, sizeof lse);
+    h = fingerprint(h, loss, sizeof loss);
+    h = fingerprint(h, lse, sizeof lse);
     return status == XENT_STATUS_OK ? h : 0;
 }
 
@@ -139,18 +121,18 @@ int main(void) {
     unsigned default_csr = _mm_getcsr();
     int k, s, e;
 
-    logits = alloc_bytes(n * sizeof(float));
-    work_f32 = alloc_bytes(n * sizeof(float));
-    out_f32 = alloc_bytes(n * sizeof(float));
-    soft = alloc_bytes(8 * COLS * sizeof(float));
-    logits_f64 = (double *)(void *)alloc_bytes(n * sizeof(double));
-    work_f64 = (double *)(void *)alloc_bytes(n * sizeof(double));
-    logits_bf16 = (uint16_t *)(void *)alloc_bytes(n * sizeof(uint16_t));
-    work_bf16 = (uint16_t *)(void *)alloc_bytes(n * sizeof(uint16_t));
-    hidden = alloc_bytes((size_t)HEAD_ROWS * DIM * sizeof(float));
-    weight = alloc_bytes((size_t)CLASSES * DIM * sizeof(float));
-    grad_hidden = alloc_bytes((size_t)HEAD_ROWS * DIM * sizeof(float));
-    grad_weight = alloc_bytes((size_t)CLASSES * DIM * sizeof(float));
+    logits = alloc_or_exit(n * sizeof(float));
+    work_f32 = alloc_or_exit(n * sizeof(float));
+    out_f32 = alloc_or_exit(n * sizeof(float));
+    soft = alloc_or_exit(8 * COLS * sizeof(float));
+    logits_f64 = (double *)(void *)alloc_or_exit(n * sizeof(double));
+    work_f64 = (double *)(void *)alloc_or_exit(n * sizeof(double));
+    logits_bf16 = (uint16_t *)(void *)alloc_or_exit(n * sizeof(uint16_t));
+    work_bf16 = (uint16_t *)(void *)alloc_or_exit(n * sizeof(uint16_t));
+    hidden = alloc_or_exit((size_t)HEAD_ROWS * DIM * sizeof(float));
+    weight = alloc_or_exit((size_t)CLASSES * DIM * sizeof(float));
+    grad_hidden = alloc_or_exit((size_t)HEAD_ROWS * DIM * sizeof(float));
+    grad_weight = alloc_or_exit((size_t)CLASSES * DIM * sizeof(float));
     /* Each row: 0 at its target, then -85 ... -100 elsewhere (exps of 1e-37 to 4e-44). */
     for (i = 0; i < ROWS; i++) {
         targets[i] = (int64_t)((i * 37) % COLS);

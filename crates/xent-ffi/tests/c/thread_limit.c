@@ -31,15 +31,6 @@ enum { CHILD_BUILT = 10, CHILD_REFUSED = 11, CHILD_BAD_STATUS = 12, CHILD_OTHER_
 static float *logits, *grad;
 static int64_t targets[ROWS];
 
-static uint64_t fnv(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        h = (h ^ p[i]) * 0x100000001b3u;
-    }
-    return h;
-}
-
 /* A call large enough for a pool (262144 values); its outputs' fingerprint, 0 on failure. */
 static uint64_t call(void) {
     float loss = 0.0f;
@@ -47,8 +38,8 @@ static uint64_t call(void) {
                                NULL) != XENT_STATUS_OK) {
         return 0;
     }
-    return fnv(fnv(0xcbf29ce484222325u, &loss, sizeof loss), grad,
-               (size_t)ROWS * COLS * sizeof(float));
+    return fingerprint(fingerprint(FINGERPRINT_START, &loss, sizeof loss), grad,
+                       (size_t)ROWS * COLS * sizeof(float));
 }
 
 /* This process's address space in bytes (the first field of /proc/self/statm, in pages). */
@@ -99,12 +90,8 @@ int main(void) {
     uint64_t reference;
     int built = 0, refused = 0, killed = 0, round, k, i;
 
-    logits = malloc((size_t)ROWS * COLS * sizeof(float));
-    grad = malloc((size_t)ROWS * COLS * sizeof(float));
-    if (logits == NULL || grad == NULL) {
-        puts("out of memory");
-        return 1;
-    }
+    logits = alloc_or_exit((size_t)ROWS * COLS * sizeof(float));
+    grad = alloc_or_exit((size_t)ROWS * COLS * sizeof(float));
     for (i = 0; i < ROWS * COLS; i++) {
         logits[i] = (float)((i * 7919) % 1000) * 0.01f - 5.0f;
     }

@@ -657,36 +657,42 @@ fn forward_groups(
     // Each row's terms in f64, where w_y·nll and z·lse² cannot overflow; a sum per lane,
     // then across lanes: one running f64 sum would be a chain of dependent adds as long
     // as the rows, the slowest part of this loop.
+    // (An ignored row has nll and weight 0.)
     let (mut ce, mut zl) = ([0.0f64; GROUP], [0.0f64; GROUP]);
-    let mut losses = chunk
-        .loss
-        .as_deref_mut()
-        .map(|l| l[first..first + GROUP * groups].chunks_exact_mut(GROUP));
-    for (s, t) in stats.iter().zip(targets.iter()) {
-        let row_losses = losses.as_mut().and_then(|l| l.next());
-        let mut terms = [0.0f64; GROUP];
-        for r in 0..GROUP {
-            // An ignored row: nll and weight 0.
-            let row_ce = f64::from(t.weight[r]) * f64::from(s.nll[r]);
-            let lse = f64::from(s.lse[r]);
-            let row_zl = if plan.z > 0.0 && t.class[r] >= 0.0 {
-                plan.z * lse * lse
-            } else {
-                0.0
-            };
-            ce[r] += row_ce;
-            zl[r] += row_zl;
-            terms[r] = row_ce + row_zl;
+    let row_ce =
+        |s: &ShortStats, t: &ShortTargets, r: usize| f64::from(t.weight[r]) * f64::from(s.nll[r]);
+    let row_zl = |s: &ShortStats, t: &ShortTargets, r: usize| {
+        let lse = f64::from(s.lse[r]);
+        if t.class[r] >= 0.0 {
+            plan.z * lse * lse
+        } else {
+            0.0
         }
-        if let Some(l) = row_losses {
-            for (l, term) in l.iter_mut().zip(terms) {
-                *l = term as f32;
+    };
+    for (s, t) in stats.iter().zip(targets.iter()) {
+        for (r, ce) in ce.iter_mut().enumerate() {
+            *ce += row_ce(s, t, r);
+        }
+    }
+    if plan.z > 0.0 {
+        for (s, t) in stats.iter().zip(targets.iter()) {
+            for (r, zl) in zl.iter_mut().enumerate() {
+                *zl += row_zl(s, t, r);
             }
         }
     }
     partial.ce += ce.iter().sum::<f64>();
     partial.zl += zl.iter().sum::<f64>();
     let rows = first..first + GROUP * groups;
+    if let Some(loss) = chunk.loss.as_deref_mut() {
+        let groups = loss[rows.clone()].chunks_exact_mut(GROUP);
+        for (l, (s, t)) in groups.zip(stats.iter().zip(targets.iter())) {
+            for (r, l) in l.iter_mut().enumerate() {
+                let term = row_ce(s, t, r) + if plan.z > 0.0 { row_zl(s, t, r) } else { 0.0 };
+                *l = term as f32;
+            }
+        }
+    }
     if let Some(lse) = chunk.lse_out.as_deref_mut() {
         for (l, s) in lse[rows].chunks_exact_mut(GROUP).zip(stats.iter()) {
             l.copy_from_slice(&s.lse);
@@ -703,15 +709,18 @@ fn short_targets<T: Copy + Into<i64>>(
     ce_scale: f64,
     out: &mut [ShortTargets],
 ) {
+    // Without weights every row's B is s, rounded once for the call.
+    let unweighted = ce_scale as f32;
     for (lanes, classes) in out.iter_mut().zip(classes.chunks_exact(GROUP)) {
         for (r, &y) in classes.iter().enumerate() {
             let y: i64 = y.into();
             if y != options.ignore_index {
-                let w = options.weight(y as usize);
                 // y < cols ≤ SHORT_COLS: exact in f32.
                 lanes.class[r] = y as f32;
-                lanes.weight[r] = w;
-                lanes.scale[r] = (ce_scale * f64::from(w)) as f32;
+                (lanes.weight[r], lanes.scale[r]) = match options.class_weights {
+                    None => (1.0, unweighted),
+                    Some(w) => (w[y as usize], (ce_scale * f64::from(w[y as usize])) as f32),
+                };
             }
         }
     }

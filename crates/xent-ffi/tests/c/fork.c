@@ -36,18 +36,10 @@ static float *batch, *batch_work, *long_row, *long_work, *softmax_out;
 static float *hidden, *weight, *grad_hidden, *grad_weight;
 static int64_t targets[ROWS], head_targets[HEAD_ROWS], long_target[1] = {12345};
 
-/* A splitmix64 stream, and uniform floats in [lo, hi) with 24 random bits. */
-static uint64_t rng_state = 0x5eed0f0fu;
-
-static uint64_t next_u64(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
-static float uniform(float lo, float hi) {
-    return lo + (hi - lo) * (float)(next_u64() >> 40) / (float)(1u << 24);
+/* A value in [lo, hi) that varies with `i` (a multiplicative hash of it). */
+static float spread(size_t i, float lo, float hi) {
+    uint32_t h = (uint32_t)i * 2654435761u;
+    return lo + (hi - lo) * (float)(h >> 8) / (float)(1u << 24);
 }
 
 static float *alloc_floats(size_t n) {
@@ -195,22 +187,22 @@ int main(void) {
     grad_hidden = alloc_floats((size_t)HEAD_ROWS * DIM);
     grad_weight = alloc_floats((size_t)CLASSES * DIM);
     for (i = 0; i < ROWS * COLS; i++) {
-        batch[i] = uniform(-5.0f, 5.0f);
+        batch[i] = spread((size_t)i, -5.0f, 5.0f);
     }
     for (i = 0; i < ROWS; i++) {
-        targets[i] = i % 7 == 0 ? -100 : (int64_t)(next_u64() % COLS);
+        targets[i] = i % 7 == 0 ? -100 : (int64_t)((i * 389) % COLS);
     }
     for (i = 0; i < LONG; i++) {
-        long_row[i] = uniform(-8.0f, 8.0f);
+        long_row[i] = spread((size_t)i + 1, -8.0f, 8.0f);
     }
     for (i = 0; i < HEAD_ROWS * DIM; i++) {
-        hidden[i] = uniform(-1.0f, 1.0f);
+        hidden[i] = spread((size_t)i + 2, -1.0f, 1.0f);
     }
     for (i = 0; i < CLASSES * DIM; i++) {
-        weight[i] = uniform(-0.5f, 0.5f);
+        weight[i] = spread((size_t)i + 3, -0.5f, 0.5f);
     }
     for (i = 0; i < HEAD_ROWS; i++) {
-        head_targets[i] = (int64_t)(next_u64() % CLASSES);
+        head_targets[i] = (int64_t)((i * 47) % CLASSES);
     }
 
     /* The reference: the calling thread only, no pool. */

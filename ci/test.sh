@@ -30,6 +30,10 @@ done
 tiers="portable scalar"
 if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo; then
     tiers="avx2 $tiers"
+    # The 256-bit tier with AVX-512's registers (the detected tier is the 512-bit one).
+    if grep -qw avx512f /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
+        tiers="avx512vl $tiers"
+    fi
 fi
 for tier in $tiers; do
     echo "== the core crate's tests again with XENT_SIMD=$tier"

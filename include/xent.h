@@ -196,10 +196,11 @@ xent_options xent_options_default(void);
 const char *xent_version(void);
 
 /**
- * The kernel tier this process runs, e.g. "avx512vl", "avx2+fma", "sse2", "neon" or
+ * The kernel tier this process runs, e.g. "avx512" (512-bit vectors), "avx512vl" (256-bit
+ * vectors with AVX-512's registers, only when forced), "avx2+fma", "sse2", "neon" or
  * "scalar": a static string, never NULL, not to be freed. The environment variable
- * `XENT_SIMD`, read once, forces a tier: it takes these names and `avx512`, `avx2`,
- * `portable`, `scalar`, in any case; one the CPU lacks, or a name of none, is ignored
+ * `XENT_SIMD`, read once, forces a tier: it takes these names and `avx2`, `portable`,
+ * `scalar`, in any case; one the CPU lacks, or a name of none, is ignored
  * after one line on stderr.
  */
 const char *xent_simd_level(void);

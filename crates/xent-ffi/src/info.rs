@@ -22,7 +22,8 @@ pub extern "C" fn xent_version() -> *const c_char {
 }
 
 /// The names `xent_core::simd_level` returns, as C strings.
-const LEVELS: [&CStr; 7] = [
+const LEVELS: [&CStr; 8] = [
+    c"avx512",
     c"avx512vl",
     c"avx2+fma",
     c"portable-avx2",
@@ -32,10 +33,11 @@ const LEVELS: [&CStr; 7] = [
     c"scalar",
 ];
 
-/// The kernel tier this process runs, e.g. "avx512vl", "avx2+fma", "sse2", "neon" or
+/// The kernel tier this process runs, e.g. "avx512" (512-bit vectors), "avx512vl" (256-bit
+/// vectors with AVX-512's registers, only when forced), "avx2+fma", "sse2", "neon" or
 /// "scalar": a static string, never NULL, not to be freed. The environment variable
-/// `XENT_SIMD`, read once, forces a tier: it takes these names and `avx512`, `avx2`,
-/// `portable`, `scalar`, in any case; one the CPU lacks, or a name of none, is ignored
+/// `XENT_SIMD`, read once, forces a tier: it takes these names and `avx2`, `portable`,
+/// `scalar`, in any case; one the CPU lacks, or a name of none, is ignored
 /// after one line on stderr.
 #[unsafe(no_mangle)]
 pub extern "C" fn xent_simd_level() -> *const c_char {

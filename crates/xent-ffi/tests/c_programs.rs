@@ -234,7 +234,14 @@ fn xent_simd_takes_every_name_it_prints() {
     };
     let mut tiers = vec![(portable, "portable"), ("scalar", "scalar")];
     if cfg!(target_arch = "x86_64") {
-        tiers.splice(0..0, [("avx512vl", "avx512"), ("avx2+fma", "avx2")]);
+        tiers.splice(
+            0..0,
+            [
+                ("avx512", "avx512"),
+                ("avx512vl", "avx512vl"),
+                ("avx2+fma", "avx2"),
+            ],
+        );
     }
     let best = tiers
         .iter()

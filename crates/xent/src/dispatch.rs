@@ -11,9 +11,12 @@ use crate::kernels::scalar::Scalar;
 /// The instruction-set tiers, from the most capable down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tier {
-    /// The AVX2 kernels compiled with AVX-512F/VL too (32 registers), chosen at run time.
+    /// `core::arch` AVX-512F over 512-bit vectors, chosen at run time.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// The AVX2 kernels compiled with AVX-512F/VL too (256-bit vectors, 32 registers).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vl,
     /// `core::arch` AVX2 + FMA, chosen at run time.
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -27,11 +30,11 @@ impl Tier {
     /// The best tier this CPU supports.
     fn detect() -> Tier {
         #[cfg(target_arch = "x86_64")]
-        if crate::kernels::avx2::kernels_avx512().is_some() {
+        if crate::kernels::avx512::supported() {
             return Tier::Avx512;
         }
         #[cfg(target_arch = "x86_64")]
-        if crate::kernels::avx2::kernels().is_some() {
+        if crate::kernels::avx2::supported() {
             return Tier::Avx2;
         }
         Tier::Portable
@@ -42,13 +45,15 @@ impl Tier {
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512,
         #[cfg(target_arch = "x86_64")]
+        Tier::Avx512Vl,
+        #[cfg(target_arch = "x86_64")]
         Tier::Avx2,
         Tier::Portable,
         Tier::Scalar,
     ];
 
     /// The tier a name denotes, whether or not this CPU has it: the name [`Tier::name`]
-    /// prints, or the short one (`avx512`, `avx2`, `portable`, `scalar`), in any case, with
+    /// prints, or the short one (`avx512`, `avx512vl`, `avx2`, `portable`, `scalar`), in any case, with
     /// surrounding spaces ignored.
     fn from_name(name: &str) -> Option<Tier> {
         let name = name.trim();
@@ -61,9 +66,11 @@ impl Tier {
     fn supported(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx512 => crate::kernels::avx2::kernels_avx512().is_some(),
+            Tier::Avx512 => crate::kernels::avx512::supported(),
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx2 => crate::kernels::avx2::kernels().is_some(),
+            Tier::Avx512Vl => crate::kernels::avx2::supported_avx512vl(),
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2 => crate::kernels::avx2::supported(),
             Tier::Portable | Tier::Scalar => true,
         }
     }
@@ -74,6 +81,8 @@ impl Tier {
             #[cfg(target_arch = "x86_64")]
             Tier::Avx512 => "avx512",
             #[cfg(target_arch = "x86_64")]
+            Tier::Avx512Vl => "avx512vl",
+            #[cfg(target_arch = "x86_64")]
             Tier::Avx2 => "avx2",
             Tier::Portable => "portable",
             Tier::Scalar => "scalar",
@@ -83,7 +92,9 @@ impl Tier {
     fn name(self) -> &'static str {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx512 => "avx512vl",
+            Tier::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512Vl => "avx512vl",
             #[cfg(target_arch = "x86_64")]
             Tier::Avx2 => "avx2+fma",
             Tier::Portable if cfg!(target_feature = "avx2") => "portable-avx2",
@@ -94,12 +105,22 @@ impl Tier {
         }
     }
 
-    fn kernels(self) -> &'static dyn RowKernels {
+    /// The tier's kernels.
+    ///
+    /// # Safety
+    ///
+    /// [`Tier::supported`] has returned true for `self` in this process.
+    unsafe fn kernels(self) -> &'static dyn RowKernels {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx512 => crate::kernels::avx2::kernels_avx512().expect("detected before"),
+            // SAFETY: the function's contract.
+            Tier::Avx512 => unsafe { crate::kernels::avx512::kernels_unchecked() },
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx2 => crate::kernels::avx2::kernels().expect("detected before"),
+            // SAFETY: the function's contract.
+            Tier::Avx512Vl => unsafe { crate::kernels::avx2::kernels_avx512vl_unchecked() },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the function's contract.
+            Tier::Avx2 => unsafe { crate::kernels::avx2::kernels_unchecked() },
             Tier::Portable => &Portable,
             Tier::Scalar => &Scalar,
         }
@@ -169,21 +190,24 @@ fn active() -> Tier {
 
 /// The kernels of the tier in force.
 pub(crate) fn kernels() -> &'static dyn RowKernels {
-    active().kernels()
+    // SAFETY: `active` returns a forced tier only after `supported`, and otherwise the
+    // detected one.
+    unsafe { active().kernels() }
 }
 
-/// The name of the kernel tier this process runs: `"avx512vl"` or `"avx2+fma"` (detected
-/// at run time), `"sse2"` or `"neon"` (the portable `wide` tier, compiled for the target),
+/// The name of the kernel tier this process runs: `"avx512"` (512-bit vectors),
+/// `"avx512vl"` (256-bit vectors with AVX-512's registers, taken only when forced) or
+/// `"avx2+fma"` (detected at run time), `"sse2"` or `"neon"` (the portable `wide` tier, compiled for the target),
 /// or `"scalar"`.
 ///
 /// The environment variable `XENT_SIMD` (read once, at the first call) forces a tier: it
-/// takes the names this function returns and the short ones `avx512`, `avx2`, `portable`
-/// and `scalar`, in any case. A tier the CPU lacks, or a name of none, is ignored after one
+/// takes the names this function returns and the short ones `avx512`, `avx512vl`, `avx2`,
+/// `portable` and `scalar`, in any case. A tier the CPU lacks, or a name of none, is ignored after one
 /// line on stderr; an empty value counts as unset. This function is how to check what
 /// runs.
 ///
 /// ```
-/// assert!(["avx512vl", "avx2+fma", "portable-avx2", "sse2", "neon", "portable", "scalar"]
+/// assert!(["avx512", "avx512vl", "avx2+fma", "portable-avx2", "sse2", "neon", "portable", "scalar"]
 ///     .contains(&xent::simd_level()));
 /// ```
 pub fn simd_level() -> &'static str {

@@ -61,19 +61,19 @@ impl<'a, T: Logit> Pass<'a, T> {
     /// Checks that a separate output buffer (named `output` in the error) has the
     /// logits' shape.
     pub(crate) fn check(&self, output: &'static str) -> Result<()> {
-        if let Pass::Separate(x, out) = self {
-            if (out.rows(), out.cols()) != (x.rows(), x.cols()) {
-                return Err(Error::shape(
-                    output,
-                    format!(
-                        "is {}×{}, the logits are {}×{}",
-                        out.rows(),
-                        out.cols(),
-                        x.rows(),
-                        x.cols()
-                    ),
-                ));
-            }
+        if let Pass::Separate(x, out) = self
+            && (out.rows(), out.cols()) != (x.rows(), x.cols())
+        {
+            return Err(Error::shape(
+                output,
+                format!(
+                    "is {}×{}, the logits are {}×{}",
+                    out.rows(),
+                    out.cols(),
+                    x.rows(),
+                    x.cols()
+                ),
+            ));
         }
         Ok(())
     }

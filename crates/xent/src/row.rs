@@ -45,14 +45,6 @@ impl RowSrc<'_> {
         self.input().len()
     }
 
-    /// The sub-row `start..start + len`.
-    fn slice(&mut self, start: usize, len: usize) -> RowSrc<'_> {
-        match self {
-            RowSrc::Read(x) => RowSrc::Read(&x[start..start + len]),
-            RowSrc::Io(io) => RowSrc::Io(io.slice(start, len)),
-        }
-    }
-
     /// The row cut into blocks of `len` values, with their offsets.
     fn into_blocks<'b>(self, len: usize) -> Vec<(usize, RowSrc<'b>)>
     where
@@ -175,12 +167,7 @@ impl Factors {
     }
 }
 
-fn block_stats(
-    k: &dyn RowKernels,
-    offset: usize,
-    mut src: RowSrc<'_>,
-    g: &Gather<'_>,
-) -> BlockStats {
+fn block_stats(k: &dyn RowKernels, offset: usize, src: RowSrc<'_>, g: &Gather<'_>) -> BlockStats {
     let x = src.input();
     let len = x.len();
     let max = k.row_max(x, g.cap);
@@ -206,19 +193,17 @@ fn block_stats(
         };
         (stats.dot, stats.t_total) = k.soft_target_sums(x, t, weights, shift, g.cap);
     }
-    let mut sum_exp = |start: usize, n: usize| match src.slice(start, n) {
-        RowSrc::Io(io) if g.store => k.exp_store_sum(io, shift),
-        part => k.sum_exp(part.input(), shift, g.cap),
+    // The target's exp apart: the rest sums values that are all small when p_y ≈ 1.
+    let target = g
+        .target
+        .filter(|y| (offset..offset + len).contains(y))
+        .map(|y| y - offset);
+    let sums = match src {
+        RowSrc::Io(io) if g.store => k.exp_store_sum(io, shift, target),
+        part => k.sum_exp(part.input(), shift, g.cap, target),
     };
-    match g.target.filter(|y| (offset..offset + len).contains(y)) {
-        // The target's exp apart: the rest sums values that are all small when p_y ≈ 1.
-        Some(y) => {
-            let t = y - offset;
-            stats.sum = sum_exp(0, t) + sum_exp(t + 1, len - t - 1);
-            stats.target_exp = sum_exp(t, 1);
-        }
-        None => stats.sum = sum_exp(0, len),
-    }
+    stats.sum = sums.rest;
+    stats.target_exp = sums.target;
     stats
 }
 

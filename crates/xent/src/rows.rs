@@ -269,7 +269,7 @@ fn packed_rows(len: usize, cols: usize) -> Result<usize> {
             "rows",
             format!("have 0 columns for a slice of {len} elements"),
         )),
-        _ if len % cols != 0 => Err(Error::shape(
+        _ if !len.is_multiple_of(cols) => Err(Error::shape(
             "rows",
             format!("of {cols} columns cannot tile a slice of {len} elements"),
         )),

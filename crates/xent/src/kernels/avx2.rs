@@ -6,7 +6,7 @@
 use core::arch::x86_64::*;
 
 use super::RowKernels;
-use super::vector::F32Vector;
+use super::vector::{F32Vector, Transpose8};
 
 /// Eight f32 lanes in an AVX register.
 #[derive(Clone, Copy)]
@@ -17,6 +17,7 @@ pub(crate) struct F32x8(__m256);
 // contract requires the caller to have.
 unsafe impl F32Vector for F32x8 {
     const LANES: usize = 8;
+    type Mask = Self;
 
     #[inline(always)]
     unsafe fn splat(v: f32) -> Self {
@@ -86,6 +87,21 @@ unsafe impl F32Vector for F32x8 {
         F32x8(unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0) })
     }
     #[inline(always)]
+    unsafe fn first_lanes(n: usize) -> Self {
+        // SAFETY: AVX2 (caller contract).
+        F32x8(unsafe { _mm256_castsi256_ps(lane_mask(n)) })
+    }
+    #[inline(always)]
+    unsafe fn lane(k: usize) -> Self {
+        // SAFETY: AVX2 (caller contract).
+        F32x8(unsafe {
+            _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+                _mm256_set1_epi32(k as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            ))
+        })
+    }
+    #[inline(always)]
     unsafe fn select(mask: Self, a: Self, b: Self) -> Self {
         // SAFETY: AVX (caller contract).
         F32x8(unsafe { _mm256_blendv_ps(b.0, a.0, mask.0) })
@@ -130,42 +146,6 @@ unsafe impl F32Vector for F32x8 {
             let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
             let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
             _mm_cvtss_f32(m)
-        }
-    }
-    #[inline(always)]
-    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8] {
-        // SAFETY: AVX (caller contract).
-        unsafe {
-            // (No `map` closure: it would be compiled without AVX.)
-            let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
-            let r = [r0.0, r1.0, r2.0, r3.0, r4.0, r5.0, r6.0, r7.0];
-            // Interleave pairs of rows, then pairs of pairs, then the 128-bit halves.
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            [
-                F32x8(_mm256_permute2f128_ps::<0x20>(u0, u4)),
-                F32x8(_mm256_permute2f128_ps::<0x20>(u1, u5)),
-                F32x8(_mm256_permute2f128_ps::<0x20>(u2, u6)),
-                F32x8(_mm256_permute2f128_ps::<0x20>(u3, u7)),
-                F32x8(_mm256_permute2f128_ps::<0x31>(u0, u4)),
-                F32x8(_mm256_permute2f128_ps::<0x31>(u1, u5)),
-                F32x8(_mm256_permute2f128_ps::<0x31>(u2, u6)),
-                F32x8(_mm256_permute2f128_ps::<0x31>(u3, u7)),
-            ]
         }
     }
     #[inline(always)]
@@ -242,6 +222,46 @@ unsafe impl F32Vector for F32x8 {
     }
 }
 
+// SAFETY: as for `F32Vector` (AVX only); eight lanes.
+unsafe impl Transpose8 for F32x8 {
+    #[inline(always)]
+    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8] {
+        // SAFETY: AVX (caller contract).
+        unsafe {
+            // (No `map` closure: it would be compiled without AVX.)
+            let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
+            let r = [r0.0, r1.0, r2.0, r3.0, r4.0, r5.0, r6.0, r7.0];
+            // Interleave pairs of rows, then pairs of pairs, then the 128-bit halves.
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            [
+                F32x8(_mm256_permute2f128_ps::<0x20>(u0, u4)),
+                F32x8(_mm256_permute2f128_ps::<0x20>(u1, u5)),
+                F32x8(_mm256_permute2f128_ps::<0x20>(u2, u6)),
+                F32x8(_mm256_permute2f128_ps::<0x20>(u3, u7)),
+                F32x8(_mm256_permute2f128_ps::<0x31>(u0, u4)),
+                F32x8(_mm256_permute2f128_ps::<0x31>(u1, u5)),
+                F32x8(_mm256_permute2f128_ps::<0x31>(u2, u6)),
+                F32x8(_mm256_permute2f128_ps::<0x31>(u3, u7)),
+            ]
+        }
+    }
+}
+
 /// All bits set in lanes `0..n`, clear in the others.
 #[inline(always)]
 unsafe fn lane_mask(n: usize) -> __m256i {
@@ -255,36 +275,52 @@ unsafe fn lane_mask(n: usize) -> __m256i {
     }
 }
 
-/// The AVX2+FMA kernels. A value exists only behind [`kernels`], after detection.
+/// The AVX2+FMA kernels. The one value exists only behind [`kernels_unchecked`].
 pub(crate) struct Avx2 {
     _detected: (),
 }
 
-super::vector_tier!(Avx2, F32x8, "avx2,fma,f16c");
+super::vector_tier!(Avx2, F32x8, F32x8, "avx2,fma,f16c");
 
-/// The AVX2+FMA kernels, when this CPU has both (and F16C, which every AVX2 CPU has, for
-/// f16 conversions).
-pub(crate) fn kernels() -> Option<&'static dyn RowKernels> {
-    static AVX2: Avx2 = Avx2 { _detected: () };
-    (is_x86_feature_detected!("avx2")
+static AVX2: Avx2 = Avx2 { _detected: () };
+
+/// Whether this CPU has AVX2 and FMA (and F16C, which every AVX2 CPU has, for f16
+/// conversions).
+pub(crate) fn supported() -> bool {
+    is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c"))
-    .then_some(&AVX2 as &dyn RowKernels)
+        && is_x86_feature_detected!("f16c")
 }
 
-/// The same kernels compiled with AVX-512F/VL too. A value exists only behind
-/// [`kernels_avx512`], after detection.
-pub(crate) struct Avx512 {
+/// The AVX2+FMA kernels without a check.
+///
+/// # Safety
+///
+/// [`supported`] has returned true in this process.
+pub(crate) unsafe fn kernels_unchecked() -> &'static dyn RowKernels {
+    &AVX2
+}
+
+/// The same kernels compiled with AVX-512F/VL too. The one value exists only behind
+/// [`kernels_avx512vl`] and [`kernels_avx512vl_unchecked`].
+pub(crate) struct Avx512Vl {
     _detected: (),
 }
 
-super::vector_tier!(Avx512, F32x8, "avx2,fma,f16c,avx512f,avx512vl");
+super::vector_tier!(Avx512Vl, F32x8, F32x8, "avx2,fma,f16c,avx512f,avx512vl");
 
-/// The AVX-512VL kernels, when this CPU has AVX2, FMA, AVX-512F and AVX-512VL.
-pub(crate) fn kernels_avx512() -> Option<&'static dyn RowKernels> {
-    static AVX512: Avx512 = Avx512 { _detected: () };
-    (kernels().is_some()
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512vl"))
-    .then_some(&AVX512 as &dyn RowKernels)
+static AVX512VL: Avx512Vl = Avx512Vl { _detected: () };
+
+/// Whether this CPU has what [`supported`] asks and AVX-512F and AVX-512VL.
+pub(crate) fn supported_avx512vl() -> bool {
+    supported() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
+}
+
+/// The 256-bit AVX-512VL kernels without a check.
+///
+/// # Safety
+///
+/// [`supported_avx512vl`] has returned true in this process.
+pub(crate) unsafe fn kernels_avx512vl_unchecked() -> &'static dyn RowKernels {
+    &AVX512VL
 }

@@ -11,7 +11,7 @@
 //! features. Pointers come from slices whose lengths the functions respect.
 
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
-use super::vector::F32Vector;
+use super::vector::{F32Vector, Transpose8};
 use super::{
     ClassWeights, GROUP, GradRow, HalfKind, RowIo, SHORT_COLS, SMALLEST_SUBNORMAL, ShortJob,
     ShortStats, SmoothedTargets, StridedRows,
@@ -21,6 +21,8 @@ use super::{
 /// the hardware prefetcher idles meanwhile, so they fetch the data the next (streaming)
 /// pass will read.
 pub(crate) const PREFETCH_AHEAD: usize = 4096;
+/// f32 values per 64-byte cache line: the passes prefetch each line once.
+const LINE: usize = 16;
 
 /// The softcap as vectors, or `None` when it is off.
 #[derive(Clone, Copy)]
@@ -99,15 +101,6 @@ impl<V: F32Vector> Sum<V> {
     }
 }
 
-/// A mask of the first `lanes` lanes, to keep a padded tail's fill out of a result.
-#[inline(always)]
-unsafe fn first_lanes<V: F32Vector>(lanes: usize) -> V {
-    let mut bits = [0u32; super::vector::MAX_LANES];
-    bits[..lanes].fill(u32::MAX);
-    // SAFETY: `bits` holds MAX_LANES >= LANES values; V's features: caller contract.
-    unsafe { V::load(bits.as_ptr().cast()) }
-}
-
 /// `v` in the first `lanes` lanes, `neutral` in the others (all of `v` for a full vector).
 #[inline(always)]
 unsafe fn keep_lanes<V: F32Vector>(v: V, lanes: usize, neutral: f32) -> V {
@@ -115,7 +108,7 @@ unsafe fn keep_lanes<V: F32Vector>(v: V, lanes: usize, neutral: f32) -> V {
         v
     } else {
         // SAFETY: forwarded caller contract (V's features).
-        unsafe { V::select(first_lanes::<V>(lanes), v, V::splat(neutral)) }
+        unsafe { V::select(V::first_lanes(lanes), v, V::splat(neutral)) }
     }
 }
 
@@ -179,61 +172,51 @@ pub(crate) unsafe fn row_max<V: F32Vector>(x: &[f32], cap: f32) -> f32 {
 /// while each chain waits on its own latency.
 const UNROLL: usize = 4;
 
-/// Σ_c exp(x'_c − shift).
+/// The vector-aligned range `a..b` of a row of `n` values that holds `target` (`n..n`
+/// without one), so that the passes can take the target's exp apart in one vector and run
+/// their unrolled loops over whole vectors on either side.
 #[inline(always)]
-pub(crate) unsafe fn sum_exp<V: F32Vector>(x: &[f32], shift: f32, cap: f32) -> f64 {
-    // SAFETY: forwarded caller contract (V's features); loads stay below `x.len()`.
+fn target_vector<V: F32Vector>(target: Option<usize>, n: usize) -> (usize, usize) {
+    match target {
+        Some(y) if y < n => {
+            let a = y - y % V::LANES;
+            (a, (a + V::LANES).min(n))
+        }
+        _ => (n, n),
+    }
+}
+
+/// Adds exp(x'_c − s) of the values `range` at `p` to `sum`; with `dst`, stores each at
+/// the same index there. The range is the whole row or ends at a vector boundary or the
+/// row's end.
+#[inline(always)]
+unsafe fn exp_run<V: F32Vector>(
+    p: *const f32,
+    dst: Option<*mut f32>,
+    range: core::ops::Range<usize>,
+    s: V,
+    cap: Option<Cap<V>>,
+    sum: &mut Sum<V>,
+) {
+    // SAFETY: forwarded caller contract: `range` lies within the values at `p` (and
+    // `dst`); V's features.
     unsafe {
-        let cap = Cap::<V>::new(cap);
-        let s = V::splat(shift);
-        let mut sum = Sum::<V>::new();
-        let p = x.as_ptr();
         let step = UNROLL * V::LANES;
-        let body = x.len() - x.len() % step;
-        let mut i = 0;
-        while i < body {
-            V::prefetch(p.wrapping_add(i + PREFETCH_AHEAD));
+        let mut i = range.start;
+        while i + step <= range.end {
+            for line in (0..step).step_by(LINE) {
+                V::prefetch(p.wrapping_add(i + line + PREFETCH_AHEAD));
+            }
             let mut x = [s; UNROLL];
             for (u, x) in x.iter_mut().enumerate() {
                 *x = capped(V::load(p.add(i + u * V::LANES)), cap).sub(s);
             }
             let e = exp_n(x);
             let mut total = e[0];
-            for e in &e[1..] {
-                total = total.add(*e);
-            }
-            sum.add(total);
-            i += step;
-        }
-        for_each_vector!(V, &x[body..], f32::NEG_INFINITY, |_i, v, lanes| {
-            sum.add(keep_lanes(exp(capped(v, cap).sub(s)), lanes, 0.0));
-        });
-        sum.finish()
-    }
-}
-
-/// out_c = exp(x_c − shift), returning Σ_c out_c (no softcap).
-#[inline(always)]
-pub(crate) unsafe fn exp_store_sum<V: F32Vector>(io: RowIo<'_>, shift: f32) -> f64 {
-    let (src, dst, n) = io.raw_parts();
-    // SAFETY: `src` and `dst` each cover `n` values (equal for in place, where every value
-    // is read before it is written); V's features: forwarded caller contract.
-    unsafe {
-        let s = V::splat(shift);
-        let mut sum = Sum::<V>::new();
-        let step = UNROLL * V::LANES;
-        let body = n - n % step;
-        let mut i = 0;
-        while i < body {
-            V::prefetch(src.wrapping_add(i + PREFETCH_AHEAD));
-            let mut x = [s; UNROLL];
-            for (u, x) in x.iter_mut().enumerate() {
-                *x = V::load(src.add(i + u * V::LANES)).sub(s);
-            }
-            let e = exp_n(x);
-            let mut total = e[0];
             for (u, e) in e.iter().enumerate() {
-                e.store(dst.add(i + u * V::LANES));
+                if let Some(dst) = dst {
+                    e.store(dst.add(i + u * V::LANES));
+                }
                 if u > 0 {
                     total = total.add(*e);
                 }
@@ -241,22 +224,97 @@ pub(crate) unsafe fn exp_store_sum<V: F32Vector>(io: RowIo<'_>, shift: f32) -> f
             sum.add(total);
             i += step;
         }
-        while i < n {
-            let lanes = V::LANES.min(n - i);
-            let e = if lanes == V::LANES {
-                let e = exp(V::load(src.add(i)).sub(s));
-                e.store(dst.add(i));
-                e
-            } else {
-                let e = exp(V::load_partial(src.add(i), lanes, f32::NEG_INFINITY).sub(s));
-                e.store_partial(dst.add(i), lanes);
-                e
-            };
+        while i < range.end {
+            let lanes = V::LANES.min(range.end - i);
+            let x = load_lanes::<V>(core::slice::from_raw_parts(p.add(i), lanes), lanes, 0.0);
+            // Padding lanes are kept out of the sum (the softcap maps any fill to a
+            // non-zero exp).
+            let e = keep_lanes(exp(capped(x, cap).sub(s)), lanes, 0.0);
+            if let Some(dst) = dst {
+                store_lanes(e, dst.add(i), lanes);
+            }
             sum.add(e);
             i += lanes;
         }
-        sum.finish()
     }
+}
+
+/// Stores the first `lanes` lanes of `v` at `p` (a full vector or a tail).
+#[inline(always)]
+unsafe fn store_lanes<V: F32Vector>(v: V, p: *mut f32, lanes: usize) {
+    // SAFETY: the caller guarantees `lanes` writable values at `p`; V's features.
+    unsafe {
+        if lanes == V::LANES {
+            v.store(p);
+        } else {
+            v.store_partial(p, lanes);
+        }
+    }
+}
+
+/// The passes' sums of exponentials over a row whose hard target is `target`: the rest
+/// and the target's (see [`super::ExpSums`]). The target's vector runs apart, its lane
+/// taken out of the sum.
+#[inline(always)]
+unsafe fn exp_sums<V: F32Vector>(
+    src: *const f32,
+    dst: Option<*mut f32>,
+    n: usize,
+    shift: f32,
+    cap: f32,
+    target: Option<usize>,
+) -> super::ExpSums {
+    // SAFETY: forwarded caller contract (`n` values at `src` and `dst`; V's features).
+    unsafe {
+        let cap = Cap::<V>::new(cap);
+        let s = V::splat(shift);
+        let mut sum = Sum::<V>::new();
+        let (a, b) = target_vector::<V>(target, n);
+        exp_run(src, dst, 0..a, s, cap, &mut sum);
+        let mut target_exp = 0.0;
+        if let Some(y) = target.filter(|_| a < b) {
+            let lanes = b - a;
+            let x = load_lanes::<V>(core::slice::from_raw_parts(src.add(a), lanes), lanes, 0.0);
+            let e = keep_lanes(exp(capped(x, cap).sub(s)), lanes, 0.0);
+            if let Some(dst) = dst {
+                store_lanes(e, dst.add(a), lanes);
+            }
+            let mut lane_values = [0.0f32; super::vector::MAX_LANES];
+            e.store(lane_values.as_mut_ptr());
+            target_exp = f64::from(lane_values[y - a]);
+            sum.add(V::select(V::lane(y - a), V::splat(0.0), e));
+        }
+        exp_run(src, dst, b..n, s, cap, &mut sum);
+        super::ExpSums {
+            rest: sum.finish(),
+            target: target_exp,
+        }
+    }
+}
+
+/// Σ_c exp(x'_c − shift), the target's apart.
+#[inline(always)]
+pub(crate) unsafe fn sum_exp<V: F32Vector>(
+    x: &[f32],
+    shift: f32,
+    cap: f32,
+    target: Option<usize>,
+) -> super::ExpSums {
+    // SAFETY: `x` holds `x.len()` values; V's features: forwarded caller contract.
+    unsafe { exp_sums::<V>(x.as_ptr(), None, x.len(), shift, cap, target) }
+}
+
+/// out_c = exp(x_c − shift), returning the sums (no softcap).
+#[inline(always)]
+pub(crate) unsafe fn exp_store_sum<V: F32Vector>(
+    io: RowIo<'_>,
+    shift: f32,
+    target: Option<usize>,
+) -> super::ExpSums {
+    let (src, dst, n) = io.raw_parts();
+    // SAFETY: `src` and `dst` each cover `n` values (equal for in place, where every
+    // vector is read before it is written); V's features: forwarded caller contract.
+    unsafe { exp_sums::<V>(src, Some(dst), n, shift, 0.0, target) }
 }
 
 /// Folds `$v[..$n]` (n ≥ 1) with the vector method `$op` in pairs: log₂ n dependent steps
@@ -282,7 +340,7 @@ macro_rules! pairwise {
 /// `job`'s output and per-row terms lane-wise, transposed back and stored. Needs
 /// `V::LANES == GROUP`.
 #[inline(always)]
-pub(crate) unsafe fn short_rows<V: F32Vector>(
+pub(crate) unsafe fn short_rows<V: Transpose8>(
     mut rows: StridedRows<'_>,
     job: &ShortJob<'_>,
     stats: &mut [ShortStats],
@@ -330,7 +388,7 @@ const SHORT_PREFETCH_ROWS: usize = 4 * GROUP;
 /// Those [`GROUP`] rows are readable (and writable) for `COLS` values each and do not
 /// overlap each other; V's features are enabled.
 #[inline(always)]
-unsafe fn short_group<V: F32Vector, const COLS: usize>(
+unsafe fn short_group<V: Transpose8, const COLS: usize>(
     src: *const f32,
     stride: usize,
     dst: Option<(*mut f32, usize)>,
@@ -436,10 +494,13 @@ unsafe fn short_group<V: F32Vector, const COLS: usize>(
                 }
                 let rest = pairwise!(others, cols, add);
                 let value = a_minus_b.mul(e_y).sub(b.mul(rest)).div(sum);
-                let keep = if job.write { counted } else { zero };
                 for (c, v) in out.iter_mut().enumerate().take(cols) {
                     let g = V::select(target.eq(V::splat(c as f32)), value, v.mul(scale));
-                    *v = V::select(keep, g, zero);
+                    *v = if job.write {
+                        V::select(counted, g, zero)
+                    } else {
+                        zero
+                    };
                 }
             }
         }
@@ -589,10 +650,8 @@ unsafe fn class_terms<V: F32Vector>(coef: &GradRow<'_>, i: usize, lanes: usize) 
 unsafe fn with_target<V: F32Vector>(g: V, coef: &GradRow<'_>, i: usize, lanes: usize) -> V {
     match coef.target {
         Some((y, value)) if (i..i + lanes).contains(&y) => {
-            let mut bits = [0u32; super::vector::MAX_LANES];
-            bits[y - i] = u32::MAX;
-            // SAFETY: `bits` holds MAX_LANES >= LANES values; V's features: caller contract.
-            unsafe { V::select(V::load(bits.as_ptr().cast()), V::splat(value), g) }
+            // SAFETY: `y - i < lanes <= LANES`; V's features: caller contract.
+            unsafe { V::select(V::lane(y - i), V::splat(value), g) }
         }
         _ => g,
     }

@@ -14,6 +14,8 @@ pub(crate) mod vector;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 
 pub(crate) use short::{
     GROUP, GROUPS_PER_CALL, SHORT_COLS, ShortJob, ShortLoss, ShortStats, ShortTargets, StridedIo,
@@ -246,6 +248,24 @@ impl GradRow<'_> {
     }
 }
 
+/// A row's sum of exponentials in two parts: the hard target's term and the others'. When
+/// p_y ≈ 1, `rest` keeps its own accuracy, where the whole sum minus the target's term would
+/// keep only the whole sum's rounding error.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ExpSums {
+    /// Σ_{c ≠ y} of the terms (all of them without a target in the row).
+    pub rest: f64,
+    /// The target's term, 0 without a target in the row.
+    pub target: f64,
+}
+
+impl ExpSums {
+    /// Both parts together.
+    pub(crate) fn total(self) -> f64 {
+        self.rest + self.target
+    }
+}
+
 /// The arithmetic over one row (or a block of one), written once per instruction-set
 /// tier. Every method reads exactly the values it is given (no padding) and no value after
 /// writing it.
@@ -253,13 +273,14 @@ pub(crate) trait RowKernels: Sync {
     /// max_c x'_c. Need not see NaN: a NaN in the row makes the exp sums NaN.
     fn row_max(&self, x: &[f32], cap: f32) -> f32;
 
-    /// Σ_c exp(x'_c − shift). NaN when any x'_c − shift is NaN (a NaN logit, +∞, or a row
-    /// of only −∞ with shift = −∞).
-    fn sum_exp(&self, x: &[f32], shift: f32, cap: f32) -> f64;
+    /// Σ_c exp(x'_c − shift), with the hard target's term apart (see [`ExpSums`]). NaN
+    /// when any x'_c − shift is NaN (a NaN logit, +∞, or a row of only −∞ with
+    /// shift = −∞).
+    fn sum_exp(&self, x: &[f32], shift: f32, cap: f32, target: Option<usize>) -> ExpSums;
 
-    /// out_c = exp(x_c − shift) (no softcap), returning Σ_c out_c: the one exp per element
-    /// that [`RowKernels::scale_exp`] later turns into the gradient.
-    fn exp_store_sum(&self, io: RowIo<'_>, shift: f32) -> f64;
+    /// out_c = exp(x_c − shift) (no softcap), returning their sums as [`RowKernels::sum_exp`]:
+    /// the one exp per element that [`RowKernels::scale_exp`] later turns into the gradient.
+    fn exp_store_sum(&self, io: RowIo<'_>, shift: f32, target: Option<usize>) -> ExpSums;
 
     /// Σ_c w_c·(x'_c − shift), with IEEE semantics (0·−∞ is NaN): summed over the scaled
     /// weights and returned unscaled (see [`ClassWeights`]).
@@ -311,13 +332,14 @@ pub(crate) trait RowKernels: Sync {
     fn write_log_probs(&self, io: RowIo<'_>, max: f32, ln_sum: f32);
 }
 
-/// Implements [`RowKernels`] for a tier by instantiating `generic.rs` over its vector type,
-/// each pass inside a function compiled with the tier's target features.
+/// Implements [`RowKernels`] for a tier by instantiating `generic.rs` over its vector type
+/// (and the short-row kernels over its 8-lane type), each pass inside a function compiled
+/// with the tier's target features.
 ///
 /// The caller of the macro guarantees that a value of `$tier` exists only on a CPU with
 /// those features.
 macro_rules! vector_tier {
-    ($tier:ty, $vector:ty $(, $feature:literal)?) => {
+    ($tier:ty, $vector:ty, $short:ty $(, $feature:literal)?) => {
         impl $crate::kernels::RowKernels for $tier {
             fn row_max(&self, x: &[f32], cap: f32) -> f32 {
                 $(#[target_feature(enable = $feature)])?
@@ -329,24 +351,44 @@ macro_rules! vector_tier {
                 unsafe { imp(x, cap) }
             }
 
-            fn sum_exp(&self, x: &[f32], shift: f32, cap: f32) -> f64 {
+            fn sum_exp(
+                &self,
+                x: &[f32],
+                shift: f32,
+                cap: f32,
+                target: Option<usize>,
+            ) -> $crate::kernels::ExpSums {
                 $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(x: &[f32], shift: f32, cap: f32) -> f64 {
+                unsafe fn imp(
+                    x: &[f32],
+                    shift: f32,
+                    cap: f32,
+                    target: Option<usize>,
+                ) -> $crate::kernels::ExpSums {
                     // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::sum_exp::<$vector>(x, shift, cap) }
+                    unsafe { $crate::kernels::generic::sum_exp::<$vector>(x, shift, cap, target) }
                 }
                 // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(x, shift, cap) }
+                unsafe { imp(x, shift, cap, target) }
             }
 
-            fn exp_store_sum(&self, io: $crate::kernels::RowIo<'_>, shift: f32) -> f64 {
+            fn exp_store_sum(
+                &self,
+                io: $crate::kernels::RowIo<'_>,
+                shift: f32,
+                target: Option<usize>,
+            ) -> $crate::kernels::ExpSums {
                 $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(io: $crate::kernels::RowIo<'_>, shift: f32) -> f64 {
+                unsafe fn imp(
+                    io: $crate::kernels::RowIo<'_>,
+                    shift: f32,
+                    target: Option<usize>,
+                ) -> $crate::kernels::ExpSums {
                     // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::exp_store_sum::<$vector>(io, shift) }
+                    unsafe { $crate::kernels::generic::exp_store_sum::<$vector>(io, shift, target) }
                 }
                 // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(io, shift) }
+                unsafe { imp(io, shift, target) }
             }
 
             fn weighted_shifted_sum(
@@ -414,7 +456,7 @@ macro_rules! vector_tier {
                     stats: &mut [$crate::kernels::ShortStats],
                 ) {
                     // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::short_rows::<$vector>(rows, job, stats) }
+                    unsafe { $crate::kernels::generic::short_rows::<$short>(rows, job, stats) }
                 }
                 // SAFETY: a value of this tier exists only on a CPU with its features.
                 unsafe { imp(rows, job, stats) }

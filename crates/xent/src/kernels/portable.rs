@@ -3,7 +3,7 @@
 
 use wide::{f32x8, i32x8};
 
-use super::vector::F32Vector;
+use super::vector::{F32Vector, Transpose8};
 
 /// Eight f32 lanes in whatever registers `wide` compiles them to.
 #[derive(Clone, Copy)]
@@ -14,6 +14,7 @@ pub(crate) struct Wide(f32x8);
 // safe to call on any CPU this build runs on.
 unsafe impl F32Vector for Wide {
     const LANES: usize = 8;
+    type Mask = Self;
 
     #[inline(always)]
     unsafe fn splat(v: f32) -> Self {
@@ -75,6 +76,14 @@ unsafe impl F32Vector for Wide {
         Wide(self.0.simd_eq(o.0))
     }
     #[inline(always)]
+    unsafe fn first_lanes(n: usize) -> Self {
+        Wide(LANE_INDEX.simd_lt(f32x8::splat(n as f32)))
+    }
+    #[inline(always)]
+    unsafe fn lane(k: usize) -> Self {
+        Wide(LANE_INDEX.simd_eq(f32x8::splat(k as f32)))
+    }
+    #[inline(always)]
     unsafe fn select(mask: Self, a: Self, b: Self) -> Self {
         Wide(mask.0.select(a.0, b.0))
     }
@@ -93,11 +102,6 @@ unsafe impl F32Vector for Wide {
         self.0.reduce_add()
     }
     #[inline(always)]
-    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8] {
-        let [a, b, c, d, e, f, g, h] = rows;
-        f32x8::transpose([a.0, b.0, c.0, d.0, e.0, f.0, g.0, h.0]).map(Wide)
-    }
-    #[inline(always)]
     unsafe fn reduce_max(self) -> f32 {
         self.0
             .to_array()
@@ -106,7 +110,19 @@ unsafe impl F32Vector for Wide {
     }
 }
 
+// SAFETY: as for `F32Vector`; eight lanes.
+unsafe impl Transpose8 for Wide {
+    #[inline(always)]
+    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8] {
+        let [a, b, c, d, e, f, g, h] = rows;
+        f32x8::transpose([a.0, b.0, c.0, d.0, e.0, f.0, g.0, h.0]).map(Wide)
+    }
+}
+
+/// Each lane's index, for lane masks.
+const LANE_INDEX: f32x8 = f32x8::new([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+
 /// The portable kernels; available on every CPU the build runs on.
 pub(crate) struct Portable;
 
-super::vector_tier!(Portable, Wide);
+super::vector_tier!(Portable, Wide, Wide);

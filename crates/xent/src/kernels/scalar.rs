@@ -2,9 +2,20 @@
 //! CPU and the yardstick the vector tiers are tested against.
 
 use super::{
-    ClassWeights, GROUP, GradRow, HalfKind, RowIo, RowKernels, ShortJob, ShortStats,
+    ClassWeights, ExpSums, GROUP, GradRow, HalfKind, RowIo, RowKernels, ShortJob, ShortStats,
     SmoothedTargets, StridedRows, softcap,
 };
+
+impl ExpSums {
+    /// Adds class `c`'s term `e`.
+    fn add(&mut self, c: usize, target: Option<usize>, e: f32) {
+        if target == Some(c) {
+            self.target += f64::from(e);
+        } else {
+            self.rest += f64::from(e);
+        }
+    }
+}
 
 /// Plain Rust loops, no SIMD.
 pub(crate) struct Scalar;
@@ -32,20 +43,22 @@ impl RowKernels for Scalar {
             .fold(f32::NEG_INFINITY, |m, &v| m.max(softcap(v, cap)))
     }
 
-    fn sum_exp(&self, x: &[f32], shift: f32, cap: f32) -> f64 {
-        x.iter()
-            .map(|&v| f64::from((softcap(v, cap) - shift).exp()))
-            .sum()
+    fn sum_exp(&self, x: &[f32], shift: f32, cap: f32, target: Option<usize>) -> ExpSums {
+        let mut sums = ExpSums::default();
+        for (c, &v) in x.iter().enumerate() {
+            sums.add(c, target, (softcap(v, cap) - shift).exp());
+        }
+        sums
     }
 
-    fn exp_store_sum(&self, io: RowIo<'_>, shift: f32) -> f64 {
-        let mut sum = 0.0f64;
-        map_row(io, |_, v| {
+    fn exp_store_sum(&self, io: RowIo<'_>, shift: f32, target: Option<usize>) -> ExpSums {
+        let mut sums = ExpSums::default();
+        map_row(io, |c, v| {
             let e = (v - shift).exp();
-            sum += f64::from(e);
+            sums.add(c, target, e);
             e
         });
-        sum
+        sums
     }
 
     /// Row by row, with the row sums and terms in f64.
@@ -55,20 +68,19 @@ impl RowKernels for Scalar {
             let (g, r) = (i / GROUP, i % GROUP);
             let x = rows.input(i);
             let max = self.row_max(x, 0.0);
-            let sum = self.sum_exp(x, max, 0.0);
-            let ln_sum = sum.ln();
-            let lse = f64::from(max) + ln_sum;
-            stats[g].lse[r] = lse as f32;
             let target = match job {
                 ShortJob::Loss(_, targets) if targets[g].class[r] >= 0.0 => {
-                    let y = targets[g].class[r] as usize;
-                    // Σ_{c≠y} exp(x_c − m), for the target's entry (see ShortLoss).
-                    let rest =
-                        self.sum_exp(&x[..y], max, 0.0) + self.sum_exp(&x[y + 1..], max, 0.0);
-                    Some((y, x[y], f64::from(targets[g].scale[r]), rest))
+                    Some((targets[g].class[r] as usize, targets[g].scale[r]))
                 }
                 _ => None,
             };
+            let sums = self.sum_exp(x, max, 0.0, target.map(|(y, _)| y));
+            let sum = sums.total();
+            let ln_sum = sum.ln();
+            let lse = f64::from(max) + ln_sum;
+            stats[g].lse[r] = lse as f32;
+            // Σ_{c≠y} exp(x_c − m), for the target's entry (see ShortLoss).
+            let target = target.map(|(y, b)| (y, x[y], f64::from(b), sums.rest));
             let io = rows.io(i);
             let probs = |scale: f64, target| GradRow {
                 shift: max,

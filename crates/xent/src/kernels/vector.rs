@@ -17,6 +17,10 @@ pub(crate) unsafe trait F32Vector: Copy {
     /// Lanes per vector (at most [`MAX_LANES`]).
     const LANES: usize;
 
+    /// A per-lane condition: a vector of all-ones lanes on the 256-bit and portable tiers,
+    /// a mask register on AVX-512.
+    type Mask: Copy;
+
     /// Every lane `v`.
     unsafe fn splat(v: f32) -> Self;
     /// Loads `LANES` values from `p` (no alignment needed); they must be readable.
@@ -39,12 +43,16 @@ pub(crate) unsafe trait F32Vector: Copy {
     unsafe fn min(self, o: Self) -> Self;
     /// Lane-wise `|self|`.
     unsafe fn abs(self) -> Self;
-    /// A mask: all bits set in the lanes where `self < o`.
-    unsafe fn lt(self, o: Self) -> Self;
-    /// A mask: all bits set in the lanes where `self == o`.
-    unsafe fn eq(self, o: Self) -> Self;
-    /// `a` in the lanes where `mask` is set, `b` elsewhere.
-    unsafe fn select(mask: Self, a: Self, b: Self) -> Self;
+    /// The lanes where `self < o` (false where either is NaN).
+    unsafe fn lt(self, o: Self) -> Self::Mask;
+    /// The lanes where `self == o` (false where either is NaN).
+    unsafe fn eq(self, o: Self) -> Self::Mask;
+    /// Lanes `0..n` (`n <= LANES`).
+    unsafe fn first_lanes(n: usize) -> Self::Mask;
+    /// Lane `k` alone (`k < LANES`).
+    unsafe fn lane(k: usize) -> Self::Mask;
+    /// `a` in the lanes of `mask`, `b` elsewhere.
+    unsafe fn select(mask: Self::Mask, a: Self, b: Self) -> Self;
     /// The bits of each lane shifted left by 23 (an integer in the low mantissa bits
     /// becomes an exponent).
     unsafe fn shl23(self) -> Self;
@@ -54,10 +62,6 @@ pub(crate) unsafe trait F32Vector: Copy {
     unsafe fn reduce_add(self) -> f32;
     /// The maximum of the lanes (NaN lanes may or may not win).
     unsafe fn reduce_max(self) -> f32;
-
-    /// The 8×8 transpose of eight 8-lane vectors: lane `j` of result `i` is lane `i` of
-    /// input `j`. Only called when `LANES == 8`.
-    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8];
 
     /// Hints that the cache line at `p` will be read soon. `p` need not be valid.
     #[inline(always)]
@@ -135,4 +139,14 @@ pub(crate) unsafe trait F32Vector: Copy {
             unsafe { *p.add(k) = half::f16::from_f32(*v).to_bits() };
         }
     }
+}
+
+/// An 8-lane vector, which the short-row kernels use with one row in each lane.
+///
+/// # Safety
+///
+/// As for [`F32Vector`]; `LANES` is 8.
+pub(crate) unsafe trait Transpose8: F32Vector {
+    /// The 8×8 transpose of eight vectors: lane `j` of result `i` is lane `i` of input `j`.
+    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8];
 }

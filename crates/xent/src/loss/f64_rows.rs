@@ -82,10 +82,10 @@ fn row_sums(plan: &Plan<'_>, x: &[f64], target: Option<RowTarget<'_>>) -> RowSum
 fn write_grad(pass: &mut Pass<'_, f64>, i: usize, grad: &RowGrad<'_>, shift: f64) {
     let cap = grad.cap;
     let entry = |c: usize, v: f64| {
-        if let Some((y, value)) = grad.target {
-            if y == c {
-                return value;
-            }
+        if let Some((y, value)) = grad.target
+            && y == c
+        {
+            return value;
         }
         let x = capped(v, cap);
         let w = grad.weights.map_or(1.0, |w| f64::from(w.values[c]));

@@ -188,6 +188,18 @@ fn active() -> Tier {
     tier
 }
 
+/// Every tier this CPU has, by name, with its kernels, for tests that run each in one
+/// process.
+#[cfg(test)]
+pub(crate) fn supported_tiers() -> Vec<(&'static str, &'static dyn RowKernels)> {
+    Tier::ALL
+        .iter()
+        .filter(|tier| tier.supported())
+        // SAFETY: filtered on `supported` just now.
+        .map(|&tier| (tier.name(), unsafe { tier.kernels() }))
+        .collect()
+}
+
 /// The kernels of the tier in force.
 pub(crate) fn kernels() -> &'static dyn RowKernels {
     // SAFETY: `active` returns a forced tier only after `supported`, and otherwise the

@@ -171,11 +171,15 @@ unsafe impl F32Vector for F32x8 {
     }
     #[inline(always)]
     unsafe fn load_bf16(p: *const u16) -> Self {
-        // A bf16 is the high half of an f32: zero-extend to 32 bits, shift into place.
+        // A bf16 is the high half of an f32: zero-extend to 32 bits, shift into place; a
+        // signalling NaN comes out quiet, as a conversion makes it (and the scalar tail).
         // SAFETY: 8 readable values at `p`; AVX2 (caller contract).
         unsafe {
             let halves = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
-            F32x8(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(halves)))
+            let v = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(halves));
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+            let quiet_bit = _mm256_and_ps(nan, _mm256_castsi256_ps(_mm256_set1_epi32(0x0040_0000)));
+            F32x8(_mm256_or_ps(v, quiet_bit))
         }
     }
     #[inline(always)]

@@ -155,11 +155,16 @@ unsafe impl F32Vector for F32x16 {
     }
     #[inline(always)]
     unsafe fn load_bf16(p: *const u16) -> Self {
-        // A bf16 is the high half of an f32: zero-extend to 32 bits, shift into place.
+        // A bf16 is the high half of an f32: zero-extend to 32 bits, shift into place; a
+        // signalling NaN comes out quiet, as a conversion makes it (and the scalar tail).
         // SAFETY: 16 readable values at `p`; AVX-512F (caller contract).
         unsafe {
             let halves = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
-            F32x16(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(halves)))
+            let bits = _mm512_slli_epi32::<16>(halves);
+            let v = _mm512_castsi512_ps(bits);
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            let quiet = _mm512_mask_or_epi32(bits, nan, bits, _mm512_set1_epi32(0x0040_0000));
+            F32x16(_mm512_castsi512_ps(quiet))
         }
     }
     #[inline(always)]

@@ -12,6 +12,9 @@ pub(crate) mod scalar;
 pub(crate) mod short;
 pub(crate) mod vector;
 
+#[cfg(test)]
+mod tests;
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]

@@ -6,7 +6,7 @@
 use core::arch::x86_64::*;
 
 use super::RowKernels;
-use super::vector::{F32Vector, Transpose8};
+use super::vector::{F32Vector, MAX_LANES, RowGroups};
 
 /// Eight f32 lanes in an AVX register.
 #[derive(Clone, Copy)]
@@ -227,42 +227,51 @@ unsafe impl F32Vector for F32x8 {
 }
 
 // SAFETY: as for `F32Vector` (AVX only); eight lanes.
-unsafe impl Transpose8 for F32x8 {
+unsafe impl RowGroups for F32x8 {
     #[inline(always)]
-    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8] {
-        // SAFETY: AVX (caller contract).
-        unsafe {
-            // (No `map` closure: it would be compiled without AVX.)
-            let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
-            let r = [r0.0, r1.0, r2.0, r3.0, r4.0, r5.0, r6.0, r7.0];
-            // Interleave pairs of rows, then pairs of pairs, then the 128-bit halves.
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            [
-                F32x8(_mm256_permute2f128_ps::<0x20>(u0, u4)),
-                F32x8(_mm256_permute2f128_ps::<0x20>(u1, u5)),
-                F32x8(_mm256_permute2f128_ps::<0x20>(u2, u6)),
-                F32x8(_mm256_permute2f128_ps::<0x20>(u3, u7)),
-                F32x8(_mm256_permute2f128_ps::<0x31>(u0, u4)),
-                F32x8(_mm256_permute2f128_ps::<0x31>(u1, u5)),
-                F32x8(_mm256_permute2f128_ps::<0x31>(u2, u6)),
-                F32x8(_mm256_permute2f128_ps::<0x31>(u3, u7)),
-            ]
-        }
+    unsafe fn transpose(block: &mut [Self; MAX_LANES]) {
+        let [r0, r1, r2, r3, r4, r5, r6, r7, ..] = *block;
+        // SAFETY: forwarded caller contract.
+        let t = unsafe { transpose8([r0, r1, r2, r3, r4, r5, r6, r7]) };
+        block[..8].copy_from_slice(&t);
+    }
+}
+
+/// The 8×8 transpose of eight vectors: lane `j` of result `i` is lane `i` of input `j`.
+#[inline(always)]
+unsafe fn transpose8(rows: [F32x8; 8]) -> [F32x8; 8] {
+    // SAFETY: AVX (caller contract).
+    unsafe {
+        // (No `map` closure: it would be compiled without AVX.)
+        let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
+        let r = [r0.0, r1.0, r2.0, r3.0, r4.0, r5.0, r6.0, r7.0];
+        // Interleave pairs of rows, then pairs of pairs, then the 128-bit halves.
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            F32x8(_mm256_permute2f128_ps::<0x20>(u0, u4)),
+            F32x8(_mm256_permute2f128_ps::<0x20>(u1, u5)),
+            F32x8(_mm256_permute2f128_ps::<0x20>(u2, u6)),
+            F32x8(_mm256_permute2f128_ps::<0x20>(u3, u7)),
+            F32x8(_mm256_permute2f128_ps::<0x31>(u0, u4)),
+            F32x8(_mm256_permute2f128_ps::<0x31>(u1, u5)),
+            F32x8(_mm256_permute2f128_ps::<0x31>(u2, u6)),
+            F32x8(_mm256_permute2f128_ps::<0x31>(u3, u7)),
+        ]
     }
 }
 

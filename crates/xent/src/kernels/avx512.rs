@@ -1,11 +1,11 @@
-//! The x86-64 tier over 16-lane `__m512` vectors: `generic.rs` compiled with AVX-512F
-//! (and VL, for the 8-lane short-row kernels it shares with the 256-bit tiers). Tails are
-//! masked loads and stores, and lane conditions live in mask registers.
+//! The x86-64 tier over 16-lane `__m512` vectors: `generic.rs` compiled with AVX-512F.
+//! Tails are masked loads and stores, lane conditions live in mask registers, and short
+//! rows go 16 to a group, one per lane.
 
 use core::arch::x86_64::*;
 
 use super::RowKernels;
-use super::vector::F32Vector;
+use super::vector::{F32Vector, MAX_LANES, RowGroups};
 
 /// Sixteen f32 lanes in a ZMM register.
 #[derive(Clone, Copy)]
@@ -204,17 +204,52 @@ unsafe impl F32Vector for F32x16 {
     }
 }
 
+// SAFETY: as for `F32Vector` (AVX-512F only).
+unsafe impl RowGroups for F32x16 {
+    #[inline(always)]
+    unsafe fn transpose(block: &mut [Self; MAX_LANES]) {
+        // SAFETY: AVX-512F (caller contract).
+        unsafe {
+            // (Intrinsics in loops, not closures, which would be compiled without
+            // AVX-512.) Interleave pairs of rows within each 128-bit lane...
+            let r = block.map(|v| v.0);
+            let mut t = r;
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            // ...then pairs of pairs: u[4k + j] holds, in its 128-bit lane l, column
+            // 4l + j of rows 4k..4k + 4...
+            let mut u = t;
+            for k in 0..4 {
+                let (a, b, c, d) = (t[4 * k], t[4 * k + 1], t[4 * k + 2], t[4 * k + 3]);
+                u[4 * k] = _mm512_shuffle_ps::<0x44>(a, c);
+                u[4 * k + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+                u[4 * k + 2] = _mm512_shuffle_ps::<0x44>(b, d);
+                u[4 * k + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
+            }
+            // ...then gather lane l of u[j], u[4 + j], u[8 + j], u[12 + j] into column
+            // 4l + j: two rounds of 128-bit lane shuffles.
+            for j in 0..4 {
+                let low = _mm512_shuffle_f32x4::<0x44>(u[j], u[4 + j]);
+                let high = _mm512_shuffle_f32x4::<0xEE>(u[j], u[4 + j]);
+                let low2 = _mm512_shuffle_f32x4::<0x44>(u[8 + j], u[12 + j]);
+                let high2 = _mm512_shuffle_f32x4::<0xEE>(u[8 + j], u[12 + j]);
+                block[j] = F32x16(_mm512_shuffle_f32x4::<0x88>(low, low2));
+                block[4 + j] = F32x16(_mm512_shuffle_f32x4::<0xDD>(low, low2));
+                block[8 + j] = F32x16(_mm512_shuffle_f32x4::<0x88>(high, high2));
+                block[12 + j] = F32x16(_mm512_shuffle_f32x4::<0xDD>(high, high2));
+            }
+        }
+    }
+}
+
 /// The 512-bit kernels. The one value exists only behind [`kernels_unchecked`].
 pub(crate) struct Avx512 {
     _detected: (),
 }
 
-super::vector_tier!(
-    Avx512,
-    F32x16,
-    super::avx2::F32x8,
-    "avx2,fma,f16c,avx512f,avx512vl"
-);
+super::vector_tier!(Avx512, F32x16, F32x16, "avx2,fma,f16c,avx512f,avx512vl");
 
 static AVX512: Avx512 = Avx512 { _detected: () };
 

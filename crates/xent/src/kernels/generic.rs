@@ -11,7 +11,7 @@
 //! features. Pointers come from slices whose lengths the functions respect.
 
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
-use super::vector::{F32Vector, Transpose8};
+use super::vector::{F32Vector, MAX_LANES, RowGroups};
 use super::{
     ClassWeights, GROUP, GradRow, HalfKind, RowIo, SHORT_COLS, SMALLEST_SUBNORMAL, ShortJob,
     ShortStats, SmoothedTargets, StridedRows,
@@ -340,7 +340,7 @@ macro_rules! pairwise {
 /// `job`'s output and per-row terms lane-wise, transposed back and stored. Needs
 /// `V::LANES == GROUP`.
 #[inline(always)]
-pub(crate) unsafe fn short_rows<V: Transpose8>(
+pub(crate) unsafe fn short_rows<V: RowGroups>(
     mut rows: StridedRows<'_>,
     job: &ShortJob<'_>,
     stats: &mut [ShortStats],
@@ -358,16 +358,21 @@ pub(crate) unsafe fn short_rows<V: Transpose8>(
         ($($c:literal)*) => {
             match cols {
                 $($c => for (g, stats) in stats.iter_mut().enumerate() {
-                    // SAFETY: group g's rows are rows GROUP·g.. of `rows`, which lie at
-                    // multiples of their strides inside their slices (StridedRows::new);
-                    // V's features: forwarded caller contract.
-                    unsafe {
-                        let first = g * GROUP;
-                        let dst = match dst {
-                            Some((p, out_stride)) => Some((p.add(first * out_stride), out_stride)),
-                            None => None,
-                        };
-                        *stats = short_group::<V, $c>(src.add(first * stride), stride, dst, job, g);
+                    *stats = ShortStats::default();
+                    // A group in runs of LANES rows (one run with 16 lanes, two with 8).
+                    for lane0 in (0..GROUP).step_by(V::LANES) {
+                        // SAFETY: group g's rows are rows GROUP·g.. of `rows`, which lie
+                        // at multiples of their strides inside their slices
+                        // (StridedRows::new); V's features: forwarded caller contract.
+                        unsafe {
+                            let first = g * GROUP + lane0;
+                            let dst = match dst {
+                                Some((p, out_stride)) => Some((p.add(first * out_stride), out_stride)),
+                                None => None,
+                            };
+                            let at = Lanes { group: g, lane0 };
+                            short_run::<V, $c>(src.add(first * stride), stride, dst, job, at, stats);
+                        }
                     }
                 },)*
                 _ => unreachable!("short rows have 1..={SHORT_COLS} values"),
@@ -380,25 +385,35 @@ pub(crate) unsafe fn short_rows<V: Transpose8>(
 /// How far ahead of a short-row group its loads are prefetched, in rows.
 const SHORT_PREFETCH_ROWS: usize = 4 * GROUP;
 
-/// One group of [`short_rows`], rows of exactly `COLS` values: row r of the input at
-/// `src + r·stride`, of the output (if any) at `dst.0 + r·dst.1`.
+/// Which rows of a group a run of [`short_run`] covers: `lane0..lane0 + LANES` of group
+/// `group`.
+#[derive(Clone, Copy)]
+struct Lanes {
+    group: usize,
+    lane0: usize,
+}
+
+/// `V::LANES` rows of a group of [`short_rows`], rows of exactly `COLS` values: row r of
+/// the input at `src + r·stride`, of the output (if any) at `dst.0 + r·dst.1`; their
+/// results go to lanes `at.lane0..` of `stats`.
 ///
 /// # Safety
 ///
-/// Those [`GROUP`] rows are readable (and writable) for `COLS` values each and do not
-/// overlap each other; V's features are enabled.
+/// Those rows are readable (and writable) for `COLS` values each and do not overlap each
+/// other; `at.lane0 + V::LANES <= GROUP`; V's features are enabled.
 #[inline(always)]
-unsafe fn short_group<V: Transpose8, const COLS: usize>(
+unsafe fn short_run<V: RowGroups, const COLS: usize>(
     src: *const f32,
     stride: usize,
     dst: Option<(*mut f32, usize)>,
     job: &ShortJob<'_>,
-    group: usize,
-) -> ShortStats {
-    debug_assert_eq!(V::LANES, GROUP);
+    at: Lanes,
+    stats: &mut ShortStats,
+) {
+    let lanes = V::LANES;
+    debug_assert!(at.lane0 + lanes <= GROUP);
     let cols = COLS;
-    let blocks = cols.div_ceil(GROUP);
-    let mut stats = ShortStats::default();
+    let blocks = cols.div_ceil(lanes);
     // SAFETY: every load and store covers at most the `cols` values of its row (function
     // contract); V's features: forwarded caller contract.
     unsafe {
@@ -407,22 +422,23 @@ unsafe fn short_group<V: Transpose8, const COLS: usize>(
         // The rows a few groups ahead: the hardware prefetcher falls behind while a group
         // computes. (`wrapping_add`: past the last group the address may leave the slice;
         // a prefetch never faults.)
-        for r in 0..GROUP {
+        for r in 0..lanes {
             V::prefetch(src.wrapping_add((r + SHORT_PREFETCH_ROWS) * stride));
         }
         let mut x = [ninf; SHORT_COLS];
         for b in 0..blocks {
-            let width = GROUP.min(cols - b * GROUP);
-            let mut block = [ninf; GROUP];
-            for (r, v) in block.iter_mut().enumerate() {
-                let p = src.add(r * stride + b * GROUP);
-                *v = if width == GROUP {
+            let width = lanes.min(cols - b * lanes);
+            let mut block = [ninf; MAX_LANES];
+            for (r, v) in block.iter_mut().enumerate().take(lanes) {
+                let p = src.add(r * stride + b * lanes);
+                *v = if width == lanes {
                     V::load(p)
                 } else {
                     V::load_partial(p, width, f32::NEG_INFINITY)
                 };
             }
-            x[b * GROUP..(b + 1) * GROUP].copy_from_slice(&V::transpose8(block));
+            V::transpose(&mut block);
+            x[b * lanes..(b + 1) * lanes].copy_from_slice(&block[..lanes]);
         }
         let max = pairwise!(x, cols, max);
         // Columns past `cols` hold −∞: exp gives 0 (or NaN for a row of only −∞, which
@@ -436,7 +452,7 @@ unsafe fn short_group<V: Transpose8, const COLS: usize>(
         let mut target = V::splat(-1.0);
         let mut shifted_y = zero;
         if let ShortJob::Loss(_, targets) = job {
-            target = V::load(targets[group].class.as_ptr());
+            target = V::load(targets[at.group].class.as_ptr().add(at.lane0));
             for (c, v) in shifted.iter().enumerate().take(cols) {
                 shifted_y = V::select(target.eq(V::splat(c as f32)), *v, shifted_y);
             }
@@ -457,7 +473,7 @@ unsafe fn short_group<V: Transpose8, const COLS: usize>(
         let sum = pairwise!(e, cols, add);
         let ln_sum = ln_short_sum(sum);
         let lse = max.add(ln_sum);
-        lse.store(stats.lse.as_mut_ptr());
+        lse.store(stats.lse.as_mut_ptr().add(at.lane0));
 
         let mut out = e;
         match job {
@@ -475,9 +491,9 @@ unsafe fn short_group<V: Transpose8, const COLS: usize>(
             ShortJob::Loss(job, targets) => {
                 let counted = V::splat(-0.5).lt(target);
                 let nll = ln_sum.sub(shifted_y);
-                V::select(counted, nll, zero).store(stats.nll.as_mut_ptr());
+                V::select(counted, nll, zero).store(stats.nll.as_mut_ptr().add(at.lane0));
                 // B = s·w, what the one-hot subtracts at the target, and A = B + z_grad·lse.
-                let b = V::load(targets[group].scale.as_ptr());
+                let b = V::load(targets[at.group].scale.as_ptr().add(at.lane0));
                 let mut a_minus_b = zero;
                 if job.z_grad != 0.0 {
                     a_minus_b = V::splat(job.z_grad).mul(lse);
@@ -505,16 +521,16 @@ unsafe fn short_group<V: Transpose8, const COLS: usize>(
             }
         }
         let Some((dst, out_stride)) = dst else {
-            return stats;
+            return;
         };
         for b in 0..blocks {
-            let width = GROUP.min(cols - b * GROUP);
-            let mut block = [ninf; GROUP];
-            block.copy_from_slice(&out[b * GROUP..(b + 1) * GROUP]);
-            let block = V::transpose8(block);
-            for (r, v) in block.iter().enumerate() {
-                let p = dst.add(r * out_stride + b * GROUP);
-                if width == GROUP {
+            let width = lanes.min(cols - b * lanes);
+            let mut block = [ninf; MAX_LANES];
+            block[..lanes].copy_from_slice(&out[b * lanes..(b + 1) * lanes]);
+            V::transpose(&mut block);
+            for (r, v) in block.iter().enumerate().take(lanes) {
+                let p = dst.add(r * out_stride + b * lanes);
+                if width == lanes {
                     v.store(p);
                 } else {
                     v.store_partial(p, width);
@@ -522,7 +538,6 @@ unsafe fn short_group<V: Transpose8, const COLS: usize>(
             }
         }
     }
-    stats
 }
 
 /// Σ_c w_c·(x'_c − shift), with w_c = 1 without weights (summed over the scaled weights,

@@ -3,7 +3,7 @@
 
 use wide::{f32x8, i32x8};
 
-use super::vector::{F32Vector, Transpose8};
+use super::vector::{F32Vector, MAX_LANES, RowGroups};
 
 /// Eight f32 lanes in whatever registers `wide` compiles them to.
 #[derive(Clone, Copy)]
@@ -111,12 +111,21 @@ unsafe impl F32Vector for Wide {
 }
 
 // SAFETY: as for `F32Vector`; eight lanes.
-unsafe impl Transpose8 for Wide {
+unsafe impl RowGroups for Wide {
     #[inline(always)]
-    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8] {
-        let [a, b, c, d, e, f, g, h] = rows;
-        f32x8::transpose([a.0, b.0, c.0, d.0, e.0, f.0, g.0, h.0]).map(Wide)
+    unsafe fn transpose(block: &mut [Self; MAX_LANES]) {
+        let [r0, r1, r2, r3, r4, r5, r6, r7, ..] = *block;
+        // SAFETY: forwarded caller contract.
+        let t = unsafe { transpose8([r0, r1, r2, r3, r4, r5, r6, r7]) };
+        block[..8].copy_from_slice(&t);
     }
+}
+
+/// The 8×8 transpose of eight vectors: lane `j` of result `i` is lane `i` of input `j`.
+#[inline(always)]
+unsafe fn transpose8(rows: [Wide; 8]) -> [Wide; 8] {
+    let [a, b, c, d, e, f, g, h] = rows;
+    f32x8::transpose([a.0, b.0, c.0, d.0, e.0, f.0, g.0, h.0]).map(Wide)
 }
 
 /// Each lane's index, for lane masks.

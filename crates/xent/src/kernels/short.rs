@@ -4,13 +4,14 @@
 
 use super::RowIo;
 
-/// Rows per group in [`super::RowKernels::short_rows`].
-pub(crate) const GROUP: usize = 8;
+/// Rows per group in [`super::RowKernels::short_rows`]: one per lane of a 16-lane vector
+/// (8-lane tiers take a group in two runs).
+pub(crate) const GROUP: usize = 16;
 /// The longest rows [`super::RowKernels::short_rows`] takes.
 pub(crate) const SHORT_COLS: usize = 16;
 /// Groups per [`super::RowKernels::short_rows`] call at most: enough to spread the call's
 /// cost, few enough for the callers' per-group arrays to stay small on the stack.
-pub(crate) const GROUPS_PER_CALL: usize = 32;
+pub(crate) const GROUPS_PER_CALL: usize = 16;
 
 /// What a short-row kernel writes for each row (see [`super::RowKernels::short_rows`]),
 /// with m the row max and S = Σ_c exp(x_c − m).

@@ -141,12 +141,13 @@ pub(crate) unsafe trait F32Vector: Copy {
     }
 }
 
-/// An 8-lane vector, which the short-row kernels use with one row in each lane.
+/// A vector the short-row kernels use with one row in each lane.
 ///
 /// # Safety
 ///
-/// As for [`F32Vector`]; `LANES` is 8.
-pub(crate) unsafe trait Transpose8: F32Vector {
-    /// The 8×8 transpose of eight vectors: lane `j` of result `i` is lane `i` of input `j`.
-    unsafe fn transpose8(rows: [Self; 8]) -> [Self; 8];
+/// As for [`F32Vector`].
+pub(crate) unsafe trait RowGroups: F32Vector {
+    /// Transposes the square `block[..LANES]` (LANES vectors of LANES lanes): afterwards
+    /// lane `j` of `block[i]` is what lane `i` of `block[j]` was. The rest is left as is.
+    unsafe fn transpose(block: &mut [Self; MAX_LANES]);
 }

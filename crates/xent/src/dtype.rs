@@ -6,7 +6,8 @@
 //! in place, and the result is rounded once into the output (nearest, ties to even). So
 //! every term of a gradient entry — p_y − 1 included — is combined in f32 and rounded a
 //! single time; rounding p_y first would lose the whole gradient at p_y ≈ 1. Loss and lse
-//! stay f32. The buffer is a chunk (or one long row) of f32, reused by each thread.
+//! stay f32. The buffer is a chunk (or one long row) of f32, reused by each thread; one
+//! longer than 1 MiB is freed when its call returns.
 
 use core::cell::RefCell;
 
@@ -257,6 +258,11 @@ pub(crate) fn run_as_f32<T: Logit, R>(pass: Pass<'_, T>, f: impl FnOnce(Pass<'_,
     })
 }
 
+/// The most a thread's f32 buffer keeps between calls: 1 MiB. A chunk of a batch (about
+/// 65536 values) fits; a longer row's buffer is freed when its call is done, so that one
+/// call on a long row does not leave its size resident for the life of the thread.
+const SCRATCH_KEPT: usize = (1 << 20) / size_of::<f32>();
+
 /// Runs `f` on `len` values of this thread's f32 buffer (grown as needed), or on a fresh
 /// one when the buffer is already in use further up this thread's stack (rayon may run
 /// another chunk here while a long row's blocks wait).
@@ -269,7 +275,11 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
             if buf.len() < len {
                 buf.resize(len, 0.0);
             }
-            f(&mut buf[..len])
+            let result = f(&mut buf[..len]);
+            if buf.capacity() > SCRATCH_KEPT {
+                *buf = Vec::new();
+            }
+            result
         }
         Err(_) => f(&mut vec![0.0; len]),
     })

@@ -31,7 +31,7 @@ use crate::status::XentStatus;
 /// meanwhile.
 #[allow(
     clippy::too_many_arguments,
-    reason = "the C signature is fixed by SPEC §3"
+    reason = "the C signature is fixed by the header"
 )]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn xent_cross_entropy_f32(
@@ -78,7 +78,7 @@ pub unsafe extern "C" fn xent_cross_entropy_f32(
 /// As `xent_cross_entropy_f32`.
 #[allow(
     clippy::too_many_arguments,
-    reason = "the C signature is fixed by SPEC §3"
+    reason = "the C signature is fixed by the header"
 )]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn xent_cross_entropy_soft_f32(
@@ -133,7 +133,7 @@ pub unsafe extern "C" fn xent_cross_entropy_soft_f32(
 /// As `xent_cross_entropy_f32`.
 #[allow(
     clippy::too_many_arguments,
-    reason = "the C signature is fixed by SPEC §3"
+    reason = "the C signature is fixed by the header"
 )]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn xent_cross_entropy_backward_f32(

@@ -1,4 +1,4 @@
-//! The C ABI of xent (SPEC §3): `libxent.so` and `libxent.a`, declared by the generated
+//! The C ABI of xent: `libxent.so` and `libxent.a`, declared by the generated
 //! header `include/xent.h`.
 //!
 //! Each exported function turns its C pointers into the core crate's checked views and calls
@@ -8,7 +8,7 @@
 //! - a panic boundary (`boundary`): no panic unwinds into C; it becomes
 //!   `XENT_STATUS_INTERNAL_PANIC`;
 //! - the pointer checks (`raw`, `calls`): NULL, shape, size, alignment and overlap, all
-//!   before the first slice exists and before anything is written (SPEC §4);
+//!   before the first slice exists and before anything is written (the README's bad-input table);
 //! - the thread setting (`threads`): a pool owned by the library, or the calling thread.
 //!
 //! The Rust items are public so that Rust tests can call the C functions through the rlib;

@@ -1,4 +1,4 @@
-//! SPEC §4 from Rust: every bad input is refused with its error, by every call style, and
+//! The README's bad-input table from Rust: every bad input is refused with its error, by every call style, and
 //! every buffer (the logits of an in-place call included) keeps its exact bits.
 
 mod common;

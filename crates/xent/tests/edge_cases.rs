@@ -1,4 +1,4 @@
-//! SPEC §2's documented edge cases, each with an exact expectation, plus finite-difference
+//! The README's documented edge cases, each with an exact expectation, plus finite-difference
 //! checks of the gradient and the invariance of results under the thread count.
 
 mod common;

@@ -1,7 +1,7 @@
 //! The vocabulary-parallel calls, with the shards simulated in one process: every
 //! generated case of the hard-target option space cut into 1 to 4 uneven column slices,
 //! each slice in its own strided buffer, merged as an all-reduce would, and compared with
-//! the f64 oracle on the whole rows (SPEC §2's tolerances) and with the unsharded call.
+//! the f64 oracle on the whole rows (the README's tolerances) and with the unsharded call.
 //! Then the merge's exact cases and the bad input of each call.
 
 mod common;
@@ -315,7 +315,7 @@ fn masked_shards_moving_maxes_and_nan() {
             check_sharded(&case, &[0, 3, 5, 9]);
             let got = run_sharded(&case, &[0, 3, 5, 9]);
             for (i, loss) in got.loss.iter().enumerate() {
-                // Smoothing over a masked class makes a row's loss +∞ (SPEC §2).
+                // Smoothing over a masked class makes a row's loss +∞ (the README's Semantics).
                 let masked = rows[i].contains(&ninf) && cap == 0.0;
                 assert_eq!(loss.is_nan(), i == 3, "row {i}: loss {loss}");
                 assert_eq!(

@@ -1,5 +1,5 @@
 /*
- * Every row of SPEC section 4, from C: each bad argument gets its status, and a refused
+ * Every row of the README's bad-input table, from C: each bad argument gets its status, and a refused
  * call leaves every byte of every buffer - outputs, inputs, and the logits of an in-place
  * call - exactly as it was. All buffers live in one arena filled with sentinel bytes
  * before each call and compared byte for byte after it. The successful paths are checked
@@ -501,7 +501,7 @@ static void strings_and_defaults(void) {
                XENT_STATUS_INVALID_OPTION == 4 && XENT_STATUS_OVERLAPPING_BUFFERS == 5 &&
                XENT_STATUS_INTERNAL_PANIC == 6 && XENT_REDUCTION_MEAN == 0 &&
                XENT_REDUCTION_SUM == 1 && XENT_REDUCTION_NONE == 2,
-           "the values of SPEC section 3");
+           "the values the header documents");
 }
 
 int main(void) {

@@ -495,7 +495,7 @@ pub(super) fn slice_grad(
 
 /// The loss (and each row's lse) of a sharded batch from its merged rows, without a
 /// gradient: the same values on every shard, equal to
-/// [`cross_entropy`](crate::cross_entropy) on the whole rows within SPEC's tolerances.
+/// [`cross_entropy`](crate::cross_entropy) on the whole rows within the README's tolerances.
 ///
 /// `merged` holds each row's [`ShardRow`] merged over every shard of the vocabulary; the
 /// other arguments are [`shard_stats`]'s and [`cross_entropy`](crate::cross_entropy)'s

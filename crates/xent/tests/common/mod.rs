@@ -1,4 +1,4 @@
-//! Shared test machinery: generated cases, the f64 oracle comparison with SPEC §2's
+//! Shared test machinery: generated cases, the f64 oracle comparison with the README's
 //! tolerances, and checks that padding and failed calls leave memory untouched.
 #![allow(dead_code, unreachable_pub)]
 
@@ -217,7 +217,7 @@ impl Case {
         )
     }
 
-    /// W and N of SPEC §2 (both R for soft targets).
+    /// W and N of the README's Semantics (both R for soft targets).
     pub fn divisors(&self) -> (f64, f64) {
         match &self.targets {
             CaseTargets::Soft { .. } => (self.rows as f64, self.rows as f64),
@@ -253,7 +253,7 @@ pub fn agrees(got: f32, want: f64, tol: f64) -> bool {
     }
 }
 
-/// SPEC §2's loss tolerance for the call's `loss` output: per row
+/// The README's loss tolerance for the call's `loss` output: per row
 /// 1e-5·|ref| + 1e-6·(1 + |m_i|) (times the largest weight, which scales a row's ce), and
 /// for a reduced loss the rows' tolerances combined the way the rows are.
 pub fn loss_tolerances(case: &Case, r: &reference::RefOutput) -> Vec<f64> {
@@ -278,7 +278,7 @@ pub fn loss_tolerances(case: &Case, r: &reference::RefOutput) -> Vec<f64> {
     }
 }
 
-/// SPEC §2's gradient tolerance, 1e-5·|ref| + 1e-6·|s|·max(1, max w), with the absolute
+/// The gradient (README, Semantics) tolerance, 1e-5·|ref| + 1e-6·|s|·max(1, max w), with the absolute
 /// part times (1 + c/2) under a softcap c: x' = c·tanh(x/c) is itself an f32 result, off by
 /// up to ~2.5 ulp of |x'| ≤ c (as in PyTorch), and p moves by that much relative to it.
 pub fn grad_tolerance(case: &Case, r: &reference::RefOutput, want: f64) -> f64 {

@@ -1,0 +1,495 @@
+//! The row driver of a call: its chunks, each row through phase 1 (statistics) and
+//! phase 2 (the output) on the active kernel tier, short rows in groups, and the
+//! forward and backward calls that run them.
+
+use crate::dispatch::kernels;
+use crate::dtype::{self, Logit, Stat};
+use crate::error::{Error, Result};
+use crate::kernels::{
+    GROUP, GROUPS_PER_CALL, RowKernels, ShortJob, ShortLoss, ShortStats, ShortTargets, softcap,
+};
+use crate::options::{Options, Reduction};
+use crate::pass::Pass;
+use crate::row::{Exps, RowSrc, RowStats, row_stats, write_row};
+use crate::rows::Targets;
+use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut};
+
+use super::f64_rows;
+use super::{
+    Columns, Partial, Plan, RowSums, RowTarget, TargetProb, check_targets, row_loss, row_target,
+};
+
+/// One chunk's share of a cross-entropy call: its rows and every per-row buffer.
+pub(super) struct Chunk<'a, T = f32, S = f32> {
+    pub(super) pass: Pass<'a, T>,
+    pub(super) targets: Targets<'a>,
+    /// Per-row losses (reduction `none`, forward only).
+    pub(super) loss: Option<&'a mut [S]>,
+    /// Per-row lse: written by the forward, read by the backward.
+    pub(super) lse_out: Option<&'a mut [S]>,
+    pub(super) lse_in: Option<&'a [S]>,
+    /// Per-row upstream gradient (backward with reduction `none`).
+    pub(super) dloss: Option<&'a [S]>,
+}
+
+impl<T: Logit, S: Stat> SplitRows for Chunk<'_, T, S> {
+    fn rows(&self) -> usize {
+        self.pass.rows()
+    }
+
+    fn split_at_row(self, at: usize) -> (Self, Self) {
+        let (pass_a, pass_b) = self.pass.split_at_row(at);
+        let (targets_a, targets_b) = self.targets.split_at_row(at);
+        let (loss_a, loss_b) = split_opt_mut(self.loss, at);
+        let (lse_out_a, lse_out_b) = split_opt_mut(self.lse_out, at);
+        let (lse_in_a, lse_in_b) = split_opt(self.lse_in, at);
+        let (dloss_a, dloss_b) = split_opt(self.dloss, at);
+        (
+            Chunk {
+                pass: pass_a,
+                targets: targets_a,
+                loss: loss_a,
+                lse_out: lse_out_a,
+                lse_in: lse_in_a,
+                dloss: dloss_a,
+            },
+            Chunk {
+                pass: pass_b,
+                targets: targets_b,
+                loss: loss_b,
+                lse_out: lse_out_b,
+                lse_in: lse_in_b,
+                dloss: dloss_b,
+            },
+        )
+    }
+}
+
+/// A chunk by path: f64 logits (with f64 statistics) take the f64 path, every other type
+/// the f32 kernels with f32 statistics.
+enum ChunkKind<'a, T> {
+    F64(Chunk<'a, f64, f64>),
+    F32(Chunk<'a, T, f32>),
+}
+
+impl<'a, T: Logit, S: Stat> Chunk<'a, T, S> {
+    fn into_kind(self) -> ChunkKind<'a, T> {
+        // A Logit's Stat is f64 exactly when the logits are (see dtype.rs).
+        fn f64s<A, B>(values: Option<core::result::Result<A, B>>) -> Option<B> {
+            values.map(|v| v.err().expect("f64 logits have f64 statistics"))
+        }
+        fn f32s<A, B>(values: Option<core::result::Result<A, B>>) -> Option<A> {
+            values.map(|v| v.ok().expect("f32 and 16-bit logits have f32 statistics"))
+        }
+        let Chunk {
+            pass,
+            targets,
+            loss,
+            lse_out,
+            lse_in,
+            dloss,
+        } = self;
+        let (loss, lse_out) = (loss.map(S::f32s_mut), lse_out.map(S::f32s_mut));
+        let (lse_in, dloss) = (lse_in.map(S::f32s), dloss.map(S::f32s));
+        match pass.into_f64() {
+            Ok(pass) => ChunkKind::F64(Chunk {
+                pass,
+                targets,
+                loss: f64s(loss),
+                lse_out: f64s(lse_out),
+                lse_in: f64s(lse_in),
+                dloss: f64s(dloss),
+            }),
+            Err(pass) => ChunkKind::F32(Chunk {
+                pass,
+                targets,
+                loss: f32s(loss),
+                lse_out: f32s(lse_out),
+                lse_in: f32s(lse_in),
+                dloss: f32s(dloss),
+            }),
+        }
+    }
+}
+
+impl<T: Logit> Chunk<'_, T> {
+    /// Runs `f` on this chunk with f32 rows (a widened copy for 16-bit logits, see
+    /// `dtype.rs`).
+    fn run_as_f32<R>(self, f: impl FnOnce(Chunk<'_, f32>) -> R) -> R {
+        let Chunk {
+            pass,
+            targets,
+            loss,
+            lse_out,
+            lse_in,
+            dloss,
+        } = self;
+        dtype::run_as_f32(pass, |pass| {
+            f(Chunk {
+                pass,
+                targets,
+                loss,
+                lse_out,
+                lse_in,
+                dloss,
+            })
+        })
+    }
+}
+
+/// The forward (and fused gradient) of one chunk: short rows in groups where the options
+/// allow it, every other row on its own.
+fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> Partial {
+    let mut partial = Partial::default();
+    let rows = chunk.pass.rows();
+    let mut i = 0;
+    while i < rows {
+        if plan.short_rows && rows - i >= GROUP {
+            let groups = ((rows - i) / GROUP).min(GROUPS_PER_CALL);
+            forward_groups(k, plan, &mut chunk, i, groups, &mut partial);
+            i += groups * GROUP;
+        } else {
+            forward_row(k, plan, &mut chunk, i, &mut partial);
+            i += 1;
+        }
+    }
+    partial
+}
+
+/// Row `i` on its own: phase 1 in column blocks, then the loss and phase 2.
+fn forward_row(
+    k: &dyn RowKernels,
+    plan: &Plan<'_>,
+    chunk: &mut Chunk<'_>,
+    i: usize,
+    partial: &mut Partial,
+) {
+    let Some(target) = row_target(&chunk.targets, i, plan.options.ignore_index) else {
+        // The lse of an ignored row costs a pass only when it is asked for.
+        let stats = chunk.lse_out.is_some().then(|| {
+            let src = RowSrc::Read(chunk.pass.input(i));
+            row_stats(k, src, &plan.gather(None, false), plan.split_rows)
+        });
+        ignored_row(chunk, i, stats.as_ref());
+        return;
+    };
+    let x_y = target_logit(plan, chunk, i, target);
+    // Without a softcap phase 1 stores exp(x − m) and phase 2 only scales it: one exp per
+    // element. With one, phase 2 needs x' itself, so it recomputes from the logits.
+    let store = plan.writes(chunk) && plan.cap == 0.0;
+    let src = if store {
+        RowSrc::Io(chunk.pass.io(i).expect("has an output"))
+    } else {
+        RowSrc::Read(chunk.pass.input(i))
+    };
+    let stats = row_stats(k, src, &plan.gather(Some(target), store), plan.split_rows);
+    counted_row(k, plan, chunk, i, target, x_y, &stats, store, partial);
+}
+
+/// Rows `first..first + GROUP·groups`, all short, hard targets, no smoothing, no softcap:
+/// one kernel call computes every row's terms and gradient lane-wise.
+fn forward_groups(
+    k: &dyn RowKernels,
+    plan: &Plan<'_>,
+    chunk: &mut Chunk<'_>,
+    first: usize,
+    groups: usize,
+    partial: &mut Partial,
+) {
+    let mut targets = [ShortTargets::default(); GROUPS_PER_CALL];
+    let targets = &mut targets[..groups];
+    let scale = plan.ce_scale;
+    match chunk.targets {
+        Targets::I64(t) => short_targets(&t[first..], plan.options, scale, targets),
+        Targets::I32(t) => short_targets(&t[first..], plan.options, scale, targets),
+        Targets::U32(t) => short_targets(&t[first..], plan.options, scale, targets),
+        Targets::Soft(_) => unreachable!("short-row groups take hard targets"),
+    }
+    let job = ShortJob::Loss(
+        ShortLoss {
+            z_grad: plan.short_z_grad() as f32,
+            write: plan.writes(chunk),
+        },
+        targets,
+    );
+    let mut stats = [ShortStats::default(); GROUPS_PER_CALL];
+    let stats = &mut stats[..groups];
+    k.short_rows(chunk.pass.groups(first, groups), &job, stats);
+    // Each row's terms in f64, where w_y·nll and z·lse² cannot overflow; a sum per lane,
+    // then across lanes: one running f64 sum would be a chain of dependent adds as long
+    // as the rows, the slowest part of this loop.
+    // (An ignored row has nll and weight 0.)
+    let (mut ce, mut zl) = ([0.0f64; GROUP], [0.0f64; GROUP]);
+    let row_ce =
+        |s: &ShortStats, t: &ShortTargets, r: usize| f64::from(t.weight[r]) * f64::from(s.nll[r]);
+    let row_zl = |s: &ShortStats, t: &ShortTargets, r: usize| {
+        let lse = f64::from(s.lse[r]);
+        if t.class[r] >= 0.0 {
+            plan.z * lse * lse
+        } else {
+            0.0
+        }
+    };
+    for (s, t) in stats.iter().zip(targets.iter()) {
+        for (r, ce) in ce.iter_mut().enumerate() {
+            *ce += row_ce(s, t, r);
+        }
+    }
+    if plan.z > 0.0 {
+        for (s, t) in stats.iter().zip(targets.iter()) {
+            for (r, zl) in zl.iter_mut().enumerate() {
+                *zl += row_zl(s, t, r);
+            }
+        }
+    }
+    partial.ce += ce.iter().sum::<f64>();
+    partial.zl += zl.iter().sum::<f64>();
+    let rows = first..first + GROUP * groups;
+    if let Some(loss) = chunk.loss.as_deref_mut() {
+        let groups = loss[rows.clone()].chunks_exact_mut(GROUP);
+        for (l, (s, t)) in groups.zip(stats.iter().zip(targets.iter())) {
+            for (r, l) in l.iter_mut().enumerate() {
+                let term = row_ce(s, t, r) + if plan.z > 0.0 { row_zl(s, t, r) } else { 0.0 };
+                *l = term as f32;
+            }
+        }
+    }
+    if let Some(lse) = chunk.lse_out.as_deref_mut() {
+        for (l, s) in lse[rows].chunks_exact_mut(GROUP).zip(stats.iter()) {
+            l.copy_from_slice(&s.lse);
+        }
+    }
+}
+
+/// Each group's target lanes from its rows' validated classes (in `0..cols`, or
+/// `ignore_index`).
+/// `ce_scale` is s, which with w_y gives each row's B.
+fn short_targets<T: Copy + Into<i64>>(
+    classes: &[T],
+    options: &Options<'_>,
+    ce_scale: f64,
+    out: &mut [ShortTargets],
+) {
+    // Without weights every row's B is s, rounded once for the call.
+    let unweighted = ce_scale as f32;
+    for (lanes, classes) in out.iter_mut().zip(classes.chunks_exact(GROUP)) {
+        for (r, &y) in classes.iter().enumerate() {
+            let y: i64 = y.into();
+            if y != options.ignore_index {
+                // y < cols ≤ SHORT_COLS: exact in f32.
+                lanes.class[r] = y as f32;
+                (lanes.weight[r], lanes.scale[r]) = match options.class_weights {
+                    None => (1.0, unweighted),
+                    Some(w) => (w[y as usize], (ce_scale * f64::from(w[y as usize])) as f32),
+                };
+            }
+        }
+    }
+}
+
+/// x'_y of a counted row with a hard target (0 for soft targets), read before phase 1.
+fn target_logit(plan: &Plan<'_>, chunk: &Chunk<'_>, i: usize, target: RowTarget<'_>) -> f64 {
+    match target {
+        RowTarget::Class(y) => f64::from(softcap(chunk.pass.input(i)[y], plan.cap)),
+        RowTarget::Soft(_) => 0.0,
+    }
+}
+
+/// An ignored row: loss 0 and gradient 0 whatever the logits hold; the lse is still the
+/// row's true logsumexp when asked for (`stats` is there then).
+fn ignored_row(chunk: &mut Chunk<'_>, i: usize, stats: Option<&RowStats>) {
+    if let (Some(lse), Some(stats)) = (chunk.lse_out.as_deref_mut(), stats) {
+        lse[i] = (f64::from(stats.max) + stats.sum.ln()) as f32;
+    }
+    if let Some(loss) = chunk.loss.as_deref_mut() {
+        loss[i] = 0.0;
+    }
+    if let Some(mut io) = chunk.pass.io(i) {
+        io.output().fill(0.0);
+    }
+}
+
+/// A counted row after phase 1: its loss, lse and gradient (phase 2, from the stored
+/// exponentials when `stored`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one row's whole state, used in two places"
+)]
+fn counted_row(
+    k: &dyn RowKernels,
+    plan: &Plan<'_>,
+    chunk: &mut Chunk<'_>,
+    i: usize,
+    target: RowTarget<'_>,
+    x_y: f64,
+    stats: &RowStats,
+    stored: bool,
+    partial: &mut Partial,
+) {
+    let sums = RowSums::from(stats);
+    let row = row_loss(plan, target, x_y, &sums, partial);
+    if let Some(loss) = chunk.loss.as_deref_mut() {
+        loss[i] = (row.ce + row.zl) as f32;
+    }
+    if let Some(lse_out) = chunk.lse_out.as_deref_mut() {
+        lse_out[i] = row.lse as f32;
+    }
+    let lse = row.lse;
+    let write = plan.writes(chunk);
+    if let Some(mut io) = chunk.pass.io(i) {
+        if write {
+            let p_y = TargetProb::from_sums(&sums, x_y);
+            let grad = plan.grad_row(target, stats.t_total, stats.sum, lse, 1.0, p_y);
+            let exps = if stored {
+                Exps::Stored(stats)
+            } else {
+                Exps::FromLogits { shift: stats.max }
+            };
+            write_row(k, io, &grad, exps, plan.split_rows);
+        } else {
+            io.output().fill(0.0);
+        }
+    }
+}
+
+/// The gradient of one chunk from its saved lse: p = exp(x' − lse), one pass.
+fn backward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
+    let lse_in = chunk.lse_in.expect("backward reads the saved lse");
+    for i in 0..chunk.pass.rows() {
+        let target = row_target(&chunk.targets, i, plan.options.ignore_index);
+        let Some(mut io) = chunk.pass.io(i) else {
+            unreachable!("backward always writes a gradient")
+        };
+        let Some(target) = target.filter(|_| !plan.zero_grad) else {
+            io.output().fill(0.0);
+            continue;
+        };
+        let lse = lse_in[i];
+        let t_total = match target {
+            RowTarget::Class(_) => 0.0,
+            RowTarget::Soft(t) => {
+                k.soft_target_sums(
+                    io.input(),
+                    plan.smoothed(t, 1.0).to_f32(0..t.len()),
+                    plan.weights(),
+                    lse,
+                    plan.cap,
+                )
+                .1
+            }
+        };
+        let upstream = chunk.dloss.map_or(1.0, |d| f64::from(d[i]));
+        let p_y = match target {
+            RowTarget::Class(y) => {
+                TargetProb::from_lse(f64::from(softcap(io.input()[y], plan.cap)), f64::from(lse))
+            }
+            RowTarget::Soft(_) => TargetProb::NONE,
+        };
+        let grad = plan.grad_row(target, t_total, 1.0, f64::from(lse), upstream, p_y);
+        write_row(
+            k,
+            io,
+            &grad,
+            Exps::FromLogits { shift: lse },
+            plan.split_rows,
+        );
+    }
+}
+
+/// Runs a validated forward call: f64 logits on the f64 path, others on the active kernel
+/// tier.
+pub(super) fn run_forward<T: Logit>(
+    pass: Pass<'_, T>,
+    targets: Targets<'_>,
+    options: &Options<'_>,
+    loss: &mut [T::Stat],
+    lse: Option<&mut [T::Stat]>,
+) -> Result<()> {
+    // Every call computes in the default floating-point environment (see `fpenv.rs`).
+    let _fp = crate::fpenv::enter();
+    let rows = pass.rows();
+    let cols = pass.cols();
+    pass.check("grad")?;
+    Error::check_len("loss", loss.len(), options.reduction.loss_len(rows))?;
+    if let Some(lse) = lse.as_deref() {
+        Error::check_len("lse", lse.len(), rows)?;
+    }
+    options.validate(cols)?;
+    let counts = check_targets(&targets, rows, options, cols)?;
+    let soft = matches!(targets, Targets::Soft(_));
+    let plan = Plan::new(
+        options,
+        Columns::all(cols),
+        soft,
+        &counts,
+        f64::from(options.grad_scale),
+    );
+
+    let per_row = options.reduction == Reduction::None;
+    let chunk = Chunk {
+        pass,
+        targets,
+        loss: if per_row { Some(&mut *loss) } else { None },
+        lse_out: lse,
+        lse_in: None,
+        dloss: None,
+    };
+    let k = kernels();
+    let partials = for_each_chunk(chunk, cols, |c| match c.into_kind() {
+        ChunkKind::F64(c) => f64_rows::forward_chunk(&plan, c),
+        ChunkKind::F32(c) => c.run_as_f32(|c| forward_chunk(k, &plan, c)),
+    });
+    if !per_row {
+        let total = partials.iter().fold(Partial::default(), |acc, p| Partial {
+            ce: acc.ce + p.ce,
+            zl: acc.zl + p.zl,
+        });
+        loss[0] = T::Stat::from_f64(plan.reduce(total, soft, &counts));
+    }
+    Ok(())
+}
+
+/// Runs a validated backward call: f64 logits on the f64 path, others on the active
+/// kernel tier.
+pub(super) fn run_backward<T: Logit>(
+    pass: Pass<'_, T>,
+    targets: Targets<'_>,
+    options: &Options<'_>,
+    lse: &[T::Stat],
+    dloss: &[T::Stat],
+) -> Result<()> {
+    // Every call computes in the default floating-point environment (see `fpenv.rs`).
+    let _fp = crate::fpenv::enter();
+    let rows = pass.rows();
+    let cols = pass.cols();
+    pass.check("grad")?;
+    Error::check_len("lse", lse.len(), rows)?;
+    Error::check_len("dloss", dloss.len(), options.reduction.loss_len(rows))?;
+    options.validate(cols)?;
+    let counts = check_targets(&targets, rows, options, cols)?;
+    let soft = matches!(targets, Targets::Soft(_));
+    let per_row = options.reduction == Reduction::None;
+    let upstream = if per_row {
+        1.0
+    } else {
+        match T::Stat::f32s(dloss) {
+            Ok(d) => f64::from(d[0]),
+            Err(d) => d[0],
+        }
+    };
+    let plan = Plan::new(options, Columns::all(cols), soft, &counts, upstream);
+    let chunk = Chunk {
+        pass,
+        targets,
+        loss: None,
+        lse_out: None,
+        lse_in: Some(lse),
+        dloss: if per_row { Some(dloss) } else { None },
+    };
+    let k = kernels();
+    for_each_chunk(chunk, cols, |c| match c.into_kind() {
+        ChunkKind::F64(c) => f64_rows::backward_chunk(&plan, c),
+        ChunkKind::F32(c) => c.run_as_f32(|c| backward_chunk(k, &plan, c)),
+    });
+    Ok(())
+}

@@ -6,7 +6,7 @@
 use core::arch::x86_64::*;
 
 use super::RowKernels;
-use super::vector::{F32Vector, MAX_LANES, RowGroups};
+use super::vector::F32Vector;
 
 /// Eight f32 lanes in an AVX register.
 #[derive(Clone, Copy)]
@@ -226,16 +226,7 @@ unsafe impl F32Vector for F32x8 {
     }
 }
 
-// SAFETY: as for `F32Vector` (AVX only); eight lanes.
-unsafe impl RowGroups for F32x8 {
-    #[inline(always)]
-    unsafe fn transpose(block: &mut [Self; MAX_LANES]) {
-        let [r0, r1, r2, r3, r4, r5, r6, r7, ..] = *block;
-        // SAFETY: forwarded caller contract.
-        let t = unsafe { transpose8([r0, r1, r2, r3, r4, r5, r6, r7]) };
-        block[..8].copy_from_slice(&t);
-    }
-}
+super::vector::row_groups_of_8!(F32x8);
 
 /// The 8×8 transpose of eight vectors: lane `j` of result `i` is lane `i` of input `j`.
 #[inline(always)]

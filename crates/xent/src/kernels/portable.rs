@@ -3,7 +3,7 @@
 
 use wide::{f32x8, i32x8};
 
-use super::vector::{F32Vector, MAX_LANES, RowGroups};
+use super::vector::F32Vector;
 
 /// Eight f32 lanes in whatever registers `wide` compiles them to.
 #[derive(Clone, Copy)]
@@ -110,16 +110,7 @@ unsafe impl F32Vector for Wide {
     }
 }
 
-// SAFETY: as for `F32Vector`; eight lanes.
-unsafe impl RowGroups for Wide {
-    #[inline(always)]
-    unsafe fn transpose(block: &mut [Self; MAX_LANES]) {
-        let [r0, r1, r2, r3, r4, r5, r6, r7, ..] = *block;
-        // SAFETY: forwarded caller contract.
-        let t = unsafe { transpose8([r0, r1, r2, r3, r4, r5, r6, r7]) };
-        block[..8].copy_from_slice(&t);
-    }
-}
+super::vector::row_groups_of_8!(Wide);
 
 /// The 8×8 transpose of eight vectors: lane `j` of result `i` is lane `i` of input `j`.
 #[inline(always)]

@@ -151,3 +151,21 @@ pub(crate) unsafe trait RowGroups: F32Vector {
     /// lane `j` of `block[i]` is what lane `i` of `block[j]` was. The rest is left as is.
     unsafe fn transpose(block: &mut [Self; MAX_LANES]);
 }
+
+/// Implements [`RowGroups`] for an 8-lane vector type through the `transpose8` function
+/// (the 8×8 transpose of eight vectors) in scope where the macro is called.
+macro_rules! row_groups_of_8 {
+    ($t:ty) => {
+        // SAFETY: as for `F32Vector`; the type has eight lanes.
+        unsafe impl $crate::kernels::vector::RowGroups for $t {
+            #[inline(always)]
+            unsafe fn transpose(block: &mut [Self; $crate::kernels::vector::MAX_LANES]) {
+                let [r0, r1, r2, r3, r4, r5, r6, r7, ..] = *block;
+                // SAFETY: forwarded caller contract.
+                let t = unsafe { transpose8([r0, r1, r2, r3, r4, r5, r6, r7]) };
+                block[..8].copy_from_slice(&t);
+            }
+        }
+    };
+}
+pub(crate) use row_groups_of_8;

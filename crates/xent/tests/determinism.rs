@@ -4,7 +4,7 @@
 //! again when run a second time in each.
 //!
 //! The shapes: many rows (300 × 1000, cut into chunks of rows), many short rows (20000 ×
-//! 10, run 8 at a time by the short-row kernels), rows longer than a chunk's budget (40 ×
+//! 10, run 16 at a time by the short-row kernels), rows longer than a chunk's budget (40 ×
 //! 5000), one long row (1 × 70001, its column blocks run in parallel on every pool of 2 or
 //! more threads) and three long rows (3 × 40000, split on the pools of 4 and 8 threads
 //! only, because a batch is split when it has fewer rows than the pool has threads). Every

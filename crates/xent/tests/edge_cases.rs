@@ -645,7 +645,7 @@ fn long_rows_split_across_threads() {
     assert!(loss[0].is_nan() && lse[0].is_nan() && grad.iter().all(|g| g.is_nan()));
 }
 
-/// softmax and log_softmax of short rows (which run 8 at a time) against the oracle,
+/// softmax and log_softmax of short rows (which run 16 at a time) against the oracle,
 /// strided, in place too.
 #[test]
 fn softmax_and_log_softmax_of_short_rows() {

@@ -1,5 +1,5 @@
 //! The row passes, written once over [`F32Vector`]. Each tier instantiates them inside its
-//! own `#[target_feature]` functions (see `tier!` in `mod.rs`), so every call here is
+//! own `#[target_feature]` functions (see `vector_tier!` in `mod.rs`), so every call here is
 //! inlined and compiled for that tier's instructions.
 //!
 //! Full vectors run over the row and the tail (fewer than `LANES` values) goes through the

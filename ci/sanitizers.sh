@@ -147,7 +147,7 @@ linear_summary() { all_checks_passed "$1" linear 30000; }
 threads_identical() { [ "$(tail -n 1 "$1")" = "threads.c: all results identical" ]; }
 fork_summary() { all_checks_passed "$1" fork 15; }
 fpenv_summary() { all_checks_passed "$1" fpenv 100; }
-a_tier_name() { grep -qxE 'avx512vl|avx2\+fma|sse2|portable-avx2|neon|portable|scalar' "$1"; }
+a_tier_name() { grep -qxE 'avx512|avx512vl|avx2\+fma|sse2|portable-avx2|neon|portable|scalar' "$1"; }
 # The last line "stress.c: 10000 calls (N ok, M refused) compared under 4 thread settings
 # from 8 threads, 0 differ" with about 10% refused, after "stress.c: T of T checks passed..."
 # with T above 20000.

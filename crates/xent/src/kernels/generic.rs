@@ -226,16 +226,37 @@ unsafe fn exp_run<V: F32Vector>(
         }
         while i < range.end {
             let lanes = V::LANES.min(range.end - i);
-            let x = load_lanes::<V>(core::slice::from_raw_parts(p.add(i), lanes), lanes, 0.0);
-            // Padding lanes are kept out of the sum (the softcap maps any fill to a
-            // non-zero exp).
-            let e = keep_lanes(exp(capped(x, cap).sub(s)), lanes, 0.0);
-            if let Some(dst) = dst {
-                store_lanes(e, dst.add(i), lanes);
-            }
-            sum.add(e);
+            sum.add(exp_vector(p, dst, i, lanes, s, cap));
             i += lanes;
         }
+    }
+}
+
+/// exp(x'_c − s) of the `lanes` values from `i` at `p` (0 in the other lanes), stored at
+/// the same index of `dst` when there is one.
+#[inline(always)]
+unsafe fn exp_vector<V: F32Vector>(
+    p: *const f32,
+    dst: Option<*mut f32>,
+    i: usize,
+    lanes: usize,
+    s: V,
+    cap: Option<Cap<V>>,
+) -> V {
+    // SAFETY: forwarded caller contract (`lanes` values from `i` at `p` and `dst`; V's
+    // features).
+    unsafe {
+        // Padding lanes are kept out of the sum (the softcap maps any fill to a non-zero
+        // exp).
+        let e = keep_lanes(
+            exp(capped(load_at(p.add(i), lanes, 0.0), cap).sub(s)),
+            lanes,
+            0.0,
+        );
+        if let Some(dst) = dst {
+            store_lanes(e, dst.add(i), lanes);
+        }
+        e
     }
 }
 
@@ -273,12 +294,7 @@ unsafe fn exp_sums<V: F32Vector>(
         exp_run(src, dst, 0..a, s, cap, &mut sum);
         let mut target_exp = 0.0;
         if let Some(y) = target.filter(|_| a < b) {
-            let lanes = b - a;
-            let x = load_lanes::<V>(core::slice::from_raw_parts(src.add(a), lanes), lanes, 0.0);
-            let e = keep_lanes(exp(capped(x, cap).sub(s)), lanes, 0.0);
-            if let Some(dst) = dst {
-                store_lanes(e, dst.add(a), lanes);
-            }
+            let e = exp_vector(src, dst, a, b - a, s, cap);
             let mut lane_values = [0.0f32; super::vector::MAX_LANES];
             e.store(lane_values.as_mut_ptr());
             target_exp = f64::from(lane_values[y - a]);
@@ -337,8 +353,8 @@ macro_rules! pairwise {
 
 /// Runs of [`GROUP`] rows of at most [`SHORT_COLS`] values, a group at a time: loaded row
 /// by row, transposed so that lane r holds row r, reduced, exponentiated and turned into
-/// `job`'s output and per-row terms lane-wise, transposed back and stored. Needs
-/// `V::LANES == GROUP`.
+/// `job`'s output and per-row terms lane-wise, transposed back and stored, in runs of
+/// `V::LANES` rows (`GROUP` is a multiple of it).
 #[inline(always)]
 pub(crate) unsafe fn short_rows<V: RowGroups>(
     mut rows: StridedRows<'_>,
@@ -430,12 +446,7 @@ unsafe fn short_run<V: RowGroups, const COLS: usize>(
             let width = lanes.min(cols - b * lanes);
             let mut block = [ninf; MAX_LANES];
             for (r, v) in block.iter_mut().enumerate().take(lanes) {
-                let p = src.add(r * stride + b * lanes);
-                *v = if width == lanes {
-                    V::load(p)
-                } else {
-                    V::load_partial(p, width, f32::NEG_INFINITY)
-                };
+                *v = load_at(src.add(r * stride + b * lanes), width, f32::NEG_INFINITY);
             }
             V::transpose(&mut block);
             x[b * lanes..(b + 1) * lanes].copy_from_slice(&block[..lanes]);
@@ -529,12 +540,7 @@ unsafe fn short_run<V: RowGroups, const COLS: usize>(
             block[..lanes].copy_from_slice(&out[b * lanes..(b + 1) * lanes]);
             V::transpose(&mut block);
             for (r, v) in block.iter().enumerate().take(lanes) {
-                let p = dst.add(r * out_stride + b * lanes);
-                if width == lanes {
-                    v.store(p);
-                } else {
-                    v.store_partial(p, width);
-                }
+                store_lanes(*v, dst.add(r * out_stride + b * lanes), width);
             }
         }
     }
@@ -582,11 +588,18 @@ unsafe fn load_weights<V: F32Vector>(w: ClassWeights<'_>, i: usize, lanes: usize
 unsafe fn load_lanes<V: F32Vector>(s: &[f32], lanes: usize, fill: f32) -> V {
     debug_assert!(lanes <= s.len());
     // SAFETY: `lanes` values of `s` are readable; V's features: caller contract.
+    unsafe { load_at(s.as_ptr(), lanes, fill) }
+}
+
+/// Loads `lanes` values at `p` (a full vector, or a tail padded with `fill`).
+#[inline(always)]
+unsafe fn load_at<V: F32Vector>(p: *const f32, lanes: usize, fill: f32) -> V {
+    // SAFETY: the caller guarantees `lanes` readable values at `p`; V's features.
     unsafe {
         if lanes == V::LANES {
-            V::load(s.as_ptr())
+            V::load(p)
         } else {
-            V::load_partial(s.as_ptr(), lanes, fill)
+            V::load_partial(p, lanes, fill)
         }
     }
 }
@@ -695,13 +708,7 @@ unsafe fn scale_plain<V: F32Vector>(p: *mut f32, range: core::ops::Range<usize>,
         }
         while i < range.end {
             let lanes = V::LANES.min(n - i);
-            if lanes == V::LANES {
-                V::load(p.add(i)).mul(k).store(p.add(i));
-            } else {
-                V::load_partial(p.add(i), lanes, 0.0)
-                    .mul(k)
-                    .store_partial(p.add(i), lanes);
-            }
+            store_lanes(load_at::<V>(p.add(i), lanes, 0.0).mul(k), p.add(i), lanes);
             i += lanes;
         }
     }
@@ -733,21 +740,11 @@ pub(crate) unsafe fn scale_exp<V: F32Vector>(out: &mut [f32], coef: &GradRow<'_>
         let mut i = terms.start;
         while i < terms.end {
             let lanes = V::LANES.min(n - i);
-            let e = if lanes == V::LANES {
-                V::load(p.add(i))
-            } else {
-                V::load_partial(p.add(i), lanes, 0.0)
-            };
-            let mut g = e.mul(k);
+            let mut g = load_at::<V>(p.add(i), lanes, 0.0).mul(k);
             if !plain(coef) {
                 g = g.sub(class_terms::<V>(coef, i, lanes));
             }
-            let g = with_target(g, coef, i, lanes);
-            if lanes == V::LANES {
-                g.store(p.add(i));
-            } else {
-                g.store_partial(p.add(i), lanes);
-            }
+            store_lanes(with_target(g, coef, i, lanes), p.add(i), lanes);
             i += lanes;
         }
         scale_plain(p, terms.end..n, n, k);
@@ -769,12 +766,7 @@ pub(crate) unsafe fn write_grad<V: F32Vector>(io: RowIo<'_>, coef: &GradRow<'_>)
         while i < n {
             V::prefetch(src.wrapping_add(i + PREFETCH_AHEAD));
             let lanes = V::LANES.min(n - i);
-            let x = if lanes == V::LANES {
-                V::load(src.add(i))
-            } else {
-                V::load_partial(src.add(i), lanes, 0.0)
-            };
-            let xp = capped(x, cap);
+            let xp = capped(load_at::<V>(src.add(i), lanes, 0.0), cap);
             let mut g = exp(xp.sub(s)).mul(k);
             if !plain {
                 g = g.sub(class_terms::<V>(coef, i, lanes));
@@ -783,12 +775,7 @@ pub(crate) unsafe fn write_grad<V: F32Vector>(io: RowIo<'_>, coef: &GradRow<'_>)
                 let r = xp.mul(c.inv_cap);
                 g = g.mul(V::splat(1.0).sub(r.mul(r)));
             }
-            g = with_target(g, coef, i, lanes);
-            if lanes == V::LANES {
-                g.store(dst.add(i));
-            } else {
-                g.store_partial(dst.add(i), lanes);
-            }
+            store_lanes(with_target(g, coef, i, lanes), dst.add(i), lanes);
             i += lanes;
         }
     }
@@ -804,14 +791,8 @@ pub(crate) unsafe fn write_log_probs<V: F32Vector>(io: RowIo<'_>, max: f32, ln_s
         let mut i = 0;
         while i < n {
             let lanes = V::LANES.min(n - i);
-            if lanes == V::LANES {
-                V::load(src.add(i)).sub(m).sub(l).store(dst.add(i));
-            } else {
-                V::load_partial(src.add(i), lanes, 0.0)
-                    .sub(m)
-                    .sub(l)
-                    .store_partial(dst.add(i), lanes);
-            }
+            let v = load_at::<V>(src.add(i), lanes, 0.0).sub(m).sub(l);
+            store_lanes(v, dst.add(i), lanes);
             i += lanes;
         }
     }

@@ -5,8 +5,28 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::kernels::RowKernels;
+use crate::kernels::Simd;
 use crate::kernels::portable::Portable;
 use crate::kernels::scalar::Scalar;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{avx2, avx512};
+
+/// A piece of a call (a chunk of rows, a conversion) written once, generic over the kernel
+/// tier, and run on the tier in force by [`on_tier`] (pulp's `WithSimd`): the one place
+/// where the tier chosen at run time becomes a type, so that everything below calls its
+/// kernels directly.
+pub(crate) trait Work {
+    /// What the work returns.
+    type Output;
+
+    /// Does the work with the kernels `k`.
+    fn run<K: RowKernels>(self, k: K) -> Self::Output;
+}
+
+/// Runs `work` with `k`.
+fn run_on<K: RowKernels, W: Work>(k: K, work: W) -> W::Output {
+    work.run(k)
+}
 
 /// The instruction-set tiers, from the most capable down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +50,11 @@ impl Tier {
     /// The best tier this CPU supports.
     fn detect() -> Tier {
         #[cfg(target_arch = "x86_64")]
-        if crate::kernels::avx512::supported() {
+        if avx512::supported() {
             return Tier::Avx512;
         }
         #[cfg(target_arch = "x86_64")]
-        if crate::kernels::avx2::supported() {
+        if avx2::supported() {
             return Tier::Avx2;
         }
         Tier::Portable
@@ -66,11 +86,11 @@ impl Tier {
     fn supported(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx512 => crate::kernels::avx512::supported(),
+            Tier::Avx512 => avx512::supported(),
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx512Vl => crate::kernels::avx2::supported_avx512vl(),
+            Tier::Avx512Vl => avx2::supported_avx512vl(),
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx2 => crate::kernels::avx2::supported(),
+            Tier::Avx2 => avx2::supported(),
             Tier::Portable | Tier::Scalar => true,
         }
     }
@@ -105,24 +125,31 @@ impl Tier {
         }
     }
 
-    /// The tier's kernels.
+    /// Runs `work` on this tier's kernels.
     ///
     /// # Safety
     ///
     /// [`Tier::supported`] has returned true for `self` in this process.
-    unsafe fn kernels(self) -> &'static dyn RowKernels {
+    unsafe fn run<W: Work>(self, work: W) -> W::Output {
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the function's contract.
-            Tier::Avx512 => unsafe { crate::kernels::avx512::kernels_unchecked() },
+            Tier::Avx512 => {
+                // SAFETY: the function's contract.
+                run_on(unsafe { Simd::<avx512::Avx512>::new_unchecked() }, work)
+            }
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the function's contract.
-            Tier::Avx512Vl => unsafe { crate::kernels::avx2::kernels_avx512vl_unchecked() },
+            Tier::Avx512Vl => {
+                // SAFETY: the function's contract.
+                run_on(unsafe { Simd::<avx2::Avx512Vl>::new_unchecked() }, work)
+            }
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the function's contract.
-            Tier::Avx2 => unsafe { crate::kernels::avx2::kernels_unchecked() },
-            Tier::Portable => &Portable,
-            Tier::Scalar => &Scalar,
+            Tier::Avx2 => {
+                // SAFETY: the function's contract.
+                run_on(unsafe { Simd::<avx2::Avx2>::new_unchecked() }, work)
+            }
+            // SAFETY: the portable tier needs nothing but the build's target.
+            Tier::Portable => run_on(unsafe { Simd::<Portable>::new_unchecked() }, work),
+            Tier::Scalar => run_on(Scalar, work),
         }
     }
 }
@@ -188,23 +215,21 @@ fn active() -> Tier {
     tier
 }
 
-/// Every tier this CPU has, by name, with its kernels, for tests that run each in one
-/// process.
+/// Runs `work(name)` on every tier this CPU has, by the tier's name, for tests that run
+/// each in one process.
 #[cfg(test)]
-pub(crate) fn supported_tiers() -> Vec<(&'static str, &'static dyn RowKernels)> {
-    Tier::ALL
-        .iter()
-        .filter(|tier| tier.supported())
+pub(crate) fn on_every_tier<W: Work>(mut work: impl FnMut(&'static str) -> W) {
+    for &tier in Tier::ALL.iter().filter(|tier| tier.supported()) {
         // SAFETY: filtered on `supported` just now.
-        .map(|&tier| (tier.name(), unsafe { tier.kernels() }))
-        .collect()
+        unsafe { tier.run(work(tier.name())) };
+    }
 }
 
-/// The kernels of the tier in force.
-pub(crate) fn kernels() -> &'static dyn RowKernels {
+/// Runs `work` on the tier in force.
+pub(crate) fn on_tier<W: Work>(work: W) -> W::Output {
     // SAFETY: `active` returns a forced tier only after `supported`, and otherwise the
     // detected one.
-    unsafe { active().kernels() }
+    unsafe { active().run(work) }
 }
 
 /// The name of the kernel tier this process runs: `"avx512"` (512-bit vectors),

@@ -14,8 +14,8 @@ use core::cell::RefCell;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use crate::dispatch::kernels;
-use crate::kernels::HalfKind;
+use crate::dispatch::{Work, on_tier};
+use crate::kernels::{HalfKind, RowKernels};
 use crate::pass::Pass;
 use crate::rows::{Rows, RowsMut};
 use crate::schedule::SplitRows;
@@ -141,6 +141,25 @@ impl Logit for f32 {
     }
 }
 
+/// A conversion between the bits of 16-bit values and f32, on the tier in force.
+enum Convert<'a> {
+    /// Widens each value (exact).
+    Widen(HalfKind, &'a [u16], &'a mut [f32]),
+    /// Rounds each value to nearest, ties to even.
+    Narrow(HalfKind, &'a [f32], &'a mut [u16]),
+}
+
+impl Work for Convert<'_> {
+    type Output = ();
+
+    fn run<K: RowKernels>(self, k: K) {
+        match self {
+            Convert::Widen(kind, src, dst) => k.widen(kind, src, dst),
+            Convert::Narrow(kind, src, dst) => k.narrow(kind, src, dst),
+        }
+    }
+}
+
 /// `Logit` for a 16-bit type whose bits the kernels convert as `$kind`.
 macro_rules! half_logit {
     ($t:ty, $kind:expr) => {
@@ -168,11 +187,11 @@ macro_rules! half_logit {
             }
 
             fn widen(src: &[$t], dst: &mut [f32]) {
-                kernels().widen($kind, src.reinterpret_cast(), dst);
+                on_tier(Convert::Widen($kind, src.reinterpret_cast(), dst));
             }
 
             fn narrow(src: &[f32], dst: &mut [$t]) {
-                kernels().narrow($kind, src, dst.reinterpret_cast_mut());
+                on_tier(Convert::Narrow($kind, src, dst.reinterpret_cast_mut()));
             }
         }
     };
@@ -309,7 +328,7 @@ mod tests {
         }
         for kind in [HalfKind::Bf16, HalfKind::F16] {
             let mut wide = vec![0.0f32; all.len()];
-            kernels().widen(kind, &all, &mut wide);
+            on_tier(Convert::Widen(kind, &all, &mut wide));
             for (&bits, &w) in all.iter().zip(&wide) {
                 let want = match kind {
                     HalfKind::Bf16 => bf16::from_bits(bits).to_f32(),
@@ -337,7 +356,7 @@ mod tests {
                 ])
                 .collect();
             let mut narrow = vec![0u16; samples.len()];
-            kernels().narrow(kind, &samples, &mut narrow);
+            on_tier(Convert::Narrow(kind, &samples, &mut narrow));
             for (&x, &got) in samples.iter().zip(&narrow) {
                 let (want, got_value) = match kind {
                     HalfKind::Bf16 => (bf16::from_f32(x).to_bits(), bf16::from_bits(got).to_f32()),

@@ -167,7 +167,7 @@ impl Factors {
     }
 }
 
-fn block_stats(k: &dyn RowKernels, offset: usize, src: RowSrc<'_>, g: &Gather<'_>) -> BlockStats {
+fn block_stats<K: RowKernels>(k: K, offset: usize, src: RowSrc<'_>, g: &Gather<'_>) -> BlockStats {
     let x = src.input();
     let len = x.len();
     let max = k.row_max(x, g.cap);
@@ -209,8 +209,8 @@ fn block_stats(k: &dyn RowKernels, offset: usize, src: RowSrc<'_>, g: &Gather<'_
 
 /// Phase 1 over a row: its statistics, and with `g.store` the exps in its output.
 /// `parallel`: run the blocks on the current rayon pool (same bits as serial).
-pub(crate) fn row_stats(
-    k: &dyn RowKernels,
+pub(crate) fn row_stats<K: RowKernels>(
+    k: K,
     src: RowSrc<'_>,
     g: &Gather<'_>,
     parallel: bool,
@@ -368,8 +368,8 @@ pub(crate) enum Exps<'s> {
 
 /// Phase 2 over a row: writes the output described by `grad`, scale·exp(x' − m) − terms.
 /// `parallel` as in [`row_stats`].
-pub(crate) fn write_row(
-    k: &dyn RowKernels,
+pub(crate) fn write_row<K: RowKernels>(
+    k: K,
     io: RowIo<'_>,
     grad: &RowGrad<'_>,
     exps: Exps<'_>,

@@ -1,6 +1,6 @@
 //! The standalone row kernels: softmax and log-softmax, in place or out of place.
 
-use crate::dispatch::kernels;
+use crate::dispatch::{Work, on_tier};
 use crate::dtype::{self, Logit};
 use crate::error::Result;
 use crate::kernels::{GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortStats};
@@ -23,21 +23,46 @@ fn run<T: Logit>(pass: Pass<'_, T>, output: Output) -> Result<()> {
     pass.check("output")?;
     let cols = pass.cols();
     let split = split_rows(pass.rows(), cols);
-    let k = kernels();
     for_each_chunk(pass, cols, |chunk| match chunk.into_f64() {
         Ok(chunk) => {
             normalize_chunk(chunk, matches!(output, Output::LogProbabilities));
         }
-        Err(chunk) => dtype::run_as_f32(chunk, |chunk| rows_chunk(k, chunk, output, split)),
+        Err(chunk) => dtype::run_as_f32(chunk, |chunk| rows_on_tier(chunk, output, split)),
     });
     Ok(())
 }
 
-fn rows_chunk(k: &dyn RowKernels, mut chunk: Pass<'_>, output: Output, split: bool) {
+/// [`rows_chunk`] on the tier in force. Not generic, so that its instances (one per tier)
+/// are compiled once, in this crate.
+fn rows_on_tier(chunk: Pass<'_>, output: Output, split: bool) {
+    on_tier(RowsChunk {
+        chunk,
+        output,
+        split,
+    })
+}
+
+/// [`rows_chunk`] with its arguments, for [`on_tier`].
+struct RowsChunk<'c> {
+    chunk: Pass<'c>,
+    output: Output,
+    split: bool,
+}
+
+impl Work for RowsChunk<'_> {
+    type Output = ();
+
+    fn run<K: RowKernels>(self, k: K) {
+        rows_chunk(k, self.chunk, self.output, self.split)
+    }
+}
+
+/// One chunk's rows: short rows in groups, the others one by one.
+fn rows_chunk<K: RowKernels>(k: K, mut chunk: Pass<'_>, output: Output, split: bool) {
     const NO_BLOCK_WEIGHTS: [f64; MAX_BLOCKS] = [0.0; MAX_BLOCKS];
     let rows = chunk.rows();
     let mut first = 0;
-    // Short rows: 8 rows at a time, no per-row calls.
+    // Short rows: a group at a time, no per-row calls.
     if chunk.cols() <= SHORT_COLS {
         let job = match output {
             Output::Probabilities => ShortJob::Probabilities,

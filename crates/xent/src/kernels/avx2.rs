@@ -5,7 +5,7 @@
 
 use core::arch::x86_64::*;
 
-use super::RowKernels;
+use super::SimdTier;
 use super::vector::F32Vector;
 
 /// Eight f32 lanes in an AVX register.
@@ -279,14 +279,20 @@ unsafe fn lane_mask(n: usize) -> __m256i {
     }
 }
 
-/// The AVX2+FMA kernels. The one value exists only behind [`kernels_unchecked`].
-pub(crate) struct Avx2 {
-    _detected: (),
+/// The AVX2+FMA tier.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2;
+
+// SAFETY: `F32x8` uses AVX2, FMA and F16C, all enabled here.
+unsafe impl SimdTier for Avx2 {
+    type Long = F32x8;
+    type Short = F32x8;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 }
-
-super::vector_tier!(Avx2, F32x8, F32x8, "avx2,fma,f16c");
-
-static AVX2: Avx2 = Avx2 { _detected: () };
 
 /// Whether this CPU has AVX2 and FMA (and F16C, which every AVX2 CPU has, for f16
 /// conversions).
@@ -296,35 +302,23 @@ pub(crate) fn supported() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-/// The AVX2+FMA kernels without a check.
-///
-/// # Safety
-///
-/// [`supported`] has returned true in this process.
-pub(crate) unsafe fn kernels_unchecked() -> &'static dyn RowKernels {
-    &AVX2
+/// The same 256-bit vectors compiled with AVX-512F/VL too (32 registers, mask registers
+/// where the compiler finds a use for them).
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512Vl;
+
+// SAFETY: as for `Avx2`, whose features are among these.
+unsafe impl SimdTier for Avx512Vl {
+    type Long = F32x8;
+    type Short = F32x8;
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 }
-
-/// The same kernels compiled with AVX-512F/VL too. The one value exists only behind
-/// [`kernels_avx512vl`] and [`kernels_avx512vl_unchecked`].
-pub(crate) struct Avx512Vl {
-    _detected: (),
-}
-
-super::vector_tier!(Avx512Vl, F32x8, F32x8, "avx2,fma,f16c,avx512f,avx512vl");
-
-static AVX512VL: Avx512Vl = Avx512Vl { _detected: () };
 
 /// Whether this CPU has what [`supported`] asks and AVX-512F and AVX-512VL.
 pub(crate) fn supported_avx512vl() -> bool {
     supported() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
-}
-
-/// The 256-bit AVX-512VL kernels without a check.
-///
-/// # Safety
-///
-/// [`supported_avx512vl`] has returned true in this process.
-pub(crate) unsafe fn kernels_avx512vl_unchecked() -> &'static dyn RowKernels {
-    &AVX512VL
 }

@@ -4,7 +4,7 @@
 
 use core::arch::x86_64::*;
 
-use super::RowKernels;
+use super::SimdTier;
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 
 /// Sixteen f32 lanes in a ZMM register.
@@ -246,25 +246,23 @@ unsafe impl RowGroups for F32x16 {
     }
 }
 
-/// The 512-bit kernels. The one value exists only behind [`kernels_unchecked`].
-pub(crate) struct Avx512 {
-    _detected: (),
+/// The 512-bit tier: [`F32x16`] for long rows and short-row groups alike.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512;
+
+// SAFETY: `F32x16` uses AVX-512F (with SSE's prefetch and F16C's conversions), all enabled
+// here.
+unsafe impl SimdTier for Avx512 {
+    type Long = F32x16;
+    type Short = F32x16;
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 }
-
-super::vector_tier!(Avx512, F32x16, F32x16, "avx2,fma,f16c,avx512f,avx512vl");
-
-static AVX512: Avx512 = Avx512 { _detected: () };
 
 /// Whether this CPU has AVX2, FMA, F16C, AVX-512F and AVX-512VL.
 pub(crate) fn supported() -> bool {
     super::avx2::supported_avx512vl()
-}
-
-/// The 512-bit kernels without a check.
-///
-/// # Safety
-///
-/// [`supported`] has returned true in this process.
-pub(crate) unsafe fn kernels_unchecked() -> &'static dyn RowKernels {
-    &AVX512
 }

@@ -1,6 +1,7 @@
-//! The row passes, written once over [`F32Vector`]. Each tier instantiates them inside its
-//! own `#[target_feature]` functions (see `vector_tier!` in `mod.rs`), so every call here is
-//! inlined and compiled for that tier's instructions.
+//! The row passes, written once over [`F32Vector`], and [`Simd`], the kernels of every
+//! vector tier: each pass over the tier's vectors, inlined into the tier's one
+//! `#[target_feature]` function ([`SimdTier::enter`]), so every call here is compiled for
+//! that tier's instructions.
 //!
 //! Full vectors run over the row and the tail (fewer than `LANES` values) goes through the
 //! same arithmetic via a padded stack copy: nothing past the row is read or written.
@@ -13,8 +14,8 @@
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 use super::{
-    ClassWeights, GROUP, GradRow, HalfKind, RowIo, SHORT_COLS, SMALLEST_SUBNORMAL, ShortJob,
-    ShortStats, SmoothedTargets, StridedRows,
+    ClassWeights, ExpSums, GROUP, GradRow, HalfKind, RowIo, RowKernels, SHORT_COLS,
+    SMALLEST_SUBNORMAL, ShortJob, ShortStats, SmoothedTargets, StridedRows,
 };
 
 /// How far ahead of the read position the exp passes prefetch: they are compute-bound, and
@@ -852,5 +853,186 @@ pub(crate) unsafe fn narrow<V: F32Vector>(kind: HalfKind, src: &[f32], dst: &mut
     match kind {
         HalfKind::Bf16 => narrow_with!(V, src, dst, store_bf16, half::bf16::from_f32),
         HalfKind::F16 => narrow_with!(V, src, dst, store_f16, half::f16::from_f32),
+    }
+}
+
+/// A vector tier: its vector types and the one function compiled with its target features.
+///
+/// # Safety
+///
+/// The vector types' instructions are among the features `enter` enables.
+pub(crate) unsafe trait SimdTier: Copy + Send + Sync + 'static {
+    /// The vectors of the row passes.
+    type Long: F32Vector;
+    /// The vectors of the short-row groups, a row per lane.
+    type Short: RowGroups;
+
+    /// Runs `f` compiled with the tier's target features (where `f` and what it inlines
+    /// are compiled for them).
+    ///
+    /// # Safety
+    ///
+    /// This CPU has the tier's features.
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R;
+}
+
+/// The kernels of the vector tier `T`. A value exists only on a CPU with `T`'s features
+/// (see [`Simd::new_unchecked`]), which is what makes its methods safe to call.
+#[derive(Clone, Copy)]
+pub(crate) struct Simd<T> {
+    _tier: core::marker::PhantomData<T>,
+}
+
+impl<T: SimdTier> Simd<T> {
+    /// The kernels of tier `T`.
+    ///
+    /// # Safety
+    ///
+    /// This CPU has `T`'s features.
+    pub(crate) unsafe fn new_unchecked() -> Self {
+        Simd {
+            _tier: core::marker::PhantomData,
+        }
+    }
+}
+
+// Every method is a call into the tier's `#[target_feature]` function with the pass
+// inlined there: a direct call (the tier is a type), compiled once per tier.
+//
+// SAFETY (every method): a `Simd<T>` exists only on a CPU with `T`'s features, which is
+// the passes' and `enter`'s one requirement.
+impl<T: SimdTier> RowKernels for Simd<T> {
+    #[inline]
+    fn row_max(&self, x: &[f32], cap: f32) -> f32 {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || row_max::<T::Long>(x, cap),
+            )
+        }
+    }
+
+    #[inline]
+    fn sum_exp(&self, x: &[f32], shift: f32, cap: f32, target: Option<usize>) -> ExpSums {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || sum_exp::<T::Long>(x, shift, cap, target),
+            )
+        }
+    }
+
+    #[inline]
+    fn exp_store_sum(&self, io: RowIo<'_>, shift: f32, target: Option<usize>) -> ExpSums {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || exp_store_sum::<T::Long>(io, shift, target),
+            )
+        }
+    }
+
+    #[inline]
+    fn weighted_shifted_sum(
+        &self,
+        x: &[f32],
+        weights: Option<ClassWeights<'_>>,
+        shift: f32,
+        cap: f32,
+    ) -> f64 {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || weighted_shifted_sum::<T::Long>(x, weights, shift, cap),
+            )
+        }
+    }
+
+    #[inline]
+    fn soft_target_sums(
+        &self,
+        x: &[f32],
+        targets: SmoothedTargets<'_>,
+        weights: Option<ClassWeights<'_>>,
+        shift: f32,
+        cap: f32,
+    ) -> (f64, f64) {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || soft_target_sums::<T::Long>(x, targets, weights, shift, cap),
+            )
+        }
+    }
+
+    #[inline]
+    fn short_rows(&self, rows: StridedRows<'_>, job: &ShortJob<'_>, stats: &mut [ShortStats]) {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || short_rows::<T::Short>(rows, job, stats),
+            )
+        }
+    }
+
+    #[inline]
+    fn widen(&self, kind: HalfKind, src: &[u16], dst: &mut [f32]) {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || widen::<T::Long>(kind, src, dst),
+            )
+        }
+    }
+
+    #[inline]
+    fn narrow(&self, kind: HalfKind, src: &[f32], dst: &mut [u16]) {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || narrow::<T::Long>(kind, src, dst),
+            )
+        }
+    }
+
+    #[inline]
+    fn write_grad(&self, io: RowIo<'_>, coef: &GradRow<'_>) {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || write_grad::<T::Long>(io, coef),
+            )
+        }
+    }
+
+    #[inline]
+    fn scale_exp(&self, out: &mut [f32], coef: &GradRow<'_>) {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || scale_exp::<T::Long>(out, coef),
+            )
+        }
+    }
+
+    #[inline]
+    fn write_log_probs(&self, io: RowIo<'_>, max: f32, ln_sum: f32) {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || write_log_probs::<T::Long>(io, max, ln_sum),
+            )
+        }
     }
 }

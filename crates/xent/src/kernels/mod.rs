@@ -20,6 +20,7 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
+pub(crate) use generic::{Simd, SimdTier};
 pub(crate) use short::{
     GROUP, GROUPS_PER_CALL, SHORT_COLS, ShortJob, ShortLoss, ShortStats, ShortTargets, StridedIo,
     StridedRows,
@@ -269,10 +270,14 @@ impl ExpSums {
     }
 }
 
-/// The arithmetic over one row (or a block of one), written once per instruction-set
-/// tier. Every method reads exactly the values it is given (no padding) and no value after
-/// writing it.
-pub(crate) trait RowKernels: Sync {
+/// The arithmetic over one row (or a block of one) on one instruction-set tier: the scalar
+/// tier's loops, or `generic.rs` over a tier's vectors ([`generic::Simd`]). Every method
+/// reads exactly the values it is given (no padding) and no value after writing it.
+///
+/// A tier is a zero-sized type, and the row driver is generic over it (see
+/// `dispatch::Work`): the driver is compiled once per tier and calls each kernel directly,
+/// never through a pointer.
+pub(crate) trait RowKernels: Copy + Send + Sync {
     /// max_c x'_c. Need not see NaN: a NaN in the row makes the exp sums NaN.
     fn row_max(&self, x: &[f32], cap: f32) -> f32;
 
@@ -334,194 +339,6 @@ pub(crate) trait RowKernels: Sync {
     /// first keeps the low bits of large logits.
     fn write_log_probs(&self, io: RowIo<'_>, max: f32, ln_sum: f32);
 }
-
-/// Implements [`RowKernels`] for a tier by instantiating `generic.rs` over its vector type
-/// (and the short-row kernels over its 8-lane type), each pass inside a function compiled
-/// with the tier's target features.
-///
-/// The caller of the macro guarantees that a value of `$tier` exists only on a CPU with
-/// those features.
-macro_rules! vector_tier {
-    ($tier:ty, $vector:ty, $short:ty $(, $feature:literal)?) => {
-        impl $crate::kernels::RowKernels for $tier {
-            fn row_max(&self, x: &[f32], cap: f32) -> f32 {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(x: &[f32], cap: f32) -> f32 {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::row_max::<$vector>(x, cap) }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(x, cap) }
-            }
-
-            fn sum_exp(
-                &self,
-                x: &[f32],
-                shift: f32,
-                cap: f32,
-                target: Option<usize>,
-            ) -> $crate::kernels::ExpSums {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(
-                    x: &[f32],
-                    shift: f32,
-                    cap: f32,
-                    target: Option<usize>,
-                ) -> $crate::kernels::ExpSums {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::sum_exp::<$vector>(x, shift, cap, target) }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(x, shift, cap, target) }
-            }
-
-            fn exp_store_sum(
-                &self,
-                io: $crate::kernels::RowIo<'_>,
-                shift: f32,
-                target: Option<usize>,
-            ) -> $crate::kernels::ExpSums {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(
-                    io: $crate::kernels::RowIo<'_>,
-                    shift: f32,
-                    target: Option<usize>,
-                ) -> $crate::kernels::ExpSums {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::exp_store_sum::<$vector>(io, shift, target) }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(io, shift, target) }
-            }
-
-            fn weighted_shifted_sum(
-                &self,
-                x: &[f32],
-                weights: Option<$crate::kernels::ClassWeights<'_>>,
-                shift: f32,
-                cap: f32,
-            ) -> f64 {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(
-                    x: &[f32],
-                    weights: Option<$crate::kernels::ClassWeights<'_>>,
-                    shift: f32,
-                    cap: f32,
-                ) -> f64 {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe {
-                        $crate::kernels::generic::weighted_shifted_sum::<$vector>(
-                            x, weights, shift, cap,
-                        )
-                    }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(x, weights, shift, cap) }
-            }
-
-            fn soft_target_sums(
-                &self,
-                x: &[f32],
-                targets: $crate::kernels::SmoothedTargets<'_>,
-                weights: Option<$crate::kernels::ClassWeights<'_>>,
-                shift: f32,
-                cap: f32,
-            ) -> (f64, f64) {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(
-                    x: &[f32],
-                    targets: $crate::kernels::SmoothedTargets<'_>,
-                    weights: Option<$crate::kernels::ClassWeights<'_>>,
-                    shift: f32,
-                    cap: f32,
-                ) -> (f64, f64) {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe {
-                        $crate::kernels::generic::soft_target_sums::<$vector>(
-                            x, targets, weights, shift, cap,
-                        )
-                    }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(x, targets, weights, shift, cap) }
-            }
-
-            fn short_rows(
-                &self,
-                rows: $crate::kernels::StridedRows<'_>,
-                job: &$crate::kernels::ShortJob<'_>,
-                stats: &mut [$crate::kernels::ShortStats],
-            ) {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(
-                    rows: $crate::kernels::StridedRows<'_>,
-                    job: &$crate::kernels::ShortJob<'_>,
-                    stats: &mut [$crate::kernels::ShortStats],
-                ) {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::short_rows::<$short>(rows, job, stats) }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(rows, job, stats) }
-            }
-
-            fn widen(&self, kind: $crate::kernels::HalfKind, src: &[u16], dst: &mut [f32]) {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(kind: $crate::kernels::HalfKind, src: &[u16], dst: &mut [f32]) {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::widen::<$vector>(kind, src, dst) }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(kind, src, dst) }
-            }
-
-            fn narrow(&self, kind: $crate::kernels::HalfKind, src: &[f32], dst: &mut [u16]) {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(kind: $crate::kernels::HalfKind, src: &[f32], dst: &mut [u16]) {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::narrow::<$vector>(kind, src, dst) }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(kind, src, dst) }
-            }
-
-            fn write_grad(
-                &self,
-                io: $crate::kernels::RowIo<'_>,
-                coef: &$crate::kernels::GradRow<'_>,
-            ) {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(io: $crate::kernels::RowIo<'_>, coef: &$crate::kernels::GradRow<'_>) {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::write_grad::<$vector>(io, coef) }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(io, coef) }
-            }
-
-            fn scale_exp(&self, out: &mut [f32], coef: &$crate::kernels::GradRow<'_>) {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(out: &mut [f32], coef: &$crate::kernels::GradRow<'_>) {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::scale_exp::<$vector>(out, coef) }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(out, coef) }
-            }
-
-            fn write_log_probs(&self, io: $crate::kernels::RowIo<'_>, max: f32, ln_sum: f32) {
-                $(#[target_feature(enable = $feature)])?
-                unsafe fn imp(io: $crate::kernels::RowIo<'_>, max: f32, ln_sum: f32) {
-                    // SAFETY: runs only where the tier's features exist (see below).
-                    unsafe { $crate::kernels::generic::write_log_probs::<$vector>(io, max, ln_sum) }
-                }
-                // SAFETY: a value of this tier exists only on a CPU with its features.
-                unsafe { imp(io, max, ln_sum) }
-            }
-        }
-    };
-}
-pub(crate) use vector_tier;
 
 /// x' = c·tanh(x/c) for c > 0, x itself for c = 0 (±∞ map to ±c).
 #[inline(always)]

@@ -122,7 +122,17 @@ unsafe fn transpose8(rows: [Wide; 8]) -> [Wide; 8] {
 /// Each lane's index, for lane masks.
 const LANE_INDEX: f32x8 = f32x8::new([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
 
-/// The portable kernels; available on every CPU the build runs on.
+/// The portable tier; available on every CPU the build runs on.
+#[derive(Clone, Copy)]
 pub(crate) struct Portable;
 
-super::vector_tier!(Portable, Wide, Wide);
+// SAFETY: `Wide` uses only the compilation target's instructions.
+unsafe impl super::SimdTier for Portable {
+    type Long = Wide;
+    type Short = Wide;
+
+    #[inline(always)]
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}

@@ -18,6 +18,7 @@ impl ExpSums {
 }
 
 /// Plain Rust loops, no SIMD.
+#[derive(Clone, Copy)]
 pub(crate) struct Scalar;
 
 /// Overwrites each output element with `f(c, x_c)`, reading x_c first.

@@ -2,7 +2,7 @@
 //! phase 2 (the output) on the active kernel tier, short rows in groups, and the
 //! forward and backward calls that run them.
 
-use crate::dispatch::kernels;
+use crate::dispatch::{Work, on_tier};
 use crate::dtype::{self, Logit, Stat};
 use crate::error::{Error, Result};
 use crate::kernels::{
@@ -137,9 +137,49 @@ impl<T: Logit> Chunk<'_, T> {
     }
 }
 
+/// [`forward_chunk`] on the tier in force. Not generic, so that the driver's instances
+/// (one per tier) are compiled once, in this crate, not in every crate that calls the
+/// generic public functions.
+fn forward_on_tier(plan: &Plan<'_>, chunk: Chunk<'_>) -> Partial {
+    on_tier(Forward { plan, chunk })
+}
+
+/// [`backward_chunk`] on the tier in force; not generic, as [`forward_on_tier`].
+fn backward_on_tier(plan: &Plan<'_>, chunk: Chunk<'_>) {
+    on_tier(Backward { plan, chunk })
+}
+
+/// [`forward_chunk`] with its arguments, for [`on_tier`].
+struct Forward<'p, 'c> {
+    plan: &'p Plan<'p>,
+    chunk: Chunk<'c>,
+}
+
+impl Work for Forward<'_, '_> {
+    type Output = Partial;
+
+    fn run<K: RowKernels>(self, k: K) -> Partial {
+        forward_chunk(k, self.plan, self.chunk)
+    }
+}
+
+/// [`backward_chunk`] with its arguments, for [`on_tier`].
+struct Backward<'p, 'c> {
+    plan: &'p Plan<'p>,
+    chunk: Chunk<'c>,
+}
+
+impl Work for Backward<'_, '_> {
+    type Output = ();
+
+    fn run<K: RowKernels>(self, k: K) {
+        backward_chunk(k, self.plan, self.chunk)
+    }
+}
+
 /// The forward (and fused gradient) of one chunk: short rows in groups where the options
 /// allow it, every other row on its own.
-fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> Partial {
+fn forward_chunk<K: RowKernels>(k: K, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> Partial {
     let mut partial = Partial::default();
     let rows = chunk.pass.rows();
     let mut i = 0;
@@ -157,8 +197,8 @@ fn forward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> P
 }
 
 /// Row `i` on its own: phase 1 in column blocks, then the loss and phase 2.
-fn forward_row(
-    k: &dyn RowKernels,
+fn forward_row<K: RowKernels>(
+    k: K,
     plan: &Plan<'_>,
     chunk: &mut Chunk<'_>,
     i: usize,
@@ -166,10 +206,17 @@ fn forward_row(
 ) {
     let Some(target) = row_target(&chunk.targets, i, plan.options.ignore_index) else {
         // The lse of an ignored row costs a pass only when it is asked for.
-        let stats = chunk.lse_out.is_some().then(|| {
+        let stats = if chunk.lse_out.is_some() {
             let src = RowSrc::Read(chunk.pass.input(i));
-            row_stats(k, src, &plan.gather(None, false), plan.split_rows)
-        });
+            Some(row_stats(
+                k,
+                src,
+                &plan.gather(None, false),
+                plan.split_rows,
+            ))
+        } else {
+            None
+        };
         ignored_row(chunk, i, stats.as_ref());
         return;
     };
@@ -188,8 +235,8 @@ fn forward_row(
 
 /// Rows `first..first + GROUP·groups`, all short, hard targets, no smoothing, no softcap:
 /// one kernel call computes every row's terms and gradient lane-wise.
-fn forward_groups(
-    k: &dyn RowKernels,
+fn forward_groups<K: RowKernels>(
+    k: K,
     plan: &Plan<'_>,
     chunk: &mut Chunk<'_>,
     first: usize,
@@ -315,8 +362,8 @@ fn ignored_row(chunk: &mut Chunk<'_>, i: usize, stats: Option<&RowStats>) {
     clippy::too_many_arguments,
     reason = "one row's whole state, used in two places"
 )]
-fn counted_row(
-    k: &dyn RowKernels,
+fn counted_row<K: RowKernels>(
+    k: K,
     plan: &Plan<'_>,
     chunk: &mut Chunk<'_>,
     i: usize,
@@ -353,7 +400,7 @@ fn counted_row(
 }
 
 /// The gradient of one chunk from its saved lse: p = exp(x' − lse), one pass.
-fn backward_chunk(k: &dyn RowKernels, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
+fn backward_chunk<K: RowKernels>(k: K, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
     let lse_in = chunk.lse_in.expect("backward reads the saved lse");
     for i in 0..chunk.pass.rows() {
         let target = row_target(&chunk.targets, i, plan.options.ignore_index);
@@ -434,10 +481,9 @@ pub(super) fn run_forward<T: Logit>(
         lse_in: None,
         dloss: None,
     };
-    let k = kernels();
     let partials = for_each_chunk(chunk, cols, |c| match c.into_kind() {
         ChunkKind::F64(c) => f64_rows::forward_chunk(&plan, c),
-        ChunkKind::F32(c) => c.run_as_f32(|c| forward_chunk(k, &plan, c)),
+        ChunkKind::F32(c) => c.run_as_f32(|chunk| forward_on_tier(&plan, chunk)),
     });
     if !per_row {
         let total = partials.iter().fold(Partial::default(), |acc, p| Partial {
@@ -486,10 +532,9 @@ pub(super) fn run_backward<T: Logit>(
         lse_in: Some(lse),
         dloss: if per_row { Some(dloss) } else { None },
     };
-    let k = kernels();
     for_each_chunk(chunk, cols, |c| match c.into_kind() {
         ChunkKind::F64(c) => f64_rows::backward_chunk(&plan, c),
-        ChunkKind::F32(c) => c.run_as_f32(|c| backward_chunk(k, &plan, c)),
+        ChunkKind::F32(c) => c.run_as_f32(|chunk| backward_on_tier(&plan, chunk)),
     });
     Ok(())
 }

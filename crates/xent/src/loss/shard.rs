@@ -16,7 +16,7 @@ use super::{
     Columns, Counts, Partial, Plan, RowSums, RowTarget, TargetProb, check_targets, row_loss,
     row_target,
 };
-use crate::dispatch::kernels;
+use crate::dispatch::{Work, on_tier};
 use crate::error::{Error, Result};
 use crate::kernels::{RowKernels, softcap};
 use crate::options::{Options, Reduction};
@@ -271,23 +271,46 @@ pub(super) fn slice_stats(
         Some(w) => w.values.iter().map(|&w| f64::from(w)).sum(),
         None => logits.cols() as f64,
     };
-    let k = kernels();
     let chunk = StatsChunk {
         logits,
         targets,
         out,
     };
-    for_each_chunk(chunk, plan.columns.cols, |c| {
+    for_each_chunk(chunk, plan.columns.cols, |chunk| {
+        on_tier(SliceRows {
+            plan,
+            chunk,
+            slice_weight,
+        })
+    });
+}
+
+/// The rows of a chunk of a slice summed up, on the tier in force.
+struct SliceRows<'p, 'c> {
+    plan: &'p Plan<'p>,
+    chunk: StatsChunk<'c>,
+    slice_weight: f64,
+}
+
+impl Work for SliceRows<'_, '_> {
+    type Output = ();
+
+    fn run<K: RowKernels>(self, k: K) {
+        let SliceRows {
+            plan,
+            chunk: c,
+            slice_weight,
+        } = self;
         for i in 0..c.logits.rows() {
             let target = row_target(&c.targets, i, plan.options.ignore_index);
             c.out[i] = slice_row(k, plan, c.logits.row(i), target, slice_weight);
         }
-    });
+    }
 }
 
 /// One row of a slice summed up.
-fn slice_row(
-    k: &dyn RowKernels,
+fn slice_row<K: RowKernels>(
+    k: K,
     plan: &Plan<'_>,
     x: &[f32],
     target: Option<RowTarget<'_>>,
@@ -462,13 +485,27 @@ pub(super) fn slice_grad(
     targets: Targets<'_>,
     merged: &[ShardRow],
 ) {
-    let k = kernels();
     let chunk = GradChunk {
         pass,
         targets,
         merged,
     };
-    for_each_chunk(chunk, plan.columns.cols, |mut c| {
+    for_each_chunk(chunk, plan.columns.cols, |chunk| {
+        on_tier(SliceGrad { plan, chunk })
+    });
+}
+
+/// The gradient of a chunk of a slice's rows, on the tier in force.
+struct SliceGrad<'p, 'c> {
+    plan: &'p Plan<'p>,
+    chunk: GradChunk<'c>,
+}
+
+impl Work for SliceGrad<'_, '_> {
+    type Output = ();
+
+    fn run<K: RowKernels>(self, k: K) {
+        let SliceGrad { plan, chunk: mut c } = self;
         for i in 0..c.pass.rows() {
             let target = row_target(&c.targets, i, plan.options.ignore_index);
             let Some(mut io) = c.pass.io(i) else {
@@ -490,7 +527,7 @@ pub(super) fn slice_grad(
             let exps = Exps::FromLogits { shift: row.max };
             write_row(k, io, &grad, exps, plan.split_rows);
         }
-    });
+    }
 }
 
 /// The loss (and each row's lse) of a sharded batch from its merged rows, without a

@@ -151,6 +151,10 @@ fn build_pool(threads: usize) -> Result<ThreadPool, Refused> {
 /// a mapping of its own (128 KiB), so that freeing it keeps it in the allocator.
 const START_RESERVE: usize = 64 << 10;
 
+/// Memory the pool's builder reserves before starting each thread (see [`Gate::spawn`]):
+/// several times what the start allocates, below glibc's threshold for a mapping of its own.
+const SPAWN_RESERVE: usize = 4 << 10;
+
 /// Where a pool's threads wait until the pool is known to be whole.
 #[derive(Default)]
 struct Gate {
@@ -180,7 +184,16 @@ impl Gate {
     }
 
     /// Starts one of the pool's threads, gated (rayon's spawn handler).
+    ///
+    /// Starting a thread allocates a few hundred bytes here (its name, its boxed body, the
+    /// start's box), where an allocation the system refuses would abort: the stacks of the
+    /// threads already started may have used up the address space. So the memory is
+    /// reserved first, failing gracefully, and freed just before those allocations, which
+    /// then come from it; the handle's slot is reserved before the thread exists.
     fn spawn(self: &Arc<Self>, thread: ThreadBuilder) -> std::io::Result<()> {
+        let refused = || std::io::Error::from(std::io::ErrorKind::OutOfMemory);
+        self.lock().threads.try_reserve(1).map_err(|_| refused())?;
+        drop(Reserve::new(SPAWN_RESERVE).ok_or_else(refused)?);
         let gate = Arc::clone(self);
         let name = thread.name().map(str::to_owned);
         let stack = thread.stack_size();

@@ -23,11 +23,6 @@ pub(crate) trait Work {
     fn run<K: RowKernels>(self, k: K) -> Self::Output;
 }
 
-/// Runs `work` with `k`.
-fn run_on<K: RowKernels, W: Work>(k: K, work: W) -> W::Output {
-    work.run(k)
-}
-
 /// The instruction-set tiers, from the most capable down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tier {
@@ -135,21 +130,21 @@ impl Tier {
             #[cfg(target_arch = "x86_64")]
             Tier::Avx512 => {
                 // SAFETY: the function's contract.
-                run_on(unsafe { Simd::<avx512::Avx512>::new_unchecked() }, work)
+                work.run(unsafe { Simd::<avx512::Avx512>::new_unchecked() })
             }
             #[cfg(target_arch = "x86_64")]
             Tier::Avx512Vl => {
                 // SAFETY: the function's contract.
-                run_on(unsafe { Simd::<avx2::Avx512Vl>::new_unchecked() }, work)
+                work.run(unsafe { Simd::<avx2::Avx512Vl>::new_unchecked() })
             }
             #[cfg(target_arch = "x86_64")]
             Tier::Avx2 => {
                 // SAFETY: the function's contract.
-                run_on(unsafe { Simd::<avx2::Avx2>::new_unchecked() }, work)
+                work.run(unsafe { Simd::<avx2::Avx2>::new_unchecked() })
             }
             // SAFETY: the portable tier needs nothing but the build's target.
-            Tier::Portable => run_on(unsafe { Simd::<Portable>::new_unchecked() }, work),
-            Tier::Scalar => run_on(Scalar, work),
+            Tier::Portable => work.run(unsafe { Simd::<Portable>::new_unchecked() }),
+            Tier::Scalar => work.run(Scalar),
         }
     }
 }

@@ -285,8 +285,7 @@ pub(crate) struct Avx2;
 
 // SAFETY: `F32x8` uses AVX2, FMA and F16C, all enabled here.
 unsafe impl SimdTier for Avx2 {
-    type Long = F32x8;
-    type Short = F32x8;
+    type Vector = F32x8;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
@@ -309,8 +308,7 @@ pub(crate) struct Avx512Vl;
 
 // SAFETY: as for `Avx2`, whose features are among these.
 unsafe impl SimdTier for Avx512Vl {
-    type Long = F32x8;
-    type Short = F32x8;
+    type Vector = F32x8;
 
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
     unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {

@@ -253,8 +253,7 @@ pub(crate) struct Avx512;
 // SAFETY: `F32x16` uses AVX-512F (with SSE's prefetch and F16C's conversions), all enabled
 // here.
 unsafe impl SimdTier for Avx512 {
-    type Long = F32x16;
-    type Short = F32x16;
+    type Vector = F32x16;
 
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
     unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {

@@ -862,10 +862,8 @@ pub(crate) unsafe fn narrow<V: F32Vector>(kind: HalfKind, src: &[f32], dst: &mut
 ///
 /// The vector types' instructions are among the features `enter` enables.
 pub(crate) unsafe trait SimdTier: Copy + Send + Sync + 'static {
-    /// The vectors of the row passes.
-    type Long: F32Vector;
-    /// The vectors of the short-row groups, a row per lane.
-    type Short: RowGroups;
+    /// The tier's vectors: the row passes', and the short-row groups' (a row per lane).
+    type Vector: RowGroups;
 
     /// Runs `f` compiled with the tier's target features (where `f` and what it inlines
     /// are compiled for them).
@@ -908,7 +906,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || row_max::<T::Long>(x, cap),
+                move || row_max::<T::Vector>(x, cap),
             )
         }
     }
@@ -919,7 +917,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || sum_exp::<T::Long>(x, shift, cap, target),
+                move || sum_exp::<T::Vector>(x, shift, cap, target),
             )
         }
     }
@@ -930,7 +928,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || exp_store_sum::<T::Long>(io, shift, target),
+                move || exp_store_sum::<T::Vector>(io, shift, target),
             )
         }
     }
@@ -947,7 +945,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || weighted_shifted_sum::<T::Long>(x, weights, shift, cap),
+                move || weighted_shifted_sum::<T::Vector>(x, weights, shift, cap),
             )
         }
     }
@@ -965,7 +963,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || soft_target_sums::<T::Long>(x, targets, weights, shift, cap),
+                move || soft_target_sums::<T::Vector>(x, targets, weights, shift, cap),
             )
         }
     }
@@ -976,7 +974,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || short_rows::<T::Short>(rows, job, stats),
+                move || short_rows::<T::Vector>(rows, job, stats),
             )
         }
     }
@@ -987,7 +985,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || widen::<T::Long>(kind, src, dst),
+                move || widen::<T::Vector>(kind, src, dst),
             )
         }
     }
@@ -998,7 +996,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || narrow::<T::Long>(kind, src, dst),
+                move || narrow::<T::Vector>(kind, src, dst),
             )
         }
     }
@@ -1009,7 +1007,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || write_grad::<T::Long>(io, coef),
+                move || write_grad::<T::Vector>(io, coef),
             )
         }
     }
@@ -1020,7 +1018,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || scale_exp::<T::Long>(out, coef),
+                move || scale_exp::<T::Vector>(out, coef),
             )
         }
     }
@@ -1031,7 +1029,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || write_log_probs::<T::Long>(io, max, ln_sum),
+                move || write_log_probs::<T::Vector>(io, max, ln_sum),
             )
         }
     }

@@ -128,8 +128,7 @@ pub(crate) struct Portable;
 
 // SAFETY: `Wide` uses only the compilation target's instructions.
 unsafe impl super::SimdTier for Portable {
-    type Long = Wide;
-    type Short = Wide;
+    type Vector = Wide;
 
     #[inline(always)]
     unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {

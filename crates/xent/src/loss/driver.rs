@@ -206,17 +206,10 @@ fn forward_row<K: RowKernels>(
 ) {
     let Some(target) = row_target(&chunk.targets, i, plan.options.ignore_index) else {
         // The lse of an ignored row costs a pass only when it is asked for.
-        let stats = if chunk.lse_out.is_some() {
+        let stats = chunk.lse_out.is_some().then(|| {
             let src = RowSrc::Read(chunk.pass.input(i));
-            Some(row_stats(
-                k,
-                src,
-                &plan.gather(None, false),
-                plan.split_rows,
-            ))
-        } else {
-            None
-        };
+            row_stats(k, src, &plan.gather(None, false), plan.split_rows)
+        });
         ignored_row(chunk, i, stats.as_ref());
         return;
     };

@@ -5,9 +5,9 @@
 # slower than native code, so this is a bounded subset (about 4 minutes on 2 cores, each
 # run under a time limit so that CI cannot hang), and the tests shrink their sizes under
 # `cfg(miri)`. The AVX2 and AVX-512 tiers cannot run: under Miri the CPU has no features
-# beyond the target's (SSE2), so the detected tier is the portable one. The scalar tier is
-# safe Rust (its loops index slices), and everything around the kernels is the same code
-# on both, so CI leaves it to the full runs (`-Zmiri-env-set=XENT_SIMD=scalar`).
+# beyond the target's (SSE2), so the detected tier is the portable one. The scalar tier
+# runs the same passes over one-lane vectors, so CI leaves it to the full runs
+# (`-Zmiri-env-set=XENT_SIMD=scalar`); the kernel tests run it here too.
 #
 # The rest of the suite runs the same way, `cargo +nightly-2026-05-20 miri test -p xent`
 # with the flags below (Tree Borrows for the tests that start threads); the five tests

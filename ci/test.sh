@@ -13,7 +13,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The whole suite once, on the detected tier (the best this CPU has). Its kernel tests
 # (`kernels::tests`, and the exp, ln and tanh sweeps) run every tier the CPU has in that
-# one process against the scalar tier, on every length 1..=67, 1000, 32003, misaligned
+# one process against a naive reference, on every length 1..=67, 1000, 32003, misaligned
 # rows, tails and special values; the semantics above the kernels are the same code on
 # every tier. The edge cases (−∞/NaN rows, extreme but finite scales) then run once more
 # through the whole stack on each lower tier, forced: cheap, and where a tier's kernel

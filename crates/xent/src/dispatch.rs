@@ -37,7 +37,7 @@ enum Tier {
     Avx2,
     /// `wide` vectors with the instructions of the compilation target (SSE2, NEON).
     Portable,
-    /// One element at a time; runs everywhere.
+    /// The same passes over one-lane vectors; runs everywhere.
     Scalar,
 }
 
@@ -144,7 +144,8 @@ impl Tier {
             }
             // SAFETY: the portable tier needs nothing but the build's target.
             Tier::Portable => work.run(unsafe { Simd::<Portable>::new_unchecked() }),
-            Tier::Scalar => work.run(Scalar),
+            // SAFETY: the scalar tier needs nothing but the build's target.
+            Tier::Scalar => work.run(unsafe { Simd::<Scalar>::new_unchecked() }),
         }
     }
 }

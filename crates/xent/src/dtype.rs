@@ -1,24 +1,23 @@
 //! The element types logits may have: f32, f64, and the 16-bit floats `half::bf16` and
 //! `half::f16`. f64 logits take their own path, in f64 throughout (`loss/f64_rows.rs`).
 //!
-//! A 16-bit batch runs chunk by chunk (the same chunks as f32, about 65536 values): the
-//! chunk's rows are widened into a per-thread f32 buffer (exact), the f32 kernels run on it
-//! in place, and the result is rounded once into the output (nearest, ties to even). So
-//! every term of a gradient entry — p_y − 1 included — is combined in f32 and rounded a
-//! single time; rounding p_y first would lose the whole gradient at p_y ≈ 1. Loss and lse
-//! stay f32. The buffer is a chunk (or one long row) of f32, reused by each thread; one
-//! longer than 1 MiB is freed when its call returns.
+//! The kernels read 16-bit logits directly, widening each vector to f32 as they load it
+//! (exact), and round each output once as they store it (nearest, ties to even). So every
+//! term of a gradient entry — p_y − 1 included — is combined in f32 and rounded a single
+//! time; rounding p_y first would lose the whole gradient at p_y ≈ 1. Loss and lse stay
+//! f32. The exponentials a gradient row is made from are kept in f32 too, in a buffer of
+//! the row's length per thread ([`ExpBuffers`]) owned by the call; a row longer than
+//! [`EXP_BUFFER_MAX`] values, or one that finds its thread's buffer in use, recomputes
+//! them from the logits instead, so a call never holds more than 1 MiB per thread and
+//! nothing after it returns.
 
-use core::cell::RefCell;
+use std::sync::Mutex;
 
-use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::dispatch::{Work, on_tier};
-use crate::kernels::{HalfKind, RowKernels};
-use crate::pass::Pass;
+use crate::kernels::{Elem, RowKernels};
 use crate::rows::{Rows, RowsMut};
-use crate::schedule::SplitRows;
 
 mod sealed {
     /// Only this crate's element types implement [`super::Logit`] and [`super::Stat`].
@@ -141,28 +140,23 @@ impl Logit for f32 {
     }
 }
 
-/// A conversion between the bits of 16-bit values and f32, on the tier in force.
-enum Convert<'a> {
-    /// Widens each value (exact).
-    Widen(HalfKind, &'a [u16], &'a mut [f32]),
-    /// Rounds each value to nearest, ties to even.
-    Narrow(HalfKind, &'a [f32], &'a mut [u16]),
+/// A conversion of each value of `src` into `dst`, on the tier in force.
+struct Convert<'a, I, O> {
+    src: &'a [I],
+    dst: &'a mut [O],
 }
 
-impl Work for Convert<'_> {
+impl<I: Elem, O: Elem> Work for Convert<'_, I, O> {
     type Output = ();
 
     fn run<K: RowKernels>(self, k: K) {
-        match self {
-            Convert::Widen(kind, src, dst) => k.widen(kind, src, dst),
-            Convert::Narrow(kind, src, dst) => k.narrow(kind, src, dst),
-        }
+        k.convert(self.src, self.dst)
     }
 }
 
-/// `Logit` for a 16-bit type whose bits the kernels convert as `$kind`.
+/// `Logit` for a 16-bit type.
 macro_rules! half_logit {
-    ($t:ty, $kind:expr) => {
+    ($t:ty) => {
         impl Logit for $t {
             type Stat = f32;
 
@@ -187,18 +181,18 @@ macro_rules! half_logit {
             }
 
             fn widen(src: &[$t], dst: &mut [f32]) {
-                on_tier(Convert::Widen($kind, src.reinterpret_cast(), dst));
+                on_tier(Convert { src, dst });
             }
 
             fn narrow(src: &[f32], dst: &mut [$t]) {
-                on_tier(Convert::Narrow($kind, src, dst.reinterpret_cast_mut()));
+                on_tier(Convert { src, dst });
             }
         }
     };
 }
 
-half_logit!(bf16, HalfKind::Bf16);
-half_logit!(f16, HalfKind::F16);
+half_logit!(bf16);
+half_logit!(f16);
 
 impl Logit for f64 {
     type Stat = f64;
@@ -238,75 +232,102 @@ impl Logit for f64 {
     }
 }
 
-/// Runs `f` on `pass` as f32 rows: directly for f32, else on a widened f32 copy of the
-/// rows, whose result (if the pass writes one) is then rounded into the pass's output.
-pub(crate) fn run_as_f32<T: Logit, R>(pass: Pass<'_, T>, f: impl FnOnce(Pass<'_, f32>) -> R) -> R {
-    let pass = match pass.into_f32() {
-        Ok(pass) => return f(pass),
-        Err(pass) => pass,
-    };
-    let (rows, cols) = (pass.rows(), pass.cols());
-    with_scratch(rows * cols, |scratch| {
-        for (i, dst) in scratch.chunks_exact_mut(cols.max(1)).enumerate() {
-            T::widen(pass.input(i), dst);
-        }
-        let packed = "validated shapes make packed views";
-        match pass {
-            Pass::Forward(_) => f(Pass::Forward(
-                Rows::new(scratch, rows, cols, cols).expect(packed),
-            )),
-            Pass::Separate(_, mut out) => {
-                let result = f(Pass::InPlace(
-                    RowsMut::new(&mut *scratch, rows, cols, cols).expect(packed),
-                ));
-                for (i, src) in scratch.chunks_exact(cols.max(1)).enumerate() {
-                    T::narrow(src, out.row_mut(i));
-                }
-                result
-            }
-            Pass::InPlace(mut x) => {
-                let result = f(Pass::InPlace(
-                    RowsMut::new(&mut *scratch, rows, cols, cols).expect(packed),
-                ));
-                for (i, src) in scratch.chunks_exact(cols.max(1)).enumerate() {
-                    T::narrow(src, x.row_mut(i));
-                }
-                result
-            }
-        }
-    })
+/// The longest row whose exponentials a 16-bit call keeps in f32: 1 MiB of them.
+pub(crate) const EXP_BUFFER_MAX: usize = (1 << 20) / size_of::<f32>();
+
+/// The f32 buffers in which a 16-bit call keeps a row's exponentials between its two
+/// phases: one per thread of the pool the call runs on (and one for a thread outside it),
+/// each allocated at its first use and all freed with the call.
+pub(crate) struct ExpBuffers {
+    slots: Vec<Mutex<Vec<f32>>>,
+    /// The length of each buffer: the row length, 0 when rows are f32 (whose exponentials
+    /// go to their output) or longer than [`EXP_BUFFER_MAX`].
+    len: usize,
 }
 
-/// The most a thread's f32 buffer keeps between calls: 1 MiB. A chunk of a batch (about
-/// 65536 values) fits; a longer row's buffer is freed when its call is done, so that one
-/// call on a long row does not leave its size resident for the life of the thread.
-const SCRATCH_KEPT: usize = (1 << 20) / size_of::<f32>();
-
-/// Runs `f` on `len` values of this thread's f32 buffer (grown as needed), or on a fresh
-/// one when the buffer is already in use further up this thread's stack (rayon may run
-/// another chunk here while a long row's blocks wait).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    thread_local! {
-        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            let result = f(&mut buf[..len]);
-            if buf.capacity() > SCRATCH_KEPT {
-                *buf = Vec::new();
-            }
-            result
+impl ExpBuffers {
+    /// Buffers for the rows of `cols` values of a call with logits of type `T`.
+    pub(crate) fn new<T: Logit>(cols: usize) -> Self {
+        let half = core::any::TypeId::of::<T>() == core::any::TypeId::of::<bf16>()
+            || core::any::TypeId::of::<T>() == core::any::TypeId::of::<f16>();
+        let len = if half && cols <= EXP_BUFFER_MAX {
+            cols
+        } else {
+            0
+        };
+        let threads = if len > 0 {
+            rayon::current_num_threads() + 1
+        } else {
+            0
+        };
+        ExpBuffers {
+            slots: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
+            len,
         }
-        Err(_) => f(&mut vec![0.0; len]),
-    })
+    }
+
+    /// Runs `f` with this thread's buffer, or with `None` when there is none (f32 rows,
+    /// long rows, a buffer in use further up this thread's stack, or no memory for it).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(Option<&mut [f32]>) -> R) -> R {
+        if self.slots.is_empty() {
+            return f(None);
+        }
+        let slot = rayon::current_thread_index().map_or(0, |i| i + 1) % self.slots.len();
+        let Ok(mut buffer) = self.slots[slot].try_lock() else {
+            return f(None);
+        };
+        if buffer.len() < self.len {
+            if buffer.try_reserve_exact(self.len).is_err() {
+                return f(None);
+            }
+            buffer.resize(self.len, 0.0);
+        }
+        f(Some(&mut buffer[..self.len]))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks the kernels' conversions of `$t` against the `half` crate's on `$all` (bit
+    /// patterns, widened) and `$samples` (f32 values, rounded).
+    macro_rules! check_conversions {
+        ($t:ty, $all:expr, $samples:expr) => {{
+            let all: Vec<$t> = $all.iter().map(|&b| <$t>::from_bits(b)).collect();
+            let mut wide = vec![0.0f32; all.len()];
+            on_tier(Convert {
+                src: &all,
+                dst: &mut wide,
+            });
+            for (&h, &w) in all.iter().zip(&wide) {
+                let want = h.to_f32();
+                assert!(
+                    w.to_bits() == want.to_bits() || (w.is_nan() && want.is_nan()),
+                    "{} {:#06x}: {w} vs {want}",
+                    stringify!($t),
+                    h.to_bits()
+                );
+            }
+            let samples: &[f32] = $samples;
+            let mut narrow = vec![<$t>::from_f32(0.0); samples.len()];
+            on_tier(Convert {
+                src: samples,
+                dst: &mut narrow,
+            });
+            for (&x, &got) in samples.iter().zip(&narrow) {
+                let want = <$t>::from_f32(x);
+                assert!(
+                    got.to_bits() == want.to_bits() || (x.is_nan() && got.is_nan()),
+                    "{} {x:e} ({:#010x}): {:#06x} vs {:#06x}",
+                    stringify!($t),
+                    x.to_bits(),
+                    got.to_bits(),
+                    want.to_bits()
+                );
+            }
+        }};
+    }
 
     /// The kernels' conversions agree with the `half` crate's on special values, ties and
     /// every 16-bit pattern (widening), and on a sweep of f32 patterns (rounding).
@@ -326,48 +347,23 @@ mod tests {
                 0x7f80, 0xff80, 0x7fc1, 0x7c00, 0xfc00, 0x7e01, 0x0001, 0x83ff,
             ]);
         }
-        for kind in [HalfKind::Bf16, HalfKind::F16] {
-            let mut wide = vec![0.0f32; all.len()];
-            on_tier(Convert::Widen(kind, &all, &mut wide));
-            for (&bits, &w) in all.iter().zip(&wide) {
-                let want = match kind {
-                    HalfKind::Bf16 => bf16::from_bits(bits).to_f32(),
-                    HalfKind::F16 => f16::from_bits(bits).to_f32(),
-                };
-                assert!(
-                    w.to_bits() == want.to_bits() || (w.is_nan() && want.is_nan()),
-                    "{kind:?} {bits:#06x}: {w} vs {want}"
-                );
-            }
-            let samples: Vec<f32> = (0..=u32::MAX)
-                .step_by(step32)
-                .map(f32::from_bits)
-                .chain([
-                    f32::INFINITY,
-                    f32::NEG_INFINITY,
-                    f32::NAN,
-                    -f32::NAN,
-                    f32::MAX,
-                    -0.0,
-                    1.0 + 1.0 / 256.0, // a bf16 tie: rounds to even (1.0)
-                    1.0 + 3.0 / 256.0, // a bf16 tie: rounds to even (up)
-                    65520.0,           // rounds to +∞ in f16
-                    5.9604645e-8,      // the smallest f16 subnormal
-                ])
-                .collect();
-            let mut narrow = vec![0u16; samples.len()];
-            on_tier(Convert::Narrow(kind, &samples, &mut narrow));
-            for (&x, &got) in samples.iter().zip(&narrow) {
-                let (want, got_value) = match kind {
-                    HalfKind::Bf16 => (bf16::from_f32(x).to_bits(), bf16::from_bits(got).to_f32()),
-                    HalfKind::F16 => (f16::from_f32(x).to_bits(), f16::from_bits(got).to_f32()),
-                };
-                assert!(
-                    got == want || (x.is_nan() && got_value.is_nan()),
-                    "{kind:?} {x:e} ({:#010x}): {got:#06x} vs {want:#06x}",
-                    x.to_bits()
-                );
-            }
-        }
+        let samples: Vec<f32> = (0..=u32::MAX)
+            .step_by(step32)
+            .map(f32::from_bits)
+            .chain([
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                -f32::NAN,
+                f32::MAX,
+                -0.0,
+                1.0 + 1.0 / 256.0, // a bf16 tie: rounds to even (1.0)
+                1.0 + 3.0 / 256.0, // a bf16 tie: rounds to even (up)
+                65520.0,           // rounds to +∞ in f16
+                5.9604645e-8,      // the smallest f16 subnormal
+            ])
+            .collect();
+        check_conversions!(bf16, all, &samples);
+        check_conversions!(f16, all, &samples);
     }
 }

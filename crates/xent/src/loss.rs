@@ -423,11 +423,10 @@ impl<'o> Plan<'o> {
     }
 
     /// What phase 1 gathers for a row with this target.
-    fn gather<'t>(&'t self, target: Option<RowTarget<'t>>, store: bool) -> Gather<'t> {
+    fn gather<'t>(&'t self, target: Option<RowTarget<'t>>) -> Gather<'t> {
         let hard = matches!(target, Some(RowTarget::Class(_)));
         Gather {
             cap: self.cap,
-            store,
             smoothing: hard && self.uniform > 0.0,
             weights: self.weights(),
             soft: match target {

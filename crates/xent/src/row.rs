@@ -6,13 +6,14 @@
 //! a batch of fewer rows than threads still uses every core).
 //!
 //! Phase 1 reads each block twice while it sits in L1 (its max, then exp(x − max) with the
-//! sums), storing the exponentials in the output when there is one: one exp per element.
-//! Phase 2 turns them into the output with one multiply-subtract per element, using a
-//! per-block factor exp(max_b − max) that reconciles the blocks' shifts.
+//! sums), storing the exponentials in f32 when there is an output: over an f32 output row,
+//! or in an f32 buffer for a 16-bit row (whose output would round them). One exp per
+//! element. Phase 2 turns them into the output with one multiply-subtract per element,
+//! using a per-block factor exp(max_b − max) that reconciles the blocks' shifts.
 
 use rayon::prelude::*;
 
-use crate::kernels::{ClassWeights, GradRow, RowIo, RowKernels, SmoothedTargets};
+use crate::kernels::{ClassWeights, Elem, GradRow, RowIo, RowKernels, SmoothedTargets, same_type};
 
 /// At most this many blocks per row (their statistics live on the stack).
 pub(crate) const MAX_BLOCKS: usize = 64;
@@ -26,18 +27,18 @@ pub(crate) fn block_len(cols: usize) -> usize {
         .max(MIN_BLOCK)
 }
 
-/// Where a row's logits come from: read-only (forward without output), or a pair with the
-/// output row (in place or separate).
-pub(crate) enum RowSrc<'r> {
-    Read(&'r [f32]),
-    Io(RowIo<'r>),
+/// Where a row's logits come from: read-only, or read with their exponentials stored in
+/// f32 (see [`exp_store`]).
+pub(crate) enum RowSrc<'r, E = f32> {
+    Read(&'r [E]),
+    Store(RowIo<'r, E, f32>),
 }
 
-impl RowSrc<'_> {
-    pub(crate) fn input(&self) -> &[f32] {
+impl<'r, E: Elem> RowSrc<'r, E> {
+    pub(crate) fn input(&self) -> &[E] {
         match self {
             RowSrc::Read(x) => x,
-            RowSrc::Io(io) => io.input(),
+            RowSrc::Store(io) => io.input(),
         }
     }
 
@@ -46,28 +47,32 @@ impl RowSrc<'_> {
     }
 
     /// The row cut into blocks of `len` values, with their offsets.
-    fn into_blocks<'b>(self, len: usize) -> Vec<(usize, RowSrc<'b>)>
-    where
-        Self: 'b,
-    {
-        match self {
-            RowSrc::Read(x) => x
-                .chunks(len)
-                .enumerate()
-                .map(|(b, x)| (b * len, RowSrc::Read(x)))
-                .collect(),
-            RowSrc::Io(RowIo::InPlace(row)) => row
-                .chunks_mut(len)
-                .enumerate()
-                .map(|(b, r)| (b * len, RowSrc::Io(RowIo::InPlace(r))))
-                .collect(),
-            RowSrc::Io(RowIo::Separate(x, out)) => x
-                .chunks(len)
-                .zip(out.chunks_mut(len))
-                .enumerate()
-                .map(|(b, (x, o))| (b * len, RowSrc::Io(RowIo::Separate(x, o))))
-                .collect(),
-        }
+    fn into_blocks(self, len: usize) -> Vec<(usize, RowSrc<'r, E>)> {
+        let blocks: Vec<RowSrc<'r, E>> = match self {
+            RowSrc::Read(x) => x.chunks(len).map(RowSrc::Read).collect(),
+            RowSrc::Store(io) => io.into_blocks(len).into_iter().map(RowSrc::Store).collect(),
+        };
+        blocks
+            .into_iter()
+            .enumerate()
+            .map(|(b, part)| (b * len, part))
+            .collect()
+    }
+}
+
+/// Where phase 1 stores the exponentials of a row with output `io`: over the f32 output
+/// itself, or for a 16-bit row in `buffer` (its length), `None` without one.
+pub(crate) fn exp_store<'r, E: Elem>(
+    io: RowIo<'r, E>,
+    buffer: Option<&'r mut [f32]>,
+) -> Option<RowIo<'r, E, f32>> {
+    if E::IS_F32 {
+        Some(match io {
+            RowIo::InPlace(row) => RowIo::InPlace(row),
+            RowIo::Separate(x, out) => RowIo::Separate(x, same_type(out)),
+        })
+    } else {
+        buffer.map(|b| RowIo::Separate(io.into_input(), b))
     }
 }
 
@@ -76,8 +81,6 @@ impl RowSrc<'_> {
 pub(crate) struct Gather<'a> {
     /// The softcap c (0: off).
     pub cap: f32,
-    /// Store exp(x − max_b) into the output row (needs an output and no softcap).
-    pub store: bool,
     /// Gather Σ_c w_c·(x'_c − max) for label smoothing.
     pub smoothing: bool,
     /// The class weights of the whole row.
@@ -167,7 +170,12 @@ impl Factors {
     }
 }
 
-fn block_stats<K: RowKernels>(k: K, offset: usize, src: RowSrc<'_>, g: &Gather<'_>) -> BlockStats {
+fn block_stats<K: RowKernels, E: Elem>(
+    k: K,
+    offset: usize,
+    src: RowSrc<'_, E>,
+    g: &Gather<'_>,
+) -> BlockStats {
     let x = src.input();
     let len = x.len();
     let max = k.row_max(x, g.cap);
@@ -199,7 +207,7 @@ fn block_stats<K: RowKernels>(k: K, offset: usize, src: RowSrc<'_>, g: &Gather<'
         .filter(|y| (offset..offset + len).contains(y))
         .map(|y| y - offset);
     let sums = match src {
-        RowSrc::Io(io) if g.store => k.exp_store_sum(io, shift, target),
+        RowSrc::Store(io) => k.exp_store_sum(io, shift, target),
         part => k.sum_exp(part.input(), shift, g.cap, target),
     };
     stats.sum = sums.rest;
@@ -207,11 +215,11 @@ fn block_stats<K: RowKernels>(k: K, offset: usize, src: RowSrc<'_>, g: &Gather<'
     stats
 }
 
-/// Phase 1 over a row: its statistics, and with `g.store` the exps in its output.
+/// Phase 1 over a row: its statistics, and for [`RowSrc::Store`] the exps where it says.
 /// `parallel`: run the blocks on the current rayon pool (same bits as serial).
-pub(crate) fn row_stats<K: RowKernels>(
+pub(crate) fn row_stats<K: RowKernels, E: Elem>(
     k: K,
-    src: RowSrc<'_>,
+    src: RowSrc<'_, E>,
     g: &Gather<'_>,
     parallel: bool,
 ) -> RowStats {
@@ -306,9 +314,13 @@ const MAX_COEF: f64 = (1u128 << 100) as f64;
 
 impl<'a> RowGrad<'a> {
     /// The coefficients for block `offset..offset + len` with the given exp scale and shift,
-    /// all times `down` (a power of two, see [`RowGrad::fit`]), each rounded once to f32.
-    fn block(&self, offset: usize, len: usize, scale: f64, shift: f32, down: f64) -> GradRow<'a> {
+    /// all times 2^−fit (see [`RowGrad::fit`]), each rounded once to f32, with the factors
+    /// that scale the entries back up.
+    fn block(&self, offset: usize, len: usize, scale: f64, shift: f32, fit: i32) -> GradRow<'a> {
+        let down = 2f64.powi(-fit);
         let unscale = self.weights.map_or(1.0, |w| w.unscale()) * down;
+        // Powers of two of at most 2^127 each, so both are f32 (fit ≤ 254).
+        let up = fit.min(127);
         GradRow {
             shift,
             scale: (scale * down) as f32,
@@ -327,6 +339,7 @@ impl<'a> RowGrad<'a> {
             }),
             weights: self.weights.map(|w| w.slice(offset..offset + len)),
             cap: self.cap,
+            rescale: (fit > 0).then(|| (2f32.powi(up), 2f32.powi(fit - up))),
         }
     }
 
@@ -351,7 +364,7 @@ impl<'a> RowGrad<'a> {
         if largest <= MAX_COEF {
             0
         } else {
-            // Two factors of at most 2^127 undo it (see `write_row`).
+            // Two factors of at most 2^127 undo it (see `RowGrad::block`).
             (largest.log2().ceil() as i32 - 100).min(254)
         }
     }
@@ -360,61 +373,59 @@ impl<'a> RowGrad<'a> {
 /// Where phase 2 finds exp(x' − m).
 #[derive(Clone, Copy)]
 pub(crate) enum Exps<'s> {
-    /// Phase 1 left exp(x − shift_b) in the output; the row statistics reconcile the shifts.
-    Stored(&'s RowStats),
-    /// Computed from the logits: exp(x' − shift) (a softcap, or a backward from the lse).
+    /// Phase 1 left exp(x − shift_b) in the output, or in `buffer` (a 16-bit row's, see
+    /// [`exp_store`]); the row statistics reconcile the shifts.
+    Stored {
+        stats: &'s RowStats,
+        buffer: Option<&'s [f32]>,
+    },
+    /// Computed from the logits: exp(x' − shift) (a softcap, a backward from the lse, or a
+    /// 16-bit row without a buffer).
     FromLogits { shift: f32 },
 }
 
 /// Phase 2 over a row: writes the output described by `grad`, scale·exp(x' − m) − terms.
 /// `parallel` as in [`row_stats`].
-pub(crate) fn write_row<K: RowKernels>(
+pub(crate) fn write_row<K: RowKernels, E: Elem>(
     k: K,
-    io: RowIo<'_>,
+    io: RowIo<'_, E>,
     grad: &RowGrad<'_>,
     exps: Exps<'_>,
     parallel: bool,
 ) {
     let fit = grad.fit();
-    let down = 2f64.powi(-fit);
-    let write = |offset: usize, src: RowSrc<'_>, b: usize| {
-        let RowSrc::Io(mut io) = src else {
-            unreachable!("phase 2 always has an output")
-        };
+    let write = |offset: usize, io: RowIo<'_, E>, b: usize| {
         let len = io.input().len();
         match exps {
-            Exps::Stored(stats) => {
-                let scale = grad.scale * stats.factors.get(b);
-                k.scale_exp(io.output(), &grad.block(offset, len, scale, 0.0, down));
+            Exps::Stored { stats, buffer } => {
+                let coef = grad.block(offset, len, grad.scale * stats.factors.get(b), 0.0, fit);
+                let exps = match buffer {
+                    Some(buffer) => {
+                        RowIo::Separate(&buffer[offset..offset + len], io.into_output())
+                    }
+                    None => RowIo::InPlace(same_type(io.into_output())),
+                };
+                k.scale_exp(exps, &coef);
             }
             Exps::FromLogits { shift } => {
-                let coef = grad.block(offset, len, grad.scale, shift, down);
-                k.write_grad(io.slice(0, len), &coef);
+                k.write_grad(io, &grad.block(offset, len, grad.scale, shift, fit));
             }
         }
-        // Scaling by a power of two is exact in f32 (but where it overflows, which is then
-        // the entry's true overflow).
-        let mut rest = fit;
-        while rest > 0 {
-            let step = rest.min(127);
-            k.scale_exp(io.output(), &GradRow::times(2f32.powi(step)));
-            rest -= step;
-        }
     };
-    let src = RowSrc::Io(io);
-    let len = block_len(src.len());
-    if src.len() <= len {
-        write(0, src, 0);
+    let n = io.input().len();
+    let len = block_len(n);
+    if n <= len {
+        write(0, io, 0);
     } else {
-        let parts = src.into_blocks(len);
+        let parts = io.into_blocks(len);
         if parallel {
             parts
                 .into_par_iter()
                 .enumerate()
-                .for_each(|(b, (offset, part))| crate::fpenv::run(|| write(offset, part, b)));
+                .for_each(|(b, part)| crate::fpenv::run(|| write(b * len, part, b)));
         } else {
-            for (b, (offset, part)) in parts.into_iter().enumerate() {
-                write(offset, part, b);
+            for (b, part) in parts.into_iter().enumerate() {
+                write(b * len, part, b);
             }
         }
     }

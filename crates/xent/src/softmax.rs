@@ -1,12 +1,12 @@
 //! The standalone row kernels: softmax and log-softmax, in place or out of place.
 
 use crate::dispatch::{Work, on_tier};
-use crate::dtype::{self, Logit};
+use crate::dtype::{ExpBuffers, Logit};
 use crate::error::Result;
-use crate::kernels::{GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortStats};
+use crate::kernels::{Elem, GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortStats};
 use crate::loss::f64_rows::normalize_chunk;
-use crate::pass::Pass;
-use crate::row::{Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, row_stats, write_row};
+use crate::pass::{Pass, Typed};
+use crate::row::{Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, exp_store, row_stats, write_row};
 use crate::rows::{Rows, RowsMut};
 use crate::schedule::{SplitRows, for_each_chunk, split_rows};
 
@@ -23,42 +23,66 @@ fn run<T: Logit>(pass: Pass<'_, T>, output: Output) -> Result<()> {
     pass.check("output")?;
     let cols = pass.cols();
     let split = split_rows(pass.rows(), cols);
+    let buffers = ExpBuffers::new::<T>(cols);
     for_each_chunk(pass, cols, |chunk| match chunk.into_f64() {
         Ok(chunk) => {
             normalize_chunk(chunk, matches!(output, Output::LogProbabilities));
         }
-        Err(chunk) => dtype::run_as_f32(chunk, |chunk| rows_on_tier(chunk, output, split)),
+        Err(chunk) => buffers.with(|buffer| rows_on_tier(chunk.typed(), output, split, buffer)),
     });
     Ok(())
 }
 
-/// [`rows_chunk`] on the tier in force. Not generic, so that its instances (one per tier)
-/// are compiled once, in this crate.
-fn rows_on_tier(chunk: Pass<'_>, output: Output, split: bool) {
-    on_tier(RowsChunk {
-        chunk,
-        output,
-        split,
-    })
-}
-
-/// [`rows_chunk`] with its arguments, for [`on_tier`].
-struct RowsChunk<'c> {
-    chunk: Pass<'c>,
-    output: Output,
-    split: bool,
-}
-
-impl Work for RowsChunk<'_> {
-    type Output = ();
-
-    fn run<K: RowKernels>(self, k: K) {
-        rows_chunk(k, self.chunk, self.output, self.split)
+/// [`rows_chunk`] on the tier in force. Not generic, so that its instances (one per type
+/// and tier) are compiled once, in this crate.
+fn rows_on_tier(chunk: Typed<'_>, output: Output, split: bool, buffer: Option<&mut [f32]>) {
+    match chunk {
+        Typed::F32(chunk) => on_tier(RowsChunk {
+            chunk,
+            output,
+            split,
+            buffer,
+        }),
+        Typed::Bf16(chunk) => on_tier(RowsChunk {
+            chunk,
+            output,
+            split,
+            buffer,
+        }),
+        Typed::F16(chunk) => on_tier(RowsChunk {
+            chunk,
+            output,
+            split,
+            buffer,
+        }),
     }
 }
 
-/// One chunk's rows: short rows in groups, the others one by one.
-fn rows_chunk<K: RowKernels>(k: K, mut chunk: Pass<'_>, output: Output, split: bool) {
+/// [`rows_chunk`] with its arguments, for [`on_tier`].
+struct RowsChunk<'c, E> {
+    chunk: Pass<'c, E>,
+    output: Output,
+    split: bool,
+    buffer: Option<&'c mut [f32]>,
+}
+
+impl<E: Logit + Elem> Work for RowsChunk<'_, E> {
+    type Output = ();
+
+    fn run<K: RowKernels>(self, k: K) {
+        rows_chunk(k, self.chunk, self.output, self.split, self.buffer)
+    }
+}
+
+/// One chunk's rows: short rows in groups, the others one by one (`buffer` keeps a 16-bit
+/// row's exponentials between its two phases).
+fn rows_chunk<K: RowKernels, E: Logit + Elem>(
+    k: K,
+    mut chunk: Pass<'_, E>,
+    output: Output,
+    split: bool,
+    mut buffer: Option<&mut [f32]>,
+) {
     const NO_BLOCK_WEIGHTS: [f64; MAX_BLOCKS] = [0.0; MAX_BLOCKS];
     let rows = chunk.rows();
     let mut first = 0;
@@ -76,21 +100,28 @@ fn rows_chunk<K: RowKernels>(k: K, mut chunk: Pass<'_>, output: Output, split: b
             first += groups * GROUP;
         }
     }
+    let gather = Gather {
+        cap: 0.0,
+        smoothing: false,
+        weights: None,
+        soft: None,
+        block_weights: &NO_BLOCK_WEIGHTS,
+        target: None,
+    };
     for i in first..rows {
-        let store = matches!(output, Output::Probabilities);
-        let gather = Gather {
-            cap: 0.0,
-            store,
-            smoothing: false,
-            weights: None,
-            soft: None,
-            block_weights: &NO_BLOCK_WEIGHTS,
-            target: None,
+        let Some(io) = chunk.io(i) else {
+            unreachable!("standalone kernels always write")
         };
-        let src = match chunk.io(i) {
-            Some(io) if store => RowSrc::Io(io),
-            Some(io) => RowSrc::Read(io.into_input()),
-            None => unreachable!("standalone kernels always write"),
+        // Probabilities are the stored exponentials scaled; log-probabilities need the
+        // logits (and a 16-bit row without a buffer recomputes its exponentials).
+        let exps = match output {
+            Output::Probabilities => exp_store(io, buffer.as_deref_mut()),
+            Output::LogProbabilities => None,
+        };
+        let stored = exps.is_some();
+        let src = match exps {
+            Some(io) => RowSrc::Store(io),
+            None => RowSrc::Read(chunk.input(i)),
         };
         let stats = row_stats(k, src, &gather, split);
         let Some(io) = chunk.io(i) else {
@@ -108,7 +139,15 @@ fn rows_chunk<K: RowKernels>(k: K, mut chunk: Pass<'_>, output: Output, split: b
                     weights: None,
                     cap: 0.0,
                 };
-                write_row(k, io, &probs, Exps::Stored(&stats), split);
+                let exps = if stored {
+                    Exps::Stored {
+                        stats: &stats,
+                        buffer: buffer.as_deref().filter(|_| !E::IS_F32),
+                    }
+                } else {
+                    Exps::FromLogits { shift: stats.max }
+                };
+                write_row(k, io, &probs, exps, split);
             }
             Output::LogProbabilities => {
                 k.write_log_probs(io, stats.max, stats.sum.ln() as f32);

@@ -258,9 +258,12 @@ mod tests {
         }};
     }
 
-    /// Every vector tier this CPU has.
+    /// Every tier this CPU has.
     fn tiers() -> Vec<Tier> {
-        let mut tiers = vec![tier!("portable", crate::kernels::portable::Wide)];
+        let mut tiers = vec![
+            tier!("portable", crate::kernels::portable::Wide),
+            tier!("scalar", crate::kernels::scalar::One),
+        ];
         #[cfg(target_arch = "x86_64")]
         {
             use crate::kernels::avx2::{F32x8, supported, supported_avx512vl};

@@ -4,7 +4,9 @@
 //! that tier's instructions.
 //!
 //! Full vectors run over the row and the tail (fewer than `LANES` values) goes through the
-//! same arithmetic via a padded stack copy: nothing past the row is read or written.
+//! same arithmetic via a masked or padded load: nothing past the row is read or written.
+//! Rows are of any [`Elem`]: a 16-bit value is widened as its vector is loaded, and an
+//! output is rounded once as its vector is stored.
 //!
 //! # Safety
 //!
@@ -14,16 +16,28 @@
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 use super::{
-    ClassWeights, ExpSums, GROUP, GradRow, HalfKind, RowIo, RowKernels, SHORT_COLS,
-    SMALLEST_SUBNORMAL, ShortJob, ShortStats, SmoothedTargets, StridedRows,
+    ClassWeights, Elem, ExpSums, GROUP, GradRow, RowIo, RowKernels, SHORT_COLS, SMALLEST_SUBNORMAL,
+    ShortJob, ShortStats, SmoothedTargets, StridedRows,
 };
 
-/// How far ahead of the read position the exp passes prefetch: they are compute-bound, and
-/// the hardware prefetcher idles meanwhile, so they fetch the data the next (streaming)
-/// pass will read.
-pub(crate) const PREFETCH_AHEAD: usize = 4096;
-/// f32 values per 64-byte cache line: the passes prefetch each line once.
-const LINE: usize = 16;
+/// How far ahead of the read position the exp passes prefetch, in bytes: they are
+/// compute-bound, and the hardware prefetcher idles meanwhile, so they fetch the data the
+/// next (streaming) pass will read.
+const PREFETCH_BYTES: usize = 16384;
+/// The bytes of a cache line: the passes prefetch each line once.
+const LINE_BYTES: usize = 64;
+
+/// How far ahead the passes prefetch, in values of `E`.
+#[inline(always)]
+const fn ahead<E>() -> usize {
+    PREFETCH_BYTES / size_of::<E>()
+}
+
+/// Values of `E` per cache line.
+#[inline(always)]
+const fn line<E>() -> usize {
+    LINE_BYTES / size_of::<E>()
+}
 
 /// The softcap as vectors, or `None` when it is off.
 #[derive(Clone, Copy)]
@@ -120,24 +134,24 @@ unsafe fn keep_lanes<V: F32Vector>(v: V, lanes: usize, neutral: f32) -> V {
 /// A macro, not a function taking a closure: a closure body is compiled without the
 /// caller's `#[target_feature]`s, which would turn every intrinsic into a call.
 macro_rules! for_each_vector {
-    ($V:ty, $x:expr, $fill:expr, |$i:ident, $v:ident, $lanes:ident| $body:block) => {{
-        let x: &[f32] = $x;
+    ($V:ty, $E:ty, $x:expr, $fill:expr, |$i:ident, $v:ident, $lanes:ident| $body:block) => {{
+        let x: &[$E] = $x;
         let n = x.len();
         let full = n - n % <$V>::LANES;
         let p = x.as_ptr();
         let mut start = 0;
         // SAFETY (for the loads): `start + LANES <= full <= n` values are readable at
-        // `p + start`; the tail copies only the `n - full` remaining values.
+        // `p + start`; the tail loads only the `n - full` remaining values.
         while start < full {
             let $i = start;
-            let $v = <$V>::load(p.add(start));
+            let $v = <$E>::load::<$V>(p.add(start));
             let $lanes = <$V>::LANES;
             $body
             start += <$V>::LANES;
         }
         if full < n {
             let $i = full;
-            let $v = <$V>::load_partial(p.add(full), n - full, $fill);
+            let $v = <$E>::load_partial::<$V>(p.add(full), n - full, $fill);
             let $lanes = n - full;
             $body
         }
@@ -146,7 +160,7 @@ macro_rules! for_each_vector {
 
 /// max_c x'_c.
 #[inline(always)]
-pub(crate) unsafe fn row_max<V: F32Vector>(x: &[f32], cap: f32) -> f32 {
+pub(crate) unsafe fn row_max<V: F32Vector, E: Elem>(x: &[E], cap: f32) -> f32 {
     // SAFETY: forwarded caller contract (V's features).
     unsafe {
         let cap = Cap::<V>::new(cap);
@@ -156,13 +170,13 @@ pub(crate) unsafe fn row_max<V: F32Vector>(x: &[f32], cap: f32) -> f32 {
         let mut i = 0;
         while i < n4 {
             for (k, a) in acc.iter_mut().enumerate() {
-                *a = a.max(capped(V::load(p.add(i + k * V::LANES)), cap));
+                *a = a.max(capped(E::load(p.add(i + k * V::LANES)), cap));
             }
             i += 4 * V::LANES;
         }
         let mut m = acc[0].max(acc[1]).max(acc[2].max(acc[3]));
         // Tail lanes: −∞ after the softcap too (which maps a −∞ fill to −c).
-        for_each_vector!(V, &x[n4..], f32::NEG_INFINITY, |_i, v, lanes| {
+        for_each_vector!(V, E, &x[n4..], f32::NEG_INFINITY, |_i, v, lanes| {
             m = m.max(keep_lanes(capped(v, cap), lanes, f32::NEG_INFINITY));
         });
         m.reduce_max()
@@ -191,8 +205,8 @@ fn target_vector<V: F32Vector>(target: Option<usize>, n: usize) -> (usize, usize
 /// the same index there. The range is the whole row or ends at a vector boundary or the
 /// row's end.
 #[inline(always)]
-unsafe fn exp_run<V: F32Vector>(
-    p: *const f32,
+unsafe fn exp_run<V: F32Vector, E: Elem>(
+    p: *const E,
     dst: Option<*mut f32>,
     range: core::ops::Range<usize>,
     s: V,
@@ -205,12 +219,12 @@ unsafe fn exp_run<V: F32Vector>(
         let step = UNROLL * V::LANES;
         let mut i = range.start;
         while i + step <= range.end {
-            for line in (0..step).step_by(LINE) {
-                V::prefetch(p.wrapping_add(i + line + PREFETCH_AHEAD));
+            for at in (0..step).step_by(line::<E>()) {
+                V::prefetch(p.wrapping_add(i + at + ahead::<E>()).cast());
             }
             let mut x = [s; UNROLL];
             for (u, x) in x.iter_mut().enumerate() {
-                *x = capped(V::load(p.add(i + u * V::LANES)), cap).sub(s);
+                *x = capped(E::load(p.add(i + u * V::LANES)), cap).sub(s);
             }
             let e = exp_n(x);
             let mut total = e[0];
@@ -236,8 +250,8 @@ unsafe fn exp_run<V: F32Vector>(
 /// exp(x'_c − s) of the `lanes` values from `i` at `p` (0 in the other lanes), stored at
 /// the same index of `dst` when there is one.
 #[inline(always)]
-unsafe fn exp_vector<V: F32Vector>(
-    p: *const f32,
+unsafe fn exp_vector<V: F32Vector, E: Elem>(
+    p: *const E,
     dst: Option<*mut f32>,
     i: usize,
     lanes: usize,
@@ -261,15 +275,16 @@ unsafe fn exp_vector<V: F32Vector>(
     }
 }
 
-/// Stores the first `lanes` lanes of `v` at `p` (a full vector or a tail).
+/// Stores the first `lanes` lanes of `v` at `p` (a full vector or a tail), each rounded
+/// once to `O`.
 #[inline(always)]
-unsafe fn store_lanes<V: F32Vector>(v: V, p: *mut f32, lanes: usize) {
+unsafe fn store_lanes<V: F32Vector, O: Elem>(v: V, p: *mut O, lanes: usize) {
     // SAFETY: the caller guarantees `lanes` writable values at `p`; V's features.
     unsafe {
         if lanes == V::LANES {
-            v.store(p);
+            O::store(v, p);
         } else {
-            v.store_partial(p, lanes);
+            O::store_partial(v, p, lanes);
         }
     }
 }
@@ -278,8 +293,8 @@ unsafe fn store_lanes<V: F32Vector>(v: V, p: *mut f32, lanes: usize) {
 /// and the target's (see [`super::ExpSums`]). The target's vector runs apart, its lane
 /// taken out of the sum.
 #[inline(always)]
-unsafe fn exp_sums<V: F32Vector>(
-    src: *const f32,
+unsafe fn exp_sums<V: F32Vector, E: Elem>(
+    src: *const E,
     dst: Option<*mut f32>,
     n: usize,
     shift: f32,
@@ -311,27 +326,27 @@ unsafe fn exp_sums<V: F32Vector>(
 
 /// Σ_c exp(x'_c − shift), the target's apart.
 #[inline(always)]
-pub(crate) unsafe fn sum_exp<V: F32Vector>(
-    x: &[f32],
+pub(crate) unsafe fn sum_exp<V: F32Vector, E: Elem>(
+    x: &[E],
     shift: f32,
     cap: f32,
     target: Option<usize>,
 ) -> super::ExpSums {
     // SAFETY: `x` holds `x.len()` values; V's features: forwarded caller contract.
-    unsafe { exp_sums::<V>(x.as_ptr(), None, x.len(), shift, cap, target) }
+    unsafe { exp_sums::<V, E>(x.as_ptr(), None, x.len(), shift, cap, target) }
 }
 
 /// out_c = exp(x_c − shift), returning the sums (no softcap).
 #[inline(always)]
-pub(crate) unsafe fn exp_store_sum<V: F32Vector>(
-    io: RowIo<'_>,
+pub(crate) unsafe fn exp_store_sum<V: F32Vector, E: Elem>(
+    io: RowIo<'_, E, f32>,
     shift: f32,
     target: Option<usize>,
 ) -> super::ExpSums {
     let (src, dst, n) = io.raw_parts();
     // SAFETY: `src` and `dst` each cover `n` values (equal for in place, where every
     // vector is read before it is written); V's features: forwarded caller contract.
-    unsafe { exp_sums::<V>(src, Some(dst), n, shift, 0.0, target) }
+    unsafe { exp_sums::<V, E>(src, Some(dst), n, shift, 0.0, target) }
 }
 
 /// Folds `$v[..$n]` (n ≥ 1) with the vector method `$op` in pairs: log₂ n dependent steps
@@ -357,8 +372,8 @@ macro_rules! pairwise {
 /// `job`'s output and per-row terms lane-wise, transposed back and stored, in runs of
 /// `V::LANES` rows (`GROUP` is a multiple of it).
 #[inline(always)]
-pub(crate) unsafe fn short_rows<V: RowGroups>(
-    mut rows: StridedRows<'_>,
+pub(crate) unsafe fn short_rows<V: RowGroups, E: Elem>(
+    mut rows: StridedRows<'_, E>,
     job: &ShortJob<'_>,
     stats: &mut [ShortStats],
 ) {
@@ -388,7 +403,7 @@ pub(crate) unsafe fn short_rows<V: RowGroups>(
                                 None => None,
                             };
                             let at = Lanes { group: g, lane0 };
-                            short_run::<V, $c>(src.add(first * stride), stride, dst, job, at, stats);
+                            short_run::<V, E, $c>(src.add(first * stride), stride, dst, job, at, stats);
                         }
                     }
                 },)*
@@ -419,10 +434,10 @@ struct Lanes {
 /// Those rows are readable (and writable) for `COLS` values each and do not overlap each
 /// other; `at.lane0 + V::LANES <= GROUP`; V's features are enabled.
 #[inline(always)]
-unsafe fn short_run<V: RowGroups, const COLS: usize>(
-    src: *const f32,
+unsafe fn short_run<V: RowGroups, E: Elem, const COLS: usize>(
+    src: *const E,
     stride: usize,
-    dst: Option<(*mut f32, usize)>,
+    dst: Option<(*mut E, usize)>,
     job: &ShortJob<'_>,
     at: Lanes,
     stats: &mut ShortStats,
@@ -440,14 +455,14 @@ unsafe fn short_run<V: RowGroups, const COLS: usize>(
         // computes. (`wrapping_add`: past the last group the address may leave the slice;
         // a prefetch never faults.)
         for r in 0..lanes {
-            V::prefetch(src.wrapping_add((r + SHORT_PREFETCH_ROWS) * stride));
+            V::prefetch(src.wrapping_add((r + SHORT_PREFETCH_ROWS) * stride).cast());
         }
         let mut x = [ninf; SHORT_COLS];
         for b in 0..blocks {
             let width = lanes.min(cols - b * lanes);
             let mut block = [ninf; MAX_LANES];
             for (r, v) in block.iter_mut().enumerate().take(lanes) {
-                *v = load_at(src.add(r * stride + b * lanes), width, f32::NEG_INFINITY);
+                *v = load_at::<V, E>(src.add(r * stride + b * lanes), width, f32::NEG_INFINITY);
             }
             V::transpose(&mut block);
             x[b * lanes..(b + 1) * lanes].copy_from_slice(&block[..lanes]);
@@ -550,8 +565,8 @@ unsafe fn short_run<V: RowGroups, const COLS: usize>(
 /// Σ_c w_c·(x'_c − shift), with w_c = 1 without weights (summed over the scaled weights,
 /// returned unscaled).
 #[inline(always)]
-pub(crate) unsafe fn weighted_shifted_sum<V: F32Vector>(
-    x: &[f32],
+pub(crate) unsafe fn weighted_shifted_sum<V: F32Vector, E: Elem>(
+    x: &[E],
     weights: Option<ClassWeights<'_>>,
     shift: f32,
     cap: f32,
@@ -561,7 +576,7 @@ pub(crate) unsafe fn weighted_shifted_sum<V: F32Vector>(
         let cap = Cap::<V>::new(cap);
         let s = V::splat(shift);
         let mut sum = Sum::<V>::new();
-        for_each_vector!(V, x, shift, |i, v, lanes| {
+        for_each_vector!(V, E, x, shift, |i, v, lanes| {
             let d = keep_lanes(capped(v, cap).sub(s), lanes, 0.0);
             sum.add(match weights {
                 Some(w) => load_weights::<V>(w, i, lanes).mul(d),
@@ -592,23 +607,24 @@ unsafe fn load_lanes<V: F32Vector>(s: &[f32], lanes: usize, fill: f32) -> V {
     unsafe { load_at(s.as_ptr(), lanes, fill) }
 }
 
-/// Loads `lanes` values at `p` (a full vector, or a tail padded with `fill`).
+/// Loads `lanes` values at `p`, widened to f32 (a full vector, or a tail padded with
+/// `fill`).
 #[inline(always)]
-unsafe fn load_at<V: F32Vector>(p: *const f32, lanes: usize, fill: f32) -> V {
+unsafe fn load_at<V: F32Vector, E: Elem>(p: *const E, lanes: usize, fill: f32) -> V {
     // SAFETY: the caller guarantees `lanes` readable values at `p`; V's features.
     unsafe {
         if lanes == V::LANES {
-            V::load(p)
+            E::load(p)
         } else {
-            V::load_partial(p, lanes, fill)
+            E::load_partial(p, lanes, fill)
         }
     }
 }
 
 /// (Σ_{t'_c ≠ 0} w_c·t'_c·(x'_c − shift), Σ_c w_c·t'_c).
 #[inline(always)]
-pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
-    x: &[f32],
+pub(crate) unsafe fn soft_target_sums<V: F32Vector, E: Elem>(
+    x: &[E],
     targets: SmoothedTargets<'_>,
     weights: Option<ClassWeights<'_>>,
     shift: f32,
@@ -622,7 +638,7 @@ pub(crate) unsafe fn soft_target_sums<V: F32Vector>(
         let (keep, uniform) = (V::splat(targets.keep), V::splat(targets.uniform));
         let zero = V::splat(0.0);
         let (mut dot, mut total) = (Sum::<V>::new(), Sum::<V>::new());
-        for_each_vector!(V, x, shift, |i, v, lanes| {
+        for_each_vector!(V, E, x, shift, |i, v, lanes| {
             // Tail lanes: w = 0 and a finite x' − shift, so they add 0 to both sums.
             let t = load_lanes::<V>(&targets.probs[i..], lanes, 0.0).mul_add(keep, uniform);
             let w = match weights {
@@ -674,15 +690,29 @@ unsafe fn class_terms<V: F32Vector>(coef: &GradRow<'_>, i: usize, lanes: usize) 
 }
 
 /// `g` with the hard target's exact value in its lane, when the target lies in lane block
-/// `i..i+lanes`: the entry is set as its vector is stored, never patched afterwards.
+/// `i..i+lanes` (the entry is set as its vector is stored, never patched afterwards), then
+/// times the row's rescale factors.
 #[inline(always)]
-unsafe fn with_target<V: F32Vector>(g: V, coef: &GradRow<'_>, i: usize, lanes: usize) -> V {
-    match coef.target {
-        Some((y, value)) if (i..i + lanes).contains(&y) => {
-            // SAFETY: `y - i < lanes <= LANES`; V's features: caller contract.
-            unsafe { V::select(V::lane(y - i), V::splat(value), g) }
-        }
-        _ => g,
+unsafe fn finish<V: F32Vector>(g: V, coef: &GradRow<'_>, i: usize, lanes: usize) -> V {
+    // SAFETY: `y - i < lanes <= LANES`; V's features: caller contract.
+    unsafe {
+        let g = match coef.target {
+            Some((y, value)) if (i..i + lanes).contains(&y) => {
+                V::select(V::lane(y - i), V::splat(value), g)
+            }
+            _ => g,
+        };
+        rescaled(g, coef)
+    }
+}
+
+/// `g` times the row's rescale factors (see [`GradRow::rescale`]).
+#[inline(always)]
+unsafe fn rescaled<V: F32Vector>(g: V, coef: &GradRow<'_>) -> V {
+    match coef.rescale {
+        // SAFETY: V's features: caller contract.
+        Some((a, b)) => unsafe { g.mul(V::splat(a)).mul(V::splat(b)) },
+        None => g,
     }
 }
 
@@ -692,35 +722,49 @@ fn plain(coef: &GradRow<'_>) -> bool {
     coef.smooth == 0.0 && coef.soft.is_none()
 }
 
-/// out_c = k·out_c over `range` of the row at `p` (a range of whole vectors, or reaching
-/// the row's end `n`).
+/// out_c = k·e_c (times the rescale factors when `RESCALE`) over `range` of a row of `n`
+/// values, e at `src` and out at `dst` (the same pointer in place); a range of whole
+/// vectors, or reaching the row's end. (`RESCALE` a constant: the plain loop is the
+/// hottest of an in-place call, and a test of the factors in it cost 5% on the 256-bit
+/// tier.)
 #[inline(always)]
-unsafe fn scale_plain<V: F32Vector>(p: *mut f32, range: core::ops::Range<usize>, n: usize, k: V) {
-    // SAFETY: `range` lies within the `n` values at `p`; V's features: caller contract.
+unsafe fn scale_plain<V: F32Vector, O: Elem, const RESCALE: bool>(
+    src: *const f32,
+    dst: *mut O,
+    range: core::ops::Range<usize>,
+    n: usize,
+    k: V,
+    coef: &GradRow<'_>,
+) {
+    // SAFETY: `range` lies within the `n` values at `src` and `dst`; V's features: caller
+    // contract.
     unsafe {
         let mut i = range.start;
         let step = UNROLL * V::LANES;
         while i + step <= range.end {
             for u in 0..UNROLL {
-                let at = p.add(i + u * V::LANES);
-                V::load(at).mul(k).store(at);
+                let at = i + u * V::LANES;
+                let g = V::load(src.add(at)).mul(k);
+                O::store(if RESCALE { rescaled(g, coef) } else { g }, dst.add(at));
             }
             i += step;
         }
         while i < range.end {
             let lanes = V::LANES.min(n - i);
-            store_lanes(load_at::<V>(p.add(i), lanes, 0.0).mul(k), p.add(i), lanes);
+            let g = load_at::<V, f32>(src.add(i), lanes, 0.0).mul(k);
+            let g = if RESCALE { rescaled(g, coef) } else { g };
+            store_lanes(g, dst.add(i), lanes);
             i += lanes;
         }
     }
 }
 
-/// out_c = coef.scale·out_c − terms_c: the gradient from stored exponentials (no softcap).
+/// out_c = coef.scale·e_c − terms_c: the gradient from stored exponentials (no softcap).
 #[inline(always)]
-pub(crate) unsafe fn scale_exp<V: F32Vector>(out: &mut [f32], coef: &GradRow<'_>) {
-    let n = out.len();
-    let p = out.as_mut_ptr();
-    // SAFETY: `p` covers `n` values; V's features: forwarded caller contract.
+pub(crate) unsafe fn scale_exp<V: F32Vector, O: Elem>(io: RowIo<'_, f32, O>, coef: &GradRow<'_>) {
+    let (src, dst, n) = io.raw_parts();
+    // SAFETY: `src` and `dst` each cover `n` values (equal in place, where every vector is
+    // read before it is written); V's features: forwarded caller contract.
     unsafe {
         let k = V::splat(coef.scale);
         // Without smoothing or soft targets only the target's vector differs: the rest of
@@ -737,25 +781,35 @@ pub(crate) unsafe fn scale_exp<V: F32Vector>(out: &mut [f32], coef: &GradRow<'_>
         } else {
             0..n
         };
-        scale_plain(p, 0..terms.start, n, k);
+        // (A macro, not a closure: see `for_each_vector!`.)
+        macro_rules! plain_run {
+            ($range:expr) => {
+                match coef.rescale {
+                    None => scale_plain::<V, O, false>(src, dst, $range, n, k, coef),
+                    Some(_) => scale_plain::<V, O, true>(src, dst, $range, n, k, coef),
+                }
+            };
+        }
+        plain_run!(0..terms.start);
         let mut i = terms.start;
         while i < terms.end {
             let lanes = V::LANES.min(n - i);
-            let mut g = load_at::<V>(p.add(i), lanes, 0.0).mul(k);
+            let mut g = load_at::<V, f32>(src.add(i), lanes, 0.0).mul(k);
             if !plain(coef) {
                 g = g.sub(class_terms::<V>(coef, i, lanes));
             }
-            store_lanes(with_target(g, coef, i, lanes), p.add(i), lanes);
+            store_lanes(finish(g, coef, i, lanes), dst.add(i), lanes);
             i += lanes;
         }
-        scale_plain(p, terms.end..n, n, k);
+        plain_run!(terms.end..n);
     }
 }
 
 /// out_c = (coef.scale·exp(x'_c − coef.shift) − terms_c)·(1 − (x'_c/c)²): the gradient
-/// recomputed from the logits (softcap, or a backward from a saved lse).
+/// recomputed from the logits (softcap, a backward from a saved lse, or a 16-bit row
+/// without room for its exponentials).
 #[inline(always)]
-pub(crate) unsafe fn write_grad<V: F32Vector>(io: RowIo<'_>, coef: &GradRow<'_>) {
+pub(crate) unsafe fn write_grad<V: F32Vector, E: Elem>(io: RowIo<'_, E>, coef: &GradRow<'_>) {
     let (src, dst, n) = io.raw_parts();
     // SAFETY: `src` and `dst` each cover `n` values (equal for in place, where every value
     // is read before it is written); V's features: forwarded caller contract.
@@ -765,9 +819,9 @@ pub(crate) unsafe fn write_grad<V: F32Vector>(io: RowIo<'_>, coef: &GradRow<'_>)
         let plain = plain(coef);
         let mut i = 0;
         while i < n {
-            V::prefetch(src.wrapping_add(i + PREFETCH_AHEAD));
+            V::prefetch(src.wrapping_add(i + ahead::<E>()).cast());
             let lanes = V::LANES.min(n - i);
-            let xp = capped(load_at::<V>(src.add(i), lanes, 0.0), cap);
+            let xp = capped(load_at::<V, E>(src.add(i), lanes, 0.0), cap);
             let mut g = exp(xp.sub(s)).mul(k);
             if !plain {
                 g = g.sub(class_terms::<V>(coef, i, lanes));
@@ -776,7 +830,7 @@ pub(crate) unsafe fn write_grad<V: F32Vector>(io: RowIo<'_>, coef: &GradRow<'_>)
                 let r = xp.mul(c.inv_cap);
                 g = g.mul(V::splat(1.0).sub(r.mul(r)));
             }
-            store_lanes(with_target(g, coef, i, lanes), dst.add(i), lanes);
+            store_lanes(finish(g, coef, i, lanes), dst.add(i), lanes);
             i += lanes;
         }
     }
@@ -784,7 +838,11 @@ pub(crate) unsafe fn write_grad<V: F32Vector>(io: RowIo<'_>, coef: &GradRow<'_>)
 
 /// out_c = (x_c − max) − ln_sum.
 #[inline(always)]
-pub(crate) unsafe fn write_log_probs<V: F32Vector>(io: RowIo<'_>, max: f32, ln_sum: f32) {
+pub(crate) unsafe fn write_log_probs<V: F32Vector, E: Elem>(
+    io: RowIo<'_, E>,
+    max: f32,
+    ln_sum: f32,
+) {
     let (src, dst, n) = io.raw_parts();
     // SAFETY: as in `write_grad`.
     unsafe {
@@ -792,67 +850,25 @@ pub(crate) unsafe fn write_log_probs<V: F32Vector>(io: RowIo<'_>, max: f32, ln_s
         let mut i = 0;
         while i < n {
             let lanes = V::LANES.min(n - i);
-            let v = load_at::<V>(src.add(i), lanes, 0.0).sub(m).sub(l);
+            let v = load_at::<V, E>(src.add(i), lanes, 0.0).sub(m).sub(l);
             store_lanes(v, dst.add(i), lanes);
             i += lanes;
         }
     }
 }
 
-/// Copies `$src` (u16 bits) into `$dst` (f32) with `$load`, a vector at a time, the tail
-/// through `$scalar`. A macro for the same reason as [`for_each_vector!`].
-macro_rules! widen_with {
-    ($V:ty, $src:expr, $dst:expr, $load:ident, $scalar:path) => {{
-        let (src, dst): (&[u16], &mut [f32]) = ($src, $dst);
-        assert_eq!(src.len(), dst.len());
-        let n = src.len();
-        let mut i = 0;
-        while i + <$V>::LANES <= n {
-            // SAFETY: `LANES` values from `i` lie in both slices; V's features: caller
-            // contract.
-            unsafe { <$V>::$load(src.as_ptr().add(i)).store(dst.as_mut_ptr().add(i)) };
-            i += <$V>::LANES;
-        }
-        for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
-            *d = $scalar(s).to_f32();
-        }
-    }};
-}
-
-/// Rounds `$src` (f32) into `$dst` (u16 bits) with `$store`, as [`widen_with!`].
-macro_rules! narrow_with {
-    ($V:ty, $src:expr, $dst:expr, $store:ident, $scalar:path) => {{
-        let (src, dst): (&[f32], &mut [u16]) = ($src, $dst);
-        assert_eq!(src.len(), dst.len());
-        let n = src.len();
-        let mut i = 0;
-        while i + <$V>::LANES <= n {
-            // SAFETY: `LANES` values from `i` lie in both slices; V's features: caller
-            // contract.
-            unsafe { <$V>::load(src.as_ptr().add(i)).$store(dst.as_mut_ptr().add(i)) };
-            i += <$V>::LANES;
-        }
-        for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
-            *d = $scalar(s).to_bits();
-        }
-    }};
-}
-
-/// dst_c = src_c widened to f32; `src` holds the bits of `kind` values.
+/// dst_c = src_c converted to `O` (exact, or rounded once).
 #[inline(always)]
-pub(crate) unsafe fn widen<V: F32Vector>(kind: HalfKind, src: &[u16], dst: &mut [f32]) {
-    match kind {
-        HalfKind::Bf16 => widen_with!(V, src, dst, load_bf16, half::bf16::from_bits),
-        HalfKind::F16 => widen_with!(V, src, dst, load_f16, half::f16::from_bits),
-    }
-}
-
-/// dst_c = src_c rounded to `kind` (nearest, ties to even), as bits.
-#[inline(always)]
-pub(crate) unsafe fn narrow<V: F32Vector>(kind: HalfKind, src: &[f32], dst: &mut [u16]) {
-    match kind {
-        HalfKind::Bf16 => narrow_with!(V, src, dst, store_bf16, half::bf16::from_f32),
-        HalfKind::F16 => narrow_with!(V, src, dst, store_f16, half::f16::from_f32),
+pub(crate) unsafe fn convert<V: F32Vector, I: Elem, O: Elem>(src: &[I], dst: &mut [O]) {
+    assert_eq!(src.len(), dst.len());
+    let n = src.len();
+    let (p, q) = (src.as_ptr(), dst.as_mut_ptr());
+    let mut i = 0;
+    while i < n {
+        let lanes = V::LANES.min(n - i);
+        // SAFETY: `lanes` values from `i` lie in both slices; V's features: caller contract.
+        unsafe { store_lanes(load_at::<V, I>(p.add(i), lanes, 0.0), q.add(i), lanes) };
+        i += lanes;
     }
 }
 
@@ -901,42 +917,47 @@ impl<T: SimdTier> Simd<T> {
 // the passes' and `enter`'s one requirement.
 impl<T: SimdTier> RowKernels for Simd<T> {
     #[inline]
-    fn row_max(&self, x: &[f32], cap: f32) -> f32 {
+    fn row_max<E: Elem>(&self, x: &[E], cap: f32) -> f32 {
         // SAFETY: see above.
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || row_max::<T::Vector>(x, cap),
+                move || row_max::<T::Vector, E>(x, cap),
             )
         }
     }
 
     #[inline]
-    fn sum_exp(&self, x: &[f32], shift: f32, cap: f32, target: Option<usize>) -> ExpSums {
+    fn sum_exp<E: Elem>(&self, x: &[E], shift: f32, cap: f32, target: Option<usize>) -> ExpSums {
         // SAFETY: see above.
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || sum_exp::<T::Vector>(x, shift, cap, target),
+                move || sum_exp::<T::Vector, E>(x, shift, cap, target),
             )
         }
     }
 
     #[inline]
-    fn exp_store_sum(&self, io: RowIo<'_>, shift: f32, target: Option<usize>) -> ExpSums {
-        // SAFETY: see above.
-        unsafe {
-            T::enter(
-                #[inline(always)]
-                move || exp_store_sum::<T::Vector>(io, shift, target),
-            )
-        }
-    }
-
-    #[inline]
-    fn weighted_shifted_sum(
+    fn exp_store_sum<E: Elem>(
         &self,
-        x: &[f32],
+        io: RowIo<'_, E, f32>,
+        shift: f32,
+        target: Option<usize>,
+    ) -> ExpSums {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || exp_store_sum::<T::Vector, E>(io, shift, target),
+            )
+        }
+    }
+
+    #[inline]
+    fn weighted_shifted_sum<E: Elem>(
+        &self,
+        x: &[E],
         weights: Option<ClassWeights<'_>>,
         shift: f32,
         cap: f32,
@@ -945,15 +966,15 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || weighted_shifted_sum::<T::Vector>(x, weights, shift, cap),
+                move || weighted_shifted_sum::<T::Vector, E>(x, weights, shift, cap),
             )
         }
     }
 
     #[inline]
-    fn soft_target_sums(
+    fn soft_target_sums<E: Elem>(
         &self,
-        x: &[f32],
+        x: &[E],
         targets: SmoothedTargets<'_>,
         weights: Option<ClassWeights<'_>>,
         shift: f32,
@@ -963,73 +984,67 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || soft_target_sums::<T::Vector>(x, targets, weights, shift, cap),
+                move || soft_target_sums::<T::Vector, E>(x, targets, weights, shift, cap),
             )
         }
     }
 
     #[inline]
-    fn short_rows(&self, rows: StridedRows<'_>, job: &ShortJob<'_>, stats: &mut [ShortStats]) {
+    fn short_rows<E: Elem>(
+        &self,
+        rows: StridedRows<'_, E>,
+        job: &ShortJob<'_>,
+        stats: &mut [ShortStats],
+    ) {
         // SAFETY: see above.
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || short_rows::<T::Vector>(rows, job, stats),
+                move || short_rows::<T::Vector, E>(rows, job, stats),
             )
         }
     }
 
     #[inline]
-    fn widen(&self, kind: HalfKind, src: &[u16], dst: &mut [f32]) {
+    fn convert<I: Elem, O: Elem>(&self, src: &[I], dst: &mut [O]) {
         // SAFETY: see above.
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || widen::<T::Vector>(kind, src, dst),
+                move || convert::<T::Vector, I, O>(src, dst),
             )
         }
     }
 
     #[inline]
-    fn narrow(&self, kind: HalfKind, src: &[f32], dst: &mut [u16]) {
+    fn write_grad<E: Elem>(&self, io: RowIo<'_, E>, coef: &GradRow<'_>) {
         // SAFETY: see above.
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || narrow::<T::Vector>(kind, src, dst),
+                move || write_grad::<T::Vector, E>(io, coef),
             )
         }
     }
 
     #[inline]
-    fn write_grad(&self, io: RowIo<'_>, coef: &GradRow<'_>) {
+    fn scale_exp<O: Elem>(&self, io: RowIo<'_, f32, O>, coef: &GradRow<'_>) {
         // SAFETY: see above.
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || write_grad::<T::Vector>(io, coef),
+                move || scale_exp::<T::Vector, O>(io, coef),
             )
         }
     }
 
     #[inline]
-    fn scale_exp(&self, out: &mut [f32], coef: &GradRow<'_>) {
+    fn write_log_probs<E: Elem>(&self, io: RowIo<'_, E>, max: f32, ln_sum: f32) {
         // SAFETY: see above.
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || scale_exp::<T::Vector>(out, coef),
-            )
-        }
-    }
-
-    #[inline]
-    fn write_log_probs(&self, io: RowIo<'_>, max: f32, ln_sum: f32) {
-        // SAFETY: see above.
-        unsafe {
-            T::enter(
-                #[inline(always)]
-                move || write_log_probs::<T::Vector>(io, max, ln_sum),
+                move || write_log_probs::<T::Vector, E>(io, max, ln_sum),
             )
         }
     }

@@ -5,6 +5,7 @@
 //! evaluates the expressions documented on each method; it knows nothing of targets,
 //! reductions or options, so a faster set replaces the loops without touching semantics.
 
+pub(crate) mod elem;
 pub(crate) mod exp;
 pub(crate) mod generic;
 pub(crate) mod portable;
@@ -20,40 +21,53 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
+pub(crate) use elem::Elem;
 pub(crate) use generic::{Simd, SimdTier};
 pub(crate) use short::{
     GROUP, GROUPS_PER_CALL, SHORT_COLS, ShortJob, ShortLoss, ShortStats, ShortTargets, StridedIo,
     StridedRows,
 };
 
-/// Where a write pass reads its logits and writes its result: the same row (in place), or a
-/// logits row and a separate output row of the same length.
-pub(crate) enum RowIo<'r> {
-    /// Read each element, then overwrite it.
-    InPlace(&'r mut [f32]),
+/// Where a write pass reads its input and writes its result: the same row (in place, one
+/// element type), or an input row and a separate output row of the same length. The
+/// element types may differ apart: 16-bit logits whose exponentials go to an f32 buffer,
+/// or stored f32 exponentials turned into a 16-bit gradient.
+pub(crate) enum RowIo<'r, I = f32, O = I> {
+    /// Read each element, then overwrite it (`I` and `O` are one type).
+    InPlace(&'r mut [I]),
     /// Read from the first row, write the second.
-    Separate(&'r [f32], &'r mut [f32]),
+    Separate(&'r [I], &'r mut [O]),
 }
 
-impl<'r> RowIo<'r> {
-    /// The logits row, read-only (for a stats pass before the write pass).
-    pub(crate) fn input(&self) -> &[f32] {
+/// `row` as a slice of `O`, which must be `I` itself: the output of an in-place pair.
+pub(crate) fn same_type<I: 'static, O: 'static>(row: &mut [I]) -> &mut [O] {
+    assert!(
+        core::any::TypeId::of::<I>() == core::any::TypeId::of::<O>(),
+        "a row written in place has one element type"
+    );
+    // SAFETY: `I` and `O` are the same type (checked above), so this is the same slice.
+    unsafe { core::slice::from_raw_parts_mut(row.as_mut_ptr().cast::<O>(), row.len()) }
+}
+
+impl<'r, I: 'static, O: 'static> RowIo<'r, I, O> {
+    /// The input row, read-only (for a stats pass before the write pass).
+    pub(crate) fn input(&self) -> &[I] {
         match self {
             RowIo::InPlace(row) => row,
             RowIo::Separate(x, _) => x,
         }
     }
 
-    /// The output row, to overwrite without reading the logits (ignored rows get zeros).
-    pub(crate) fn output(&mut self) -> &mut [f32] {
+    /// The output row, to overwrite without reading the input (ignored rows get zeros).
+    pub(crate) fn output(&mut self) -> &mut [O] {
         match self {
-            RowIo::InPlace(row) => row,
+            RowIo::InPlace(row) => same_type(row),
             RowIo::Separate(_, out) => out,
         }
     }
 
-    /// The logits row, consuming the pair.
-    pub(crate) fn into_input(self) -> &'r [f32] {
+    /// The input row, consuming the pair.
+    pub(crate) fn into_input(self) -> &'r [I] {
         match self {
             RowIo::InPlace(row) => row,
             RowIo::Separate(x, _) => x,
@@ -61,20 +75,21 @@ impl<'r> RowIo<'r> {
     }
 
     /// The output row, consuming the pair.
-    pub(crate) fn into_output(self) -> &'r mut [f32] {
+    pub(crate) fn into_output(self) -> &'r mut [O] {
         match self {
-            RowIo::InPlace(row) => row,
+            RowIo::InPlace(row) => same_type(row),
             RowIo::Separate(_, out) => out,
         }
     }
 
     /// (source, destination, length) for the vector passes; source and destination are the
     /// same pointer in place.
-    pub(crate) fn raw_parts(self) -> (*const f32, *mut f32, usize) {
+    pub(crate) fn raw_parts(self) -> (*const I, *mut O, usize) {
         match self {
             RowIo::InPlace(row) => {
+                let row = same_type::<I, O>(row);
                 let p = row.as_mut_ptr();
-                (p.cast_const(), p, row.len())
+                (p.cast_const().cast::<I>(), p, row.len())
             }
             RowIo::Separate(x, out) => {
                 assert_eq!(x.len(), out.len(), "a row pair of two lengths");
@@ -83,13 +98,15 @@ impl<'r> RowIo<'r> {
         }
     }
 
-    /// Sub-rows `start..start + len` of both rows.
-    pub(crate) fn slice(&mut self, start: usize, len: usize) -> RowIo<'_> {
+    /// The pair cut into blocks of `len` values (the last one shorter).
+    pub(crate) fn into_blocks(self, len: usize) -> Vec<RowIo<'r, I, O>> {
         match self {
-            RowIo::InPlace(row) => RowIo::InPlace(&mut row[start..start + len]),
-            RowIo::Separate(x, out) => {
-                RowIo::Separate(&x[start..start + len], &mut out[start..start + len])
-            }
+            RowIo::InPlace(row) => row.chunks_mut(len).map(RowIo::InPlace).collect(),
+            RowIo::Separate(x, out) => x
+                .chunks(len)
+                .zip(out.chunks_mut(len))
+                .map(|(x, o)| RowIo::Separate(x, o))
+                .collect(),
         }
     }
 }
@@ -144,13 +161,6 @@ impl<'a> ClassWeights<'a> {
             ..self
         }
     }
-
-    /// w_c·scale, at least the smallest subnormal for a non-zero w_c.
-    #[inline(always)]
-    pub(crate) fn scaled(&self, c: usize) -> f32 {
-        let w = self.values[c];
-        (w * self.scale).max(w.min(SMALLEST_SUBNORMAL))
-    }
 }
 
 /// The coefficients of one gradient or probability row. With x' the softcapped logit,
@@ -178,15 +188,10 @@ pub(crate) struct GradRow<'a> {
     pub weights: Option<ClassWeights<'a>>,
     /// The softcap c, 0 for off.
     pub cap: f32,
-}
-
-/// A 16-bit float format the kernels widen to f32 and narrow back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HalfKind {
-    /// bfloat16: the high half of an f32.
-    Bf16,
-    /// IEEE 754 binary16.
-    F16,
+    /// Two powers of two every entry is multiplied by last, before its one rounding to the
+    /// output type: a row whose coefficients would overflow f32 is computed scaled down
+    /// and scaled back here (exact, but where the entry itself overflows). `None` for 1.
+    pub rescale: Option<(f32, f32)>,
 }
 
 /// A soft target row with label smoothing: t'_c = keep·t_c + uniform (both possibly
@@ -211,47 +216,6 @@ impl<'a> SmoothedTargets<'a, f64> {
     }
 }
 
-impl SmoothedTargets<'_> {
-    /// t'_c.
-    #[inline(always)]
-    pub(crate) fn at(&self, c: usize) -> f32 {
-        self.keep * self.probs[c] + self.uniform
-    }
-}
-
-impl GradRow<'_> {
-    /// out_c = `factor`·out_c, for [`RowKernels::scale_exp`].
-    pub(crate) fn times(factor: f32) -> Self {
-        GradRow {
-            shift: 0.0,
-            scale: factor,
-            smooth: 0.0,
-            target: None,
-            soft: None,
-            weights: None,
-            cap: 0.0,
-        }
-    }
-
-    /// What class `c` subtracts from its scaled exponential, one element at a time (the
-    /// scalar tier's form of `generic::class_terms`): smooth·w_c + w_c·t'_c.
-    #[inline(always)]
-    pub(crate) fn class_term(&self, c: usize) -> f32 {
-        let w = self.weights.map_or(1.0, |w| w.scaled(c));
-        let mut term = self.smooth * w;
-        if let Some(t) = self.soft {
-            term += w * t.at(c);
-        }
-        term
-    }
-
-    /// The value of entry `c` when it is the hard target's.
-    #[inline(always)]
-    pub(crate) fn target_value(&self, c: usize) -> Option<f32> {
-        self.target.filter(|&(y, _)| y == c).map(|(_, v)| v)
-    }
-}
-
 /// A row's sum of exponentials in two parts: the hard target's term and the others'. When
 /// p_y ≈ 1, `rest` keeps its own accuracy, where the whole sum minus the target's term would
 /// keep only the whole sum's rounding error.
@@ -263,38 +227,39 @@ pub(crate) struct ExpSums {
     pub target: f64,
 }
 
-impl ExpSums {
-    /// Both parts together.
-    pub(crate) fn total(self) -> f64 {
-        self.rest + self.target
-    }
-}
-
-/// The arithmetic over one row (or a block of one) on one instruction-set tier: the scalar
-/// tier's loops, or `generic.rs` over a tier's vectors ([`generic::Simd`]). Every method
-/// reads exactly the values it is given (no padding) and no value after writing it.
+/// The arithmetic over one row (or a block of one) on one instruction-set tier:
+/// `generic.rs` over the tier's vectors ([`generic::Simd`]; the scalar tier's vector has
+/// one lane). Every method reads exactly the values it is given (no padding) and no value
+/// after writing it. Rows are of any [`Elem`]: 16-bit values are widened as they are
+/// loaded and every output is rounded once as it is stored.
 ///
 /// A tier is a zero-sized type, and the row driver is generic over it (see
 /// `dispatch::Work`): the driver is compiled once per tier and calls each kernel directly,
 /// never through a pointer.
 pub(crate) trait RowKernels: Copy + Send + Sync {
     /// max_c x'_c. Need not see NaN: a NaN in the row makes the exp sums NaN.
-    fn row_max(&self, x: &[f32], cap: f32) -> f32;
+    fn row_max<E: Elem>(&self, x: &[E], cap: f32) -> f32;
 
     /// Σ_c exp(x'_c − shift), with the hard target's term apart (see [`ExpSums`]). NaN
     /// when any x'_c − shift is NaN (a NaN logit, +∞, or a row of only −∞ with
     /// shift = −∞).
-    fn sum_exp(&self, x: &[f32], shift: f32, cap: f32, target: Option<usize>) -> ExpSums;
+    fn sum_exp<E: Elem>(&self, x: &[E], shift: f32, cap: f32, target: Option<usize>) -> ExpSums;
 
-    /// out_c = exp(x_c − shift) (no softcap), returning their sums as [`RowKernels::sum_exp`]:
-    /// the one exp per element that [`RowKernels::scale_exp`] later turns into the gradient.
-    fn exp_store_sum(&self, io: RowIo<'_>, shift: f32, target: Option<usize>) -> ExpSums;
+    /// out_c = exp(x_c − shift) in f32 (no softcap), returning their sums as
+    /// [`RowKernels::sum_exp`]: the one exp per element that [`RowKernels::scale_exp`] later
+    /// turns into the gradient.
+    fn exp_store_sum<E: Elem>(
+        &self,
+        io: RowIo<'_, E, f32>,
+        shift: f32,
+        target: Option<usize>,
+    ) -> ExpSums;
 
     /// Σ_c w_c·(x'_c − shift), with IEEE semantics (0·−∞ is NaN): summed over the scaled
     /// weights and returned unscaled (see [`ClassWeights`]).
-    fn weighted_shifted_sum(
+    fn weighted_shifted_sum<E: Elem>(
         &self,
-        x: &[f32],
+        x: &[E],
         weights: Option<ClassWeights<'_>>,
         shift: f32,
         cap: f32,
@@ -303,9 +268,9 @@ pub(crate) trait RowKernels: Copy + Send + Sync {
     /// With t'_c from `targets`: (Σ_{t'_c ≠ 0} w_c·t'_c·(x'_c − shift), Σ_c w_c·t'_c).
     /// Terms whose t'_c is 0 are skipped, so a zero target against a −∞ logit adds 0.
     /// Summed over the scaled weights and returned unscaled (see [`ClassWeights`]).
-    fn soft_target_sums(
+    fn soft_target_sums<E: Elem>(
         &self,
-        x: &[f32],
+        x: &[E],
         targets: SmoothedTargets<'_>,
         weights: Option<ClassWeights<'_>>,
         shift: f32,
@@ -318,26 +283,28 @@ pub(crate) trait RowKernels: Copy + Send + Sync {
     /// this short would spend more on per-row work than on the row: the vector tiers
     /// transpose each group in registers so that each lane is a row, and compute every
     /// per-row term lane-wise too.
-    fn short_rows(&self, rows: StridedRows<'_>, job: &ShortJob<'_>, stats: &mut [ShortStats]);
+    fn short_rows<E: Elem>(
+        &self,
+        rows: StridedRows<'_, E>,
+        job: &ShortJob<'_>,
+        stats: &mut [ShortStats],
+    );
 
-    /// dst_c = src_c widened to f32 (exact); `src` holds the bits of `kind` values.
-    fn widen(&self, kind: HalfKind, src: &[u16], dst: &mut [f32]);
-
-    /// dst_c = src_c rounded to `kind`, nearest with ties to even (±∞ on overflow, NaN
-    /// for NaN), as bits.
-    fn narrow(&self, kind: HalfKind, src: &[f32], dst: &mut [u16]);
+    /// dst_c = src_c converted (widened exactly, or rounded to nearest with ties to even:
+    /// ±∞ on overflow, NaN for NaN).
+    fn convert<I: Elem, O: Elem>(&self, src: &[I], dst: &mut [O]);
 
     /// Writes the gradient or probability row described by `coef` (see [`GradRow`]),
     /// computing exp(x'_c − coef.shift) from the logits.
-    fn write_grad(&self, io: RowIo<'_>, coef: &GradRow<'_>);
+    fn write_grad<E: Elem>(&self, io: RowIo<'_, E>, coef: &GradRow<'_>);
 
     /// Turns stored exponentials e_c into the gradient: out_c = coef.scale·e_c − terms_c
     /// (the terms of [`GradRow`]; `coef.shift` and `coef.cap` are not used).
-    fn scale_exp(&self, out: &mut [f32], coef: &GradRow<'_>);
+    fn scale_exp<O: Elem>(&self, io: RowIo<'_, f32, O>, coef: &GradRow<'_>);
 
     /// Writes (x_c − max) − ln_sum (log-softmax), with no softcap: subtracting the max
     /// first keeps the low bits of large logits.
-    fn write_log_probs(&self, io: RowIo<'_>, max: f32, ln_sum: f32);
+    fn write_log_probs<E: Elem>(&self, io: RowIo<'_, E>, max: f32, ln_sum: f32);
 }
 
 /// x' = c·tanh(x/c) for c > 0, x itself for c = 0 (±∞ map to ±c).

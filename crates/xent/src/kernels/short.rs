@@ -2,6 +2,7 @@
 //! [`SHORT_COLS`] values, whose per-row work (max, Σ exp, ln, the loss terms) would cost
 //! more than the row itself if done row by row. The vector tiers put one row in each lane.
 
+#[cfg(test)]
 use super::RowIo;
 
 /// Rows per group in [`super::RowKernels::short_rows`]: one per lane of a 16-lane vector
@@ -84,30 +85,30 @@ pub(crate) struct ShortStats {
     pub lse: [f32; GROUP],
 }
 
-/// Where a run of groups reads and writes.
-pub(crate) enum StridedIo<'r> {
+/// Where a run of groups reads and writes, in elements of `E`.
+pub(crate) enum StridedIo<'r, E = f32> {
     /// Read only: a forward call writes nothing.
-    Read(&'r [f32]),
+    Read(&'r [E]),
     /// Read each row, then overwrite it.
-    InPlace(&'r mut [f32]),
+    InPlace(&'r mut [E]),
     /// Read the first rows, write the second; the output has its own stride.
-    Separate(&'r [f32], &'r mut [f32], usize),
+    Separate(&'r [E], &'r mut [E], usize),
 }
 
 /// `GROUP·groups` rows of `cols` values: row i of the input starts at `i·stride`, of a
 /// separate output at `i·out_stride`. The constructor checks that every row lies inside
 /// its slice, which is what lets the vector kernels address rows by pointer arithmetic.
-pub(crate) struct StridedRows<'r> {
-    io: StridedIo<'r>,
+pub(crate) struct StridedRows<'r, E = f32> {
+    io: StridedIo<'r, E>,
     cols: usize,
     stride: usize,
     groups: usize,
 }
 
-impl<'r> StridedRows<'r> {
+impl<'r, E> StridedRows<'r, E> {
     /// Panics unless `1 ≤ cols ≤ SHORT_COLS`, `cols ≤` each stride (rows never overlap)
     /// and each slice holds all `GROUP·groups` rows.
-    pub(crate) fn new(io: StridedIo<'r>, cols: usize, stride: usize, groups: usize) -> Self {
+    pub(crate) fn new(io: StridedIo<'r, E>, cols: usize, stride: usize, groups: usize) -> Self {
         assert!((1..=SHORT_COLS).contains(&cols) && cols <= stride);
         let span = |stride: usize| match groups {
             0 => 0,
@@ -142,8 +143,9 @@ impl<'r> StridedRows<'r> {
         self.groups
     }
 
-    /// Row `i` of the input.
-    pub(crate) fn input(&self, i: usize) -> &[f32] {
+    /// Row `i` of the input (for the tests' naive rows).
+    #[cfg(test)]
+    pub(crate) fn input(&self, i: usize) -> &[E] {
         let at = i * self.stride;
         match &self.io {
             StridedIo::Read(x) | StridedIo::Separate(x, ..) => &x[at..at + self.cols],
@@ -151,8 +153,9 @@ impl<'r> StridedRows<'r> {
         }
     }
 
-    /// Row `i`'s input and output, `None` in a read-only run.
-    pub(crate) fn io(&mut self, i: usize) -> Option<RowIo<'_>> {
+    /// Row `i`'s input and output, `None` in a read-only run (for the tests' naive rows).
+    #[cfg(test)]
+    pub(crate) fn io(&mut self, i: usize) -> Option<RowIo<'_, E>> {
         let (cols, at) = (self.cols, i * self.stride);
         match &mut self.io {
             StridedIo::Read(_) => None,
@@ -167,7 +170,7 @@ impl<'r> StridedRows<'r> {
     /// (input, its stride, output and its stride) for pointer arithmetic: rows
     /// `0..GROUP·groups` lie at `i·stride` in each (checked by [`StridedRows::new`]); in
     /// place the output is the input.
-    pub(crate) fn raw_parts(&mut self) -> (*const f32, usize, Option<(*mut f32, usize)>) {
+    pub(crate) fn raw_parts(&mut self) -> (*const E, usize, Option<(*mut E, usize)>) {
         match &mut self.io {
             StridedIo::Read(x) => (x.as_ptr(), self.stride, None),
             StridedIo::InPlace(x) => {

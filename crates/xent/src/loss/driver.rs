@@ -2,15 +2,18 @@
 //! phase 2 (the output) on the active kernel tier, short rows in groups, and the
 //! forward and backward calls that run them.
 
+use half::{bf16, f16};
+
 use crate::dispatch::{Work, on_tier};
-use crate::dtype::{self, Logit, Stat};
+use crate::dtype::{ExpBuffers, Logit, Stat};
 use crate::error::{Error, Result};
 use crate::kernels::{
-    GROUP, GROUPS_PER_CALL, RowKernels, ShortJob, ShortLoss, ShortStats, ShortTargets, softcap,
+    Elem, GROUP, GROUPS_PER_CALL, RowKernels, ShortJob, ShortLoss, ShortStats, ShortTargets,
+    softcap,
 };
 use crate::options::{Options, Reduction};
-use crate::pass::Pass;
-use crate::row::{Exps, RowSrc, RowStats, row_stats, write_row};
+use crate::pass::{self, Pass};
+use crate::row::{Exps, RowSrc, RowStats, exp_store, row_stats, write_row};
 use crate::rows::Targets;
 use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut};
 
@@ -112,10 +115,16 @@ impl<'a, T: Logit, S: Stat> Chunk<'a, T, S> {
     }
 }
 
-impl<T: Logit> Chunk<'_, T> {
-    /// Runs `f` on this chunk with f32 rows (a widened copy for 16-bit logits, see
-    /// `dtype.rs`).
-    fn run_as_f32<R>(self, f: impl FnOnce(Chunk<'_, f32>) -> R) -> R {
+/// A chunk of f32 or 16-bit logits by its element type (see [`pass::Typed`]).
+enum Typed<'a> {
+    F32(Chunk<'a, f32>),
+    Bf16(Chunk<'a, bf16>),
+    F16(Chunk<'a, f16>),
+}
+
+impl<'a, T: Logit> Chunk<'a, T> {
+    /// This chunk by element type (f64 chunks take the f64 path before this).
+    fn typed(self) -> Typed<'a> {
         let Chunk {
             pass,
             targets,
@@ -124,52 +133,80 @@ impl<T: Logit> Chunk<'_, T> {
             lse_in,
             dloss,
         } = self;
-        dtype::run_as_f32(pass, |pass| {
-            f(Chunk {
-                pass,
-                targets,
-                loss,
-                lse_out,
-                lse_in,
-                dloss,
-            })
-        })
+        macro_rules! with {
+            ($pass:expr) => {
+                Chunk {
+                    pass: $pass,
+                    targets,
+                    loss,
+                    lse_out,
+                    lse_in,
+                    dloss,
+                }
+            };
+        }
+        match pass.typed() {
+            pass::Typed::F32(p) => Typed::F32(with!(p)),
+            pass::Typed::Bf16(p) => Typed::Bf16(with!(p)),
+            pass::Typed::F16(p) => Typed::F16(with!(p)),
+        }
     }
 }
 
-/// [`forward_chunk`] on the tier in force. Not generic, so that the driver's instances
-/// (one per tier) are compiled once, in this crate, not in every crate that calls the
-/// generic public functions.
-fn forward_on_tier(plan: &Plan<'_>, chunk: Chunk<'_>) -> Partial {
-    on_tier(Forward { plan, chunk })
+/// [`forward_chunk`] on the tier in force, with `buffer` for a 16-bit row's exponentials.
+/// Not generic, so that the driver's instances are compiled once, in this crate, not in
+/// every crate that calls the generic public functions.
+fn forward_on_tier(plan: &Plan<'_>, chunk: Typed<'_>, buffer: Option<&mut [f32]>) -> Partial {
+    match chunk {
+        Typed::F32(chunk) => on_tier(Forward {
+            plan,
+            chunk,
+            buffer,
+        }),
+        Typed::Bf16(chunk) => on_tier(Forward {
+            plan,
+            chunk,
+            buffer,
+        }),
+        Typed::F16(chunk) => on_tier(Forward {
+            plan,
+            chunk,
+            buffer,
+        }),
+    }
 }
 
 /// [`backward_chunk`] on the tier in force; not generic, as [`forward_on_tier`].
-fn backward_on_tier(plan: &Plan<'_>, chunk: Chunk<'_>) {
-    on_tier(Backward { plan, chunk })
+fn backward_on_tier(plan: &Plan<'_>, chunk: Typed<'_>) {
+    match chunk {
+        Typed::F32(chunk) => on_tier(Backward { plan, chunk }),
+        Typed::Bf16(chunk) => on_tier(Backward { plan, chunk }),
+        Typed::F16(chunk) => on_tier(Backward { plan, chunk }),
+    }
 }
 
 /// [`forward_chunk`] with its arguments, for [`on_tier`].
-struct Forward<'p, 'c> {
+struct Forward<'p, 'c, E> {
     plan: &'p Plan<'p>,
-    chunk: Chunk<'c>,
+    chunk: Chunk<'c, E>,
+    buffer: Option<&'c mut [f32]>,
 }
 
-impl Work for Forward<'_, '_> {
+impl<E: Logit + Elem> Work for Forward<'_, '_, E> {
     type Output = Partial;
 
     fn run<K: RowKernels>(self, k: K) -> Partial {
-        forward_chunk(k, self.plan, self.chunk)
+        forward_chunk(k, self.plan, self.chunk, self.buffer)
     }
 }
 
 /// [`backward_chunk`] with its arguments, for [`on_tier`].
-struct Backward<'p, 'c> {
+struct Backward<'p, 'c, E> {
     plan: &'p Plan<'p>,
-    chunk: Chunk<'c>,
+    chunk: Chunk<'c, E>,
 }
 
-impl Work for Backward<'_, '_> {
+impl<E: Logit + Elem> Work for Backward<'_, '_, E> {
     type Output = ();
 
     fn run<K: RowKernels>(self, k: K) {
@@ -179,7 +216,12 @@ impl Work for Backward<'_, '_> {
 
 /// The forward (and fused gradient) of one chunk: short rows in groups where the options
 /// allow it, every other row on its own.
-fn forward_chunk<K: RowKernels>(k: K, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> Partial {
+fn forward_chunk<K: RowKernels, E: Logit + Elem>(
+    k: K,
+    plan: &Plan<'_>,
+    mut chunk: Chunk<'_, E>,
+    mut buffer: Option<&mut [f32]>,
+) -> Partial {
     let mut partial = Partial::default();
     let rows = chunk.pass.rows();
     let mut i = 0;
@@ -189,49 +231,67 @@ fn forward_chunk<K: RowKernels>(k: K, plan: &Plan<'_>, mut chunk: Chunk<'_>) -> 
             forward_groups(k, plan, &mut chunk, i, groups, &mut partial);
             i += groups * GROUP;
         } else {
-            forward_row(k, plan, &mut chunk, i, &mut partial);
+            forward_row(k, plan, &mut chunk, i, &mut partial, buffer.as_deref_mut());
             i += 1;
         }
     }
     partial
 }
 
-/// Row `i` on its own: phase 1 in column blocks, then the loss and phase 2.
-fn forward_row<K: RowKernels>(
+/// Row `i` on its own: phase 1 in column blocks, then the loss and phase 2 (`buffer` keeps
+/// a 16-bit row's exponentials between them).
+fn forward_row<K: RowKernels, E: Logit + Elem>(
     k: K,
     plan: &Plan<'_>,
-    chunk: &mut Chunk<'_>,
+    chunk: &mut Chunk<'_, E>,
     i: usize,
     partial: &mut Partial,
+    mut buffer: Option<&mut [f32]>,
 ) {
     let Some(target) = row_target(&chunk.targets, i, plan.options.ignore_index) else {
         // The lse of an ignored row costs a pass only when it is asked for.
         let stats = chunk.lse_out.is_some().then(|| {
             let src = RowSrc::Read(chunk.pass.input(i));
-            row_stats(k, src, &plan.gather(None, false), plan.split_rows)
+            row_stats(k, src, &plan.gather(None), plan.split_rows)
         });
         ignored_row(chunk, i, stats.as_ref());
         return;
     };
     let x_y = target_logit(plan, chunk, i, target);
     // Without a softcap phase 1 stores exp(x − m) and phase 2 only scales it: one exp per
-    // element. With one, phase 2 needs x' itself, so it recomputes from the logits.
+    // element. With one, phase 2 needs x' itself, so it recomputes from the logits (as
+    // does a 16-bit row without a buffer for its exponentials).
     let store = plan.writes(chunk) && plan.cap == 0.0;
-    let src = if store {
-        RowSrc::Io(chunk.pass.io(i).expect("has an output"))
-    } else {
-        RowSrc::Read(chunk.pass.input(i))
+    let exps = match store {
+        true => exp_store(
+            chunk.pass.io(i).expect("has an output"),
+            buffer.as_deref_mut(),
+        ),
+        false => None,
     };
-    let stats = row_stats(k, src, &plan.gather(Some(target), store), plan.split_rows);
-    counted_row(k, plan, chunk, i, target, x_y, &stats, store, partial);
+    let stored = exps.is_some();
+    let src = match exps {
+        Some(io) => RowSrc::Store(io),
+        None => RowSrc::Read(chunk.pass.input(i)),
+    };
+    let stats = row_stats(k, src, &plan.gather(Some(target)), plan.split_rows);
+    let exps = if stored {
+        Exps::Stored {
+            stats: &stats,
+            buffer: buffer.as_deref().filter(|_| !E::IS_F32),
+        }
+    } else {
+        Exps::FromLogits { shift: stats.max }
+    };
+    counted_row(k, plan, chunk, i, target, x_y, &stats, exps, partial);
 }
 
 /// Rows `first..first + GROUP·groups`, all short, hard targets, no smoothing, no softcap:
 /// one kernel call computes every row's terms and gradient lane-wise.
-fn forward_groups<K: RowKernels>(
+fn forward_groups<K: RowKernels, E: Logit + Elem>(
     k: K,
     plan: &Plan<'_>,
-    chunk: &mut Chunk<'_>,
+    chunk: &mut Chunk<'_, E>,
     first: usize,
     groups: usize,
     partial: &mut Partial,
@@ -328,16 +388,21 @@ fn short_targets<T: Copy + Into<i64>>(
 }
 
 /// x'_y of a counted row with a hard target (0 for soft targets), read before phase 1.
-fn target_logit(plan: &Plan<'_>, chunk: &Chunk<'_>, i: usize, target: RowTarget<'_>) -> f64 {
+fn target_logit<E: Logit + Elem>(
+    plan: &Plan<'_>,
+    chunk: &Chunk<'_, E>,
+    i: usize,
+    target: RowTarget<'_>,
+) -> f64 {
     match target {
-        RowTarget::Class(y) => f64::from(softcap(chunk.pass.input(i)[y], plan.cap)),
+        RowTarget::Class(y) => f64::from(softcap(chunk.pass.input(i)[y].to_f32(), plan.cap)),
         RowTarget::Soft(_) => 0.0,
     }
 }
 
 /// An ignored row: loss 0 and gradient 0 whatever the logits hold; the lse is still the
 /// row's true logsumexp when asked for (`stats` is there then).
-fn ignored_row(chunk: &mut Chunk<'_>, i: usize, stats: Option<&RowStats>) {
+fn ignored_row<E: Logit + Elem>(chunk: &mut Chunk<'_, E>, i: usize, stats: Option<&RowStats>) {
     if let (Some(lse), Some(stats)) = (chunk.lse_out.as_deref_mut(), stats) {
         lse[i] = (f64::from(stats.max) + stats.sum.ln()) as f32;
     }
@@ -345,25 +410,24 @@ fn ignored_row(chunk: &mut Chunk<'_>, i: usize, stats: Option<&RowStats>) {
         loss[i] = 0.0;
     }
     if let Some(mut io) = chunk.pass.io(i) {
-        io.output().fill(0.0);
+        io.output().fill(E::from_f32(0.0));
     }
 }
 
-/// A counted row after phase 1: its loss, lse and gradient (phase 2, from the stored
-/// exponentials when `stored`).
+/// A counted row after phase 1: its loss, lse and gradient (phase 2, from `exps`).
 #[allow(
     clippy::too_many_arguments,
     reason = "one row's whole state, used in two places"
 )]
-fn counted_row<K: RowKernels>(
+fn counted_row<K: RowKernels, E: Logit + Elem>(
     k: K,
     plan: &Plan<'_>,
-    chunk: &mut Chunk<'_>,
+    chunk: &mut Chunk<'_, E>,
     i: usize,
     target: RowTarget<'_>,
     x_y: f64,
     stats: &RowStats,
-    stored: bool,
+    exps: Exps<'_>,
     partial: &mut Partial,
 ) {
     let sums = RowSums::from(stats);
@@ -380,20 +444,15 @@ fn counted_row<K: RowKernels>(
         if write {
             let p_y = TargetProb::from_sums(&sums, x_y);
             let grad = plan.grad_row(target, stats.t_total, stats.sum, lse, 1.0, p_y);
-            let exps = if stored {
-                Exps::Stored(stats)
-            } else {
-                Exps::FromLogits { shift: stats.max }
-            };
             write_row(k, io, &grad, exps, plan.split_rows);
         } else {
-            io.output().fill(0.0);
+            io.output().fill(E::from_f32(0.0));
         }
     }
 }
 
 /// The gradient of one chunk from its saved lse: p = exp(x' − lse), one pass.
-fn backward_chunk<K: RowKernels>(k: K, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
+fn backward_chunk<K: RowKernels, E: Logit + Elem>(k: K, plan: &Plan<'_>, mut chunk: Chunk<'_, E>) {
     let lse_in = chunk.lse_in.expect("backward reads the saved lse");
     for i in 0..chunk.pass.rows() {
         let target = row_target(&chunk.targets, i, plan.options.ignore_index);
@@ -401,7 +460,7 @@ fn backward_chunk<K: RowKernels>(k: K, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
             unreachable!("backward always writes a gradient")
         };
         let Some(target) = target.filter(|_| !plan.zero_grad) else {
-            io.output().fill(0.0);
+            io.output().fill(E::from_f32(0.0));
             continue;
         };
         let lse = lse_in[i];
@@ -421,7 +480,8 @@ fn backward_chunk<K: RowKernels>(k: K, plan: &Plan<'_>, mut chunk: Chunk<'_>) {
         let upstream = chunk.dloss.map_or(1.0, |d| f64::from(d[i]));
         let p_y = match target {
             RowTarget::Class(y) => {
-                TargetProb::from_lse(f64::from(softcap(io.input()[y], plan.cap)), f64::from(lse))
+                let x_y = softcap(io.input()[y].to_f32(), plan.cap);
+                TargetProb::from_lse(f64::from(x_y), f64::from(lse))
             }
             RowTarget::Soft(_) => TargetProb::NONE,
         };
@@ -474,9 +534,10 @@ pub(super) fn run_forward<T: Logit>(
         lse_in: None,
         dloss: None,
     };
+    let buffers = ExpBuffers::new::<T>(cols);
     let partials = for_each_chunk(chunk, cols, |c| match c.into_kind() {
         ChunkKind::F64(c) => f64_rows::forward_chunk(&plan, c),
-        ChunkKind::F32(c) => c.run_as_f32(|chunk| forward_on_tier(&plan, chunk)),
+        ChunkKind::F32(c) => buffers.with(|buffer| forward_on_tier(&plan, c.typed(), buffer)),
     });
     if !per_row {
         let total = partials.iter().fold(Partial::default(), |acc, p| Partial {
@@ -527,7 +588,7 @@ pub(super) fn run_backward<T: Logit>(
     };
     for_each_chunk(chunk, cols, |c| match c.into_kind() {
         ChunkKind::F64(c) => f64_rows::backward_chunk(&plan, c),
-        ChunkKind::F32(c) => c.run_as_f32(|chunk| backward_on_tier(&plan, chunk)),
+        ChunkKind::F32(c) => backward_on_tier(&plan, c.typed()),
     });
     Ok(())
 }

@@ -319,7 +319,6 @@ fn slice_row<K: RowKernels>(
     let smoothing = plan.uniform > 0.0;
     let gather = Gather {
         cap: plan.cap,
-        store: false,
         smoothing,
         weights: plan.weights(),
         soft: None,

@@ -384,6 +384,26 @@ pub(crate) enum Exps<'s> {
     FromLogits { shift: f32 },
 }
 
+impl<'s> Exps<'s> {
+    /// Where phase 2 finds the exponentials of a row of `E` whose phase 1 gave `stats`:
+    /// where it stored them when `stored` (the output, or `buffer` for a 16-bit row, see
+    /// [`exp_store`]), else from the logits.
+    pub(crate) fn after<E: Elem>(
+        stats: &'s RowStats,
+        stored: bool,
+        buffer: Option<&'s [f32]>,
+    ) -> Self {
+        if stored {
+            Exps::Stored {
+                stats,
+                buffer: buffer.filter(|_| !E::IS_F32),
+            }
+        } else {
+            Exps::FromLogits { shift: stats.max }
+        }
+    }
+}
+
 /// Phase 2 over a row: writes the output described by `grad`, scale·exp(x' − m) − terms.
 /// `parallel` as in [`row_stats`].
 pub(crate) fn write_row<K: RowKernels, E: Elem>(

@@ -139,14 +139,7 @@ fn rows_chunk<K: RowKernels, E: Logit + Elem>(
                     weights: None,
                     cap: 0.0,
                 };
-                let exps = if stored {
-                    Exps::Stored {
-                        stats: &stats,
-                        buffer: buffer.as_deref().filter(|_| !E::IS_F32),
-                    }
-                } else {
-                    Exps::FromLogits { shift: stats.max }
-                };
+                let exps = Exps::after::<E>(&stats, stored, buffer.as_deref());
                 write_row(k, io, &probs, exps, split);
             }
             Output::LogProbabilities => {

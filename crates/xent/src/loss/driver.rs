@@ -275,14 +275,7 @@ fn forward_row<K: RowKernels, E: Logit + Elem>(
         None => RowSrc::Read(chunk.pass.input(i)),
     };
     let stats = row_stats(k, src, &plan.gather(Some(target)), plan.split_rows);
-    let exps = if stored {
-        Exps::Stored {
-            stats: &stats,
-            buffer: buffer.as_deref().filter(|_| !E::IS_F32),
-        }
-    } else {
-        Exps::FromLogits { shift: stats.max }
-    };
+    let exps = Exps::after::<E>(&stats, stored, buffer.as_deref());
     counted_row(k, plan, chunk, i, target, x_y, &stats, exps, partial);
 }
 

@@ -243,11 +243,15 @@ impl Case {
 }
 
 /// `got` agrees with the oracle's `want` within `tol`; NaN must meet NaN and ±∞ the same ∞.
+/// An infinite `got` agrees with a finite `want` that, within `tol`, lies beyond f32's range
+/// (it overflows when rounded to f32).
 pub fn agrees(got: f32, want: f64, tol: f64) -> bool {
     if want.is_nan() {
         got.is_nan()
     } else if want.is_infinite() {
         f64::from(got) == want
+    } else if got.is_infinite() {
+        (want + tol.copysign(want)) as f32 == got
     } else {
         relative_eq!(f64::from(got), want, epsilon = tol, max_relative = 0.0)
     }

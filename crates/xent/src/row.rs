@@ -48,15 +48,19 @@ impl<'r, E: Elem> RowSrc<'r, E> {
 
     /// The row cut into blocks of `len` values, with their offsets.
     fn into_blocks(self, len: usize) -> Vec<(usize, RowSrc<'r, E>)> {
-        let blocks: Vec<RowSrc<'r, E>> = match self {
-            RowSrc::Read(x) => x.chunks(len).map(RowSrc::Read).collect(),
-            RowSrc::Store(io) => io.into_blocks(len).into_iter().map(RowSrc::Store).collect(),
-        };
-        blocks
-            .into_iter()
-            .enumerate()
-            .map(|(b, part)| (b * len, part))
-            .collect()
+        match self {
+            RowSrc::Read(x) => x
+                .chunks(len)
+                .enumerate()
+                .map(|(b, x)| (b * len, RowSrc::Read(x)))
+                .collect(),
+            RowSrc::Store(io) => io
+                .into_blocks(len)
+                .into_iter()
+                .enumerate()
+                .map(|(b, io)| (b * len, RowSrc::Store(io)))
+                .collect(),
+        }
     }
 }
 

@@ -49,11 +49,28 @@
 
 mod common;
 
+use std::sync::{PoisonError, RwLock};
+
 use common::{Lang, Linkage, Scratch, build_program, crate_dir, program, run_stdout};
 
-/// Builds `tests/c/<name>.c` with `flags` and `libs` against each linkage, runs it, and
-/// returns its outputs.
+/// Turns at the system's threads. `thread_limit.c` asks for 3000 threads, and where its
+/// loosest limit lets them start they can use up a container's process limit, so that
+/// another program running beside it is refused its pool or its `pthread_create` (a
+/// failure that has nothing to do with that program): it runs alone, under the write lock,
+/// and the others side by side under the read lock.
+static SYSTEM_THREADS: RwLock<()> = RwLock::new(());
+
+/// Builds `tests/c/<name>.c` with `flags` and `libs` against each linkage, runs it beside
+/// the other programs but never beside `thread_limit.c`, and returns its outputs.
 fn build_and_run(name: &str, flags: &[&str], libs: &[&str]) -> Vec<String> {
+    let _beside_others = SYSTEM_THREADS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner);
+    build_and_run_now(name, flags, libs)
+}
+
+/// [`build_and_run`] without waiting for a turn.
+fn build_and_run_now(name: &str, flags: &[&str], libs: &[&str]) -> Vec<String> {
     let dir = Scratch::new(&format!("c-{name}"));
     let source = crate_dir().join("tests/c").join(format!("{name}.c"));
     Linkage::BOTH
@@ -194,7 +211,10 @@ fn the_callers_floating_point_environment_changes_no_bit() {
 
 #[test]
 fn threads_the_system_refuses_never_abort() {
-    for output in build_and_run("thread_limit", &[], &[]) {
+    let _alone = SYSTEM_THREADS
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    for output in build_and_run_now("thread_limit", &[], &[]) {
         assert_all_checks_passed(&output, "thread_limit", 100);
         assert!(output.contains(", 0 killed\n"), "{output}");
     }
@@ -205,6 +225,9 @@ fn threads_the_system_refuses_never_abort() {
 /// stderr; an empty value is no value.
 #[test]
 fn xent_simd_takes_every_name_it_prints() {
+    let _beside_others = SYSTEM_THREADS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner);
     let dir = Scratch::new("c-simd_env");
     let source = crate_dir().join("tests/c/simd_env.c");
     let exe = dir.join("simd_env");

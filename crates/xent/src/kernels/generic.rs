@@ -16,8 +16,8 @@
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 use super::{
-    ClassWeights, Elem, ExpSums, GROUP, GradRow, RowIo, RowKernels, SHORT_COLS, SMALLEST_SUBNORMAL,
-    ShortJob, ShortStats, SmoothedTargets, StridedRows,
+    ClassWeights, Elem, ExpSums, GROUP, GROUPS_PER_CALL, GradRow, RowIo, RowKernels, SHORT_COLS,
+    SMALLEST_SUBNORMAL, ShortJob, ShortStats, SmoothedTargets, StridedIo, StridedRows,
 };
 
 /// How far ahead of the read position the exp passes prefetch, in bytes: they are
@@ -370,10 +370,11 @@ macro_rules! pairwise {
 /// Runs of [`GROUP`] rows of at most [`SHORT_COLS`] values, a group at a time: loaded row
 /// by row, transposed so that lane r holds row r, reduced, exponentiated and turned into
 /// `job`'s output and per-row terms lane-wise, transposed back and stored, in runs of
-/// `V::LANES` rows (`GROUP` is a multiple of it).
+/// `V::LANES` rows (`GROUP` is a multiple of it). f32 rows only: 16-bit ones come through
+/// an f32 tile ([`Simd`]'s `short_rows`).
 #[inline(always)]
-pub(crate) unsafe fn short_rows<V: RowGroups, E: Elem>(
-    mut rows: StridedRows<'_, E>,
+pub(crate) unsafe fn short_rows<V: RowGroups>(
+    mut rows: StridedRows<'_>,
     job: &ShortJob<'_>,
     stats: &mut [ShortStats],
 ) {
@@ -403,7 +404,7 @@ pub(crate) unsafe fn short_rows<V: RowGroups, E: Elem>(
                                 None => None,
                             };
                             let at = Lanes { group: g, lane0 };
-                            short_run::<V, E, $c>(src.add(first * stride), stride, dst, job, at, stats);
+                            short_run::<V, $c>(src.add(first * stride), stride, dst, job, at, stats);
                         }
                     }
                 },)*
@@ -434,10 +435,10 @@ struct Lanes {
 /// Those rows are readable (and writable) for `COLS` values each and do not overlap each
 /// other; `at.lane0 + V::LANES <= GROUP`; V's features are enabled.
 #[inline(always)]
-unsafe fn short_run<V: RowGroups, E: Elem, const COLS: usize>(
-    src: *const E,
+unsafe fn short_run<V: RowGroups, const COLS: usize>(
+    src: *const f32,
     stride: usize,
-    dst: Option<(*mut E, usize)>,
+    dst: Option<(*mut f32, usize)>,
     job: &ShortJob<'_>,
     at: Lanes,
     stats: &mut ShortStats,
@@ -462,7 +463,7 @@ unsafe fn short_run<V: RowGroups, E: Elem, const COLS: usize>(
             let width = lanes.min(cols - b * lanes);
             let mut block = [ninf; MAX_LANES];
             for (r, v) in block.iter_mut().enumerate().take(lanes) {
-                *v = load_at::<V, E>(src.add(r * stride + b * lanes), width, f32::NEG_INFINITY);
+                *v = load_at::<V, f32>(src.add(r * stride + b * lanes), width, f32::NEG_INFINITY);
             }
             V::transpose(&mut block);
             x[b * lanes..(b + 1) * lanes].copy_from_slice(&block[..lanes]);
@@ -996,11 +997,75 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         job: &ShortJob<'_>,
         stats: &mut [ShortStats],
     ) {
-        // SAFETY: see above.
+        let mut rows = match rows.into_f32() {
+            Ok(rows) => {
+                // SAFETY: see above.
+                return unsafe {
+                    T::enter(
+                        #[inline(always)]
+                        move || short_rows::<T::Vector>(rows, job, stats),
+                    )
+                };
+            }
+            Err(rows) => rows,
+        };
+        // 16-bit rows: widened into an f32 tile, run through the f32 kernel, the outputs
+        // rounded once from the tile (the bits of the kernel rounding as it stores). The
+        // kernel, unrolled for each of the 16 row lengths, is then compiled once per tier
+        // rather than once per element type, for a copy of at most 16 KiB in L1. Packed rows
+        // convert as one run: row by row, each short row would be a tail.
+        let (cols, groups) = (rows.cols(), rows.groups());
+        assert!(
+            groups <= GROUPS_PER_CALL,
+            "{groups} groups in one short-row call"
+        );
+        let n = GROUP * groups;
+        let (src, stride, dst) = rows.raw_parts();
+        let mut tile = [0.0f32; GROUPS_PER_CALL * GROUP * SHORT_COLS];
+        let tile = &mut tile[..n * cols];
+        // SAFETY: rows 0..n lie at multiples of `stride` inside the input (StridedRows::new)
+        // and hold `cols` values; see above for the features.
         unsafe {
             T::enter(
                 #[inline(always)]
-                move || short_rows::<T::Vector, E>(rows, job, stats),
+                || {
+                    if stride == cols {
+                        let from = core::slice::from_raw_parts(src, n * cols);
+                        convert::<T::Vector, E, f32>(from, tile);
+                    } else {
+                        for (r, to) in tile.chunks_exact_mut(cols).enumerate() {
+                            let from = core::slice::from_raw_parts(src.add(r * stride), cols);
+                            convert::<T::Vector, E, f32>(from, to);
+                        }
+                    }
+                },
+            )
+        }
+        let io = match dst {
+            Some(_) => StridedIo::InPlace(&mut tile[..]),
+            None => StridedIo::Read(&tile[..]),
+        };
+        self.short_rows(StridedRows::new(io, cols, cols, groups), job, stats);
+        let Some((dst, out_stride)) = dst else {
+            return;
+        };
+        // SAFETY: rows 0..n lie at multiples of `out_stride` inside the output
+        // (StridedRows::new), hold `cols` values and do not overlap; no reference to the
+        // rows is alive (the input was read into the tile); see above for the features.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                || {
+                    if out_stride == cols {
+                        let to = core::slice::from_raw_parts_mut(dst, n * cols);
+                        convert::<T::Vector, f32, E>(tile, to);
+                    } else {
+                        for (r, from) in tile.chunks_exact(cols).enumerate() {
+                            let to = core::slice::from_raw_parts_mut(dst.add(r * out_stride), cols);
+                            convert::<T::Vector, f32, E>(from, to);
+                        }
+                    }
+                },
             )
         }
     }

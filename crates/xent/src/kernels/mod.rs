@@ -49,6 +49,16 @@ pub(crate) fn same_type<I: 'static, O: 'static>(row: &mut [I]) -> &mut [O] {
     unsafe { core::slice::from_raw_parts_mut(row.as_mut_ptr().cast::<O>(), row.len()) }
 }
 
+/// [`same_type`] for a row only read.
+pub(crate) fn same_type_ref<I: 'static, O: 'static>(row: &[I]) -> &[O] {
+    assert!(
+        core::any::TypeId::of::<I>() == core::any::TypeId::of::<O>(),
+        "a row cast to its own type"
+    );
+    // SAFETY: `I` and `O` are the same type (checked above), so this is the same slice.
+    unsafe { core::slice::from_raw_parts(row.as_ptr().cast::<O>(), row.len()) }
+}
+
 impl<'r, I: 'static, O: 'static> RowIo<'r, I, O> {
     /// The input row, read-only (for a stats pass before the write pass).
     pub(crate) fn input(&self) -> &[I] {

@@ -133,6 +133,29 @@ impl<'r, E> StridedRows<'r, E> {
         }
     }
 
+    /// The same rows as f32 rows if `E` is f32, else themselves.
+    pub(crate) fn into_f32(self) -> Result<StridedRows<'r, f32>, Self>
+    where
+        E: 'static,
+    {
+        if core::any::TypeId::of::<E>() != core::any::TypeId::of::<f32>() {
+            return Err(self);
+        }
+        let io = match self.io {
+            StridedIo::Read(x) => StridedIo::Read(super::same_type_ref(x)),
+            StridedIo::InPlace(x) => StridedIo::InPlace(super::same_type(x)),
+            StridedIo::Separate(x, out, out_stride) => {
+                StridedIo::Separate(super::same_type_ref(x), super::same_type(out), out_stride)
+            }
+        };
+        Ok(StridedRows {
+            io,
+            cols: self.cols,
+            stride: self.stride,
+            groups: self.groups,
+        })
+    }
+
     /// Values per row.
     pub(crate) fn cols(&self) -> usize {
         self.cols

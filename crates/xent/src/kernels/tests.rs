@@ -1054,39 +1054,68 @@ fn half_short_rows_match_f32_rows<K: RowKernels, E: Elem>(tier: &str, k: K) {
     } else {
         (2, (1..=SHORT_COLS).collect())
     };
+    // Packed rows (converted as one run) and strided ones (row by row); read only, in
+    // place, and into a separate output of its own stride.
+    #[derive(Debug, Clone, Copy)]
+    enum Layout {
+        Read,
+        InPlace,
+        Separate,
+    }
     for cols in all_cols {
-        let (stride, out_stride) = (cols + 3, cols + 1);
-        let xe: Vec<E> = short_batch(cols, stride, groups)
-            .iter()
-            .map(|&v| E::from_f32(v))
-            .collect();
-        let xf: Vec<f32> = xe.iter().map(|v| v.to_f32()).collect();
-        let targets = short_targets(groups, cols);
-        for (job_name, job) in short_jobs(&targets) {
-            let case = format!("{tier}, {name}, cols {cols}, {job_name}");
-            let mut want = vec![9.0f32; groups * GROUP * out_stride];
-            let mut want_stats = vec![ShortStats::default(); groups];
-            let io = StridedIo::Separate(&xf, &mut want, out_stride);
-            k.short_rows(
-                StridedRows::new(io, cols, stride, groups),
-                &job,
-                &mut want_stats,
-            );
-            let mut got = vec![E::from_f32(9.0); groups * GROUP * out_stride];
-            let mut got_stats = vec![ShortStats::default(); groups];
-            let io = StridedIo::Separate(&xe, &mut got, out_stride);
-            k.short_rows(
-                StridedRows::new(io, cols, stride, groups),
-                &job,
-                &mut got_stats,
-            );
-            check_rounded(&case, &got, &want);
-            for (g, (got, want)) in got_stats.iter().zip(&want_stats).enumerate() {
-                for r in 0..GROUP {
-                    assert!(
-                        same(got.lse[r], want.lse[r]) && same(got.nll[r], want.nll[r]),
-                        "{case}: group {g} row {r} stats"
+        for (stride, out_stride) in [(cols, cols), (cols + 3, cols + 1)] {
+            let xe: Vec<E> = short_batch(cols, stride, groups)
+                .iter()
+                .map(|&v| E::from_f32(v))
+                .collect();
+            let xf: Vec<f32> = xe.iter().map(|v| v.to_f32()).collect();
+            let targets = short_targets(groups, cols);
+            for layout in [Layout::Read, Layout::InPlace, Layout::Separate] {
+                for (job_name, job) in short_jobs(&targets) {
+                    let case = format!(
+                        "{tier}, {name}, cols {cols}, stride {stride}, {layout:?}, {job_name}"
                     );
+                    let (mut want, mut got) = match layout {
+                        Layout::InPlace => (xf.clone(), xe.clone()),
+                        _ => (
+                            vec![9.0f32; groups * GROUP * out_stride],
+                            vec![E::from_f32(9.0); groups * GROUP * out_stride],
+                        ),
+                    };
+                    let mut want_stats = vec![ShortStats::default(); groups];
+                    let mut got_stats = vec![ShortStats::default(); groups];
+                    let (io_f32, io_half) = match layout {
+                        Layout::Read => (StridedIo::Read(&xf[..]), StridedIo::Read(&xe[..])),
+                        Layout::InPlace => (
+                            StridedIo::InPlace(&mut want[..]),
+                            StridedIo::InPlace(&mut got[..]),
+                        ),
+                        Layout::Separate => (
+                            StridedIo::Separate(&xf[..], &mut want[..], out_stride),
+                            StridedIo::Separate(&xe[..], &mut got[..], out_stride),
+                        ),
+                    };
+                    k.short_rows(
+                        StridedRows::new(io_f32, cols, stride, groups),
+                        &job,
+                        &mut want_stats,
+                    );
+                    k.short_rows(
+                        StridedRows::new(io_half, cols, stride, groups),
+                        &job,
+                        &mut got_stats,
+                    );
+                    // Every byte, the gaps between rows included (in place they keep
+                    // the input, which rounds to itself).
+                    check_rounded(&case, &got, &want);
+                    for (g, (got, want)) in got_stats.iter().zip(&want_stats).enumerate() {
+                        for r in 0..GROUP {
+                            assert!(
+                                same(got.lse[r], want.lse[r]) && same(got.nll[r], want.nll[r]),
+                                "{case}: group {g} row {r} stats"
+                            );
+                        }
+                    }
                 }
             }
         }

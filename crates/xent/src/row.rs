@@ -64,19 +64,29 @@ impl<'r, E: Elem> RowSrc<'r, E> {
     }
 }
 
+/// Where phase 1 stored a row's exponentials (see [`exp_store`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoredIn {
+    /// Over the row's f32 output.
+    Output,
+    /// In the call's f32 buffer (a 16-bit row).
+    Buffer,
+}
+
 /// Where phase 1 stores the exponentials of a row with output `io`: over the f32 output
 /// itself, or for a 16-bit row in `buffer` (its length), `None` without one.
 pub(crate) fn exp_store<'r, E: Elem>(
     io: RowIo<'r, E>,
     buffer: Option<&'r mut [f32]>,
-) -> Option<RowIo<'r, E, f32>> {
+) -> Option<(RowIo<'r, E, f32>, StoredIn)> {
     if E::IS_F32 {
-        Some(match io {
+        let io = match io {
             RowIo::InPlace(row) => RowIo::InPlace(row),
             RowIo::Separate(x, out) => RowIo::Separate(x, same_type(out)),
-        })
+        };
+        Some((io, StoredIn::Output))
     } else {
-        buffer.map(|b| RowIo::Separate(io.into_input(), b))
+        buffer.map(|b| (RowIo::Separate(io.into_input(), b), StoredIn::Buffer))
     }
 }
 
@@ -389,21 +399,23 @@ pub(crate) enum Exps<'s> {
 }
 
 impl<'s> Exps<'s> {
-    /// Where phase 2 finds the exponentials of a row of `E` whose phase 1 gave `stats`:
-    /// where it stored them when `stored` (the output, or `buffer` for a 16-bit row, see
-    /// [`exp_store`]), else from the logits.
-    pub(crate) fn after<E: Elem>(
+    /// Where phase 2 finds the exponentials of a row whose phase 1 gave `stats`: where
+    /// [`exp_store`] put them (`buffer` is the one it was given), else from the logits.
+    pub(crate) fn after(
         stats: &'s RowStats,
-        stored: bool,
+        stored: Option<StoredIn>,
         buffer: Option<&'s [f32]>,
     ) -> Self {
-        if stored {
-            Exps::Stored {
+        match stored {
+            Some(StoredIn::Output) => Exps::Stored {
                 stats,
-                buffer: buffer.filter(|_| !E::IS_F32),
-            }
-        } else {
-            Exps::FromLogits { shift: stats.max }
+                buffer: None,
+            },
+            Some(StoredIn::Buffer) => Exps::Stored {
+                stats,
+                buffer: Some(buffer.expect("phase 1 stored into the buffer")),
+            },
+            None => Exps::FromLogits { shift: stats.max },
         }
     }
 }

@@ -118,9 +118,9 @@ fn rows_chunk<K: RowKernels, E: Logit + Elem>(
             Output::Probabilities => exp_store(io, buffer.as_deref_mut()),
             Output::LogProbabilities => None,
         };
-        let stored = exps.is_some();
+        let stored = exps.as_ref().map(|&(_, stored)| stored);
         let src = match exps {
-            Some(io) => RowSrc::Store(io),
+            Some((io, _)) => RowSrc::Store(io),
             None => RowSrc::Read(chunk.input(i)),
         };
         let stats = row_stats(k, src, &gather, split);
@@ -139,7 +139,7 @@ fn rows_chunk<K: RowKernels, E: Logit + Elem>(
                     weights: None,
                     cap: 0.0,
                 };
-                let exps = Exps::after::<E>(&stats, stored, buffer.as_deref());
+                let exps = Exps::after(&stats, stored, buffer.as_deref());
                 write_row(k, io, &probs, exps, split);
             }
             Output::LogProbabilities => {

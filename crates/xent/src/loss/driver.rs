@@ -269,13 +269,13 @@ fn forward_row<K: RowKernels, E: Logit + Elem>(
         ),
         false => None,
     };
-    let stored = exps.is_some();
+    let stored = exps.as_ref().map(|&(_, stored)| stored);
     let src = match exps {
-        Some(io) => RowSrc::Store(io),
+        Some((io, _)) => RowSrc::Store(io),
         None => RowSrc::Read(chunk.pass.input(i)),
     };
     let stats = row_stats(k, src, &plan.gather(Some(target)), plan.split_rows);
-    let exps = Exps::after::<E>(&stats, stored, buffer.as_deref());
+    let exps = Exps::after(&stats, stored, buffer.as_deref());
     counted_row(k, plan, chunk, i, target, x_y, &stats, exps, partial);
 }
 

@@ -145,7 +145,9 @@ f64_dtype_summary() { all_checks_passed "$1" f64_dtype 1000; }
 shard_summary() { all_checks_passed "$1" shard 3000; }
 linear_summary() { all_checks_passed "$1" linear 30000; }
 threads_identical() { [ "$(tail -n 1 "$1")" = "threads.c: all results identical" ]; }
-fork_summary() { all_checks_passed "$1" fork 15; }
+# (fork.c leaves out its forks beside another thread's call under ASan, whose allocator
+# is not fork-safe: 11 checks instead of 20.)
+fork_summary() { all_checks_passed "$1" fork 10; }
 fpenv_summary() { all_checks_passed "$1" fpenv 100; }
 a_tier_name() { grep -qxE 'avx512|avx512vl|avx2\+fma|sse2|portable-avx2|neon|portable|scalar' "$1"; }
 # The last line "stress.c: 10000 calls (N ok, M refused) compared under 4 thread settings

@@ -13,6 +13,12 @@
  * and forks a grandchild that does the same once. Every workload in a child is guarded by
  * alarm(): a hang kills the child with SIGALRM, which the parent reports. Prints one line
  * per scenario and a summary; exits 1 on any failure.
+ *
+ * Under AddressSanitizer the forks while another thread is in a call are left out: GCC's
+ * ASan runtime (libasan8) does not hold its allocator's locks across fork(), so a child
+ * forked while the other thread is inside malloc inherits a lock that nobody will release
+ * and hangs in its first malloc (seen in ci/sanitizers.sh, in the library's own Vec
+ * allocations). glibc's malloc, which the program uses without ASan, is fork-safe.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -31,6 +37,17 @@
 enum { ROWS = 256, COLS = 1024, LONG = 262144, HEAD_ROWS = 64, DIM = 32, CLASSES = 300 };
 /* Seconds one workload may take in a child before it counts as hung. */
 enum { WORKLOAD_SECONDS = 30 };
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
 
 static float *batch, *batch_work, *long_row, *long_work, *softmax_out;
 static float *hidden, *weight, *grad_hidden, *grad_weight;
@@ -227,17 +244,21 @@ int main(void) {
 
     /* While another thread is inside calls on the default pool. */
     xent_set_num_threads(0);
-    if (pthread_create(&thread, NULL, caller, NULL) != 0) {
-        puts("pthread_create failed");
-        return 1;
+    if (UNDER_ASAN) {
+        puts("while another thread is in a call: left out (ASan's allocator is not fork-safe)");
+    } else {
+        if (pthread_create(&thread, NULL, caller, NULL) != 0) {
+            puts("pthread_create failed");
+            return 1;
+        }
+        for (i = 0; i < 4; i++) {
+            nanosleep(&pause, NULL);
+            fork_and_check("while another thread is in a call");
+        }
+        keep_calling = 0;
+        pthread_join(thread, NULL);
+        EXPECT(calls_made > 0, "the calling thread's results changed (%d)", calls_made);
     }
-    for (i = 0; i < 4; i++) {
-        nanosleep(&pause, NULL);
-        fork_and_check("while another thread is in a call");
-    }
-    keep_calling = 0;
-    pthread_join(thread, NULL);
-    EXPECT(calls_made > 0, "the calling thread's results changed (%d)", calls_made);
 
     /* The parent's own pool still works after all that. */
     EXPECT(workload() == reference, "the parent's calls after the forks give other bits");

@@ -1014,6 +1014,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         // kernel, unrolled for each of the 16 row lengths, is then compiled once per tier
         // rather than once per element type, for a copy of at most 16 KiB in L1. Packed rows
         // convert as one run: row by row, each short row would be a tail.
+        assert_eq!(stats.len(), rows.groups());
         let (cols, groups) = (rows.cols(), rows.groups());
         assert!(
             groups <= GROUPS_PER_CALL,

@@ -1049,8 +1049,11 @@ fn half_rows_match_f32_rows<K: RowKernels, E: Elem>(tier: &str, k: K) {
 /// [`half_rows_match_f32_rows`].
 fn half_short_rows_match_f32_rows<K: RowKernels, E: Elem>(tier: &str, k: K) {
     let name = core::any::type_name::<E>();
+    // (Under Miri one length, not a multiple of 8 lanes, and three of the layouts below
+    // that pass through both ways of converting: the loads and stores are those of the
+    // other cases.)
     let (groups, all_cols) = if cfg!(miri) {
-        (1, vec![1, 9, 16])
+        (1, vec![9])
     } else {
         (2, (1..=SHORT_COLS).collect())
     };
@@ -1071,6 +1074,10 @@ fn half_short_rows_match_f32_rows<K: RowKernels, E: Elem>(tier: &str, k: K) {
             let xf: Vec<f32> = xe.iter().map(|v| v.to_f32()).collect();
             let targets = short_targets(groups, cols);
             for layout in [Layout::Read, Layout::InPlace, Layout::Separate] {
+                let packed = stride == cols;
+                if cfg!(miri) && packed == matches!(layout, Layout::Separate) {
+                    continue;
+                }
                 for (job_name, job) in short_jobs(&targets) {
                     let case = format!(
                         "{tier}, {name}, cols {cols}, stride {stride}, {layout:?}, {job_name}"

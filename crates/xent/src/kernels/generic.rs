@@ -873,6 +873,36 @@ pub(crate) unsafe fn convert<V: F32Vector, I: Elem, O: Elem>(src: &[I], dst: &mu
     }
 }
 
+/// `rows` rows of `cols` values converted from `src.0` (rows `src.1` apart) into `dst.0`
+/// (rows `dst.1` apart): as one run when both are packed (row by row, each short row would
+/// be a tail).
+///
+/// # Safety
+///
+/// Those rows are readable at `src` and writable at `dst`, and do not overlap; V's
+/// features are enabled.
+#[inline(always)]
+unsafe fn convert_rows<V: F32Vector, I: Elem, O: Elem>(
+    src: (*const I, usize),
+    dst: (*mut O, usize),
+    rows: usize,
+    cols: usize,
+) {
+    // SAFETY: the rows lie where the caller says; V's features: caller contract.
+    unsafe {
+        if src.1 == cols && dst.1 == cols {
+            let from = core::slice::from_raw_parts(src.0, rows * cols);
+            convert::<V, I, O>(from, core::slice::from_raw_parts_mut(dst.0, rows * cols));
+        } else {
+            for r in 0..rows {
+                let from = core::slice::from_raw_parts(src.0.add(r * src.1), cols);
+                let to = core::slice::from_raw_parts_mut(dst.0.add(r * dst.1), cols);
+                convert::<V, I, O>(from, to);
+            }
+        }
+    }
+}
+
 /// A vector tier: its vector types and the one function compiled with its target features.
 ///
 /// # Safety
@@ -1012,8 +1042,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         // 16-bit rows: widened into an f32 tile, run through the f32 kernel, the outputs
         // rounded once from the tile (the bits of the kernel rounding as it stores). The
         // kernel, unrolled for each of the 16 row lengths, is then compiled once per tier
-        // rather than once per element type, for a copy of at most 16 KiB in L1. Packed rows
-        // convert as one run: row by row, each short row would be a tail.
+        // rather than once per element type, for a copy of at most 16 KiB in L1.
         assert_eq!(stats.len(), rows.groups());
         let (cols, groups) = (rows.cols(), rows.groups());
         assert!(
@@ -1025,21 +1054,12 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         let mut tile = [0.0f32; GROUPS_PER_CALL * GROUP * SHORT_COLS];
         let tile = &mut tile[..n * cols];
         // SAFETY: rows 0..n lie at multiples of `stride` inside the input (StridedRows::new)
-        // and hold `cols` values; see above for the features.
+        // and hold `cols` values, the tile holds n packed rows; see above for the features.
         unsafe {
+            let to = tile.as_mut_ptr();
             T::enter(
                 #[inline(always)]
-                || {
-                    if stride == cols {
-                        let from = core::slice::from_raw_parts(src, n * cols);
-                        convert::<T::Vector, E, f32>(from, tile);
-                    } else {
-                        for (r, to) in tile.chunks_exact_mut(cols).enumerate() {
-                            let from = core::slice::from_raw_parts(src.add(r * stride), cols);
-                            convert::<T::Vector, E, f32>(from, to);
-                        }
-                    }
-                },
+                || convert_rows::<T::Vector, E, f32>((src, stride), (to, cols), n, cols),
             )
         }
         let io = match dst {
@@ -1054,19 +1074,10 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         // (StridedRows::new), hold `cols` values and do not overlap; no reference to the
         // rows is alive (the input was read into the tile); see above for the features.
         unsafe {
+            let from = tile.as_ptr();
             T::enter(
                 #[inline(always)]
-                || {
-                    if out_stride == cols {
-                        let to = core::slice::from_raw_parts_mut(dst, n * cols);
-                        convert::<T::Vector, f32, E>(tile, to);
-                    } else {
-                        for (r, from) in tile.chunks_exact(cols).enumerate() {
-                            let to = core::slice::from_raw_parts_mut(dst.add(r * out_stride), cols);
-                            convert::<T::Vector, f32, E>(from, to);
-                        }
-                    }
-                },
+                || convert_rows::<T::Vector, f32, E>((from, cols), (dst, out_stride), n, cols),
             )
         }
     }

@@ -49,7 +49,7 @@
 
 mod common;
 
-use std::sync::{PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use common::{Lang, Linkage, Scratch, build_program, crate_dir, program, run_stdout};
 
@@ -60,12 +60,18 @@ use common::{Lang, Linkage, Scratch, build_program, crate_dir, program, run_stdo
 /// and the others side by side under the read lock.
 static SYSTEM_THREADS: RwLock<()> = RwLock::new(());
 
+/// A turn beside the other programs (never beside `thread_limit.c`), held while the guard
+/// lives.
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    SYSTEM_THREADS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Builds `tests/c/<name>.c` with `flags` and `libs` against each linkage, runs it beside
 /// the other programs but never beside `thread_limit.c`, and returns its outputs.
 fn build_and_run(name: &str, flags: &[&str], libs: &[&str]) -> Vec<String> {
-    let _beside_others = SYSTEM_THREADS
-        .read()
-        .unwrap_or_else(PoisonError::into_inner);
+    let _turn = beside_others();
     build_and_run_now(name, flags, libs)
 }
 
@@ -225,9 +231,7 @@ fn threads_the_system_refuses_never_abort() {
 /// stderr; an empty value is no value.
 #[test]
 fn xent_simd_takes_every_name_it_prints() {
-    let _beside_others = SYSTEM_THREADS
-        .read()
-        .unwrap_or_else(PoisonError::into_inner);
+    let _turn = beside_others();
     let dir = Scratch::new("c-simd_env");
     let source = crate_dir().join("tests/c/simd_env.c");
     let exe = dir.join("simd_env");

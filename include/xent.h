@@ -223,9 +223,9 @@ const char *xent_simd_level(void);
 xent_status xent_set_num_threads(size_t n);
 
 /**
- * The fused softmax cross-entropy of `rows` rows of `cols` logits against hard targets:
- * the loss, and in the same sweep its gradient with respect to the logits when `grad` is
- * not NULL.
+ * The fused softmax cross-entropy of `rows` rows of `cols` logits against hard
+ * targets: the loss, and in the same sweep its gradient with respect to the logits
+ * when `grad` is not NULL.
  *
  * - `logits`: row `i` holds `cols` values from `logits + i * logits_stride`.
  * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
@@ -235,15 +235,16 @@ xent_status xent_set_num_threads(size_t n);
  *   (reduction none).
  * - `grad`: NULL for no gradient, or `rows` rows of `cols` values, row `i` at
  *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
- *   overwrites the logits with their gradient (in place); any other overlap is refused.
+ *   overwrites the logits with their gradient (in place); any other overlap is
+ *   refused.
  * - `lse`: NULL, or `rows` values that receive each row's logsumexp (ignored rows
- *   included), for `xent_cross_entropy_backward_f32`.
+ *   included), for the backward function of the same element type.
  *
  * # Safety
  *
- * Every non-NULL pointer points to the elements its arguments describe, readable (inputs)
- * or writable (outputs) for the duration of the call, and no other thread writes them
- * meanwhile.
+ * Every non-NULL pointer points to the elements its arguments describe, readable
+ * (inputs) or writable (outputs) for the duration of the call, and no other thread
+ * writes them meanwhile.
  */
 xent_status xent_cross_entropy_f32(const float *logits,
                                    size_t rows,
@@ -257,10 +258,116 @@ xent_status xent_cross_entropy_f32(const float *logits,
                                    float *lse);
 
 /**
- * `xent_cross_entropy_f32` against soft targets: `targets` holds `rows` rows of `cols`
- * probabilities, row `i` at `targets + i * targets_stride`. Every row counts
- * (`ignore_index` does not apply), and reduction mean divides by `rows`. The targets are
- * an input: no output may overlap them.
+ * The fused softmax cross-entropy of `rows` rows of `cols` logits against hard
+ * targets: the loss, and in the same sweep its gradient with respect to the logits
+ * when `grad` is not NULL.
+ *
+ * - `logits`: row `i` holds `cols` values from `logits + i * logits_stride`.
+ * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
+ *   `options->ignore_index`.
+ * - `options`: NULL for the defaults (see `xent_options_default`).
+ * - `loss` (never NULL): receives 1 value (reductions mean and sum) or `rows` values
+ *   (reduction none).
+ * - `grad`: NULL for no gradient, or `rows` rows of `cols` values, row `i` at
+ *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
+ *   overwrites the logits with their gradient (in place); any other overlap is
+ *   refused.
+ * - `lse`: NULL, or `rows` values that receive each row's logsumexp (ignored rows
+ *   included), for the backward function of the same element type.
+ *
+ * # Safety
+ *
+ * Every non-NULL pointer points to the elements its arguments describe, readable
+ * (inputs) or writable (outputs) for the duration of the call, and no other thread
+ * writes them meanwhile.
+ */
+xent_status xent_cross_entropy_bf16(const uint16_t *logits,
+                                    size_t rows,
+                                    size_t cols,
+                                    size_t logits_stride,
+                                    const int64_t *targets,
+                                    const xent_options *options,
+                                    float *loss,
+                                    uint16_t *grad,
+                                    size_t grad_stride,
+                                    float *lse);
+
+/**
+ * The fused softmax cross-entropy of `rows` rows of `cols` logits against hard
+ * targets: the loss, and in the same sweep its gradient with respect to the logits
+ * when `grad` is not NULL.
+ *
+ * - `logits`: row `i` holds `cols` values from `logits + i * logits_stride`.
+ * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
+ *   `options->ignore_index`.
+ * - `options`: NULL for the defaults (see `xent_options_default`).
+ * - `loss` (never NULL): receives 1 value (reductions mean and sum) or `rows` values
+ *   (reduction none).
+ * - `grad`: NULL for no gradient, or `rows` rows of `cols` values, row `i` at
+ *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
+ *   overwrites the logits with their gradient (in place); any other overlap is
+ *   refused.
+ * - `lse`: NULL, or `rows` values that receive each row's logsumexp (ignored rows
+ *   included), for the backward function of the same element type.
+ *
+ * # Safety
+ *
+ * Every non-NULL pointer points to the elements its arguments describe, readable
+ * (inputs) or writable (outputs) for the duration of the call, and no other thread
+ * writes them meanwhile.
+ */
+xent_status xent_cross_entropy_f16(const uint16_t *logits,
+                                   size_t rows,
+                                   size_t cols,
+                                   size_t logits_stride,
+                                   const int64_t *targets,
+                                   const xent_options *options,
+                                   float *loss,
+                                   uint16_t *grad,
+                                   size_t grad_stride,
+                                   float *lse);
+
+/**
+ * The fused softmax cross-entropy of `rows` rows of `cols` logits against hard
+ * targets: the loss, and in the same sweep its gradient with respect to the logits
+ * when `grad` is not NULL.
+ *
+ * - `logits`: row `i` holds `cols` values from `logits + i * logits_stride`.
+ * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
+ *   `options->ignore_index`.
+ * - `options`: NULL for the defaults (see `xent_options_default`).
+ * - `loss` (never NULL): receives 1 value (reductions mean and sum) or `rows` values
+ *   (reduction none).
+ * - `grad`: NULL for no gradient, or `rows` rows of `cols` values, row `i` at
+ *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
+ *   overwrites the logits with their gradient (in place); any other overlap is
+ *   refused.
+ * - `lse`: NULL, or `rows` values that receive each row's logsumexp (ignored rows
+ *   included), for the backward function of the same element type.
+ *
+ * # Safety
+ *
+ * Every non-NULL pointer points to the elements its arguments describe, readable
+ * (inputs) or writable (outputs) for the duration of the call, and no other thread
+ * writes them meanwhile.
+ */
+xent_status xent_cross_entropy_f64(const double *logits,
+                                   size_t rows,
+                                   size_t cols,
+                                   size_t logits_stride,
+                                   const int64_t *targets,
+                                   const xent_options *options,
+                                   double *loss,
+                                   double *grad,
+                                   size_t grad_stride,
+                                   double *lse);
+
+/**
+ * The cross-entropy function of the same element type against soft targets:
+ * `targets` holds `rows` rows of `cols` probabilities (`float` for every element
+ * type), row `i` at `targets + i * targets_stride`. Every row counts
+ * (`ignore_index` does not apply), and reduction mean divides by `rows`. The
+ * targets are an input: no output may overlap them.
  *
  * # Safety
  *
@@ -279,14 +386,85 @@ xent_status xent_cross_entropy_soft_f32(const float *logits,
                                         float *lse);
 
 /**
- * The gradient of the loss with respect to the logits from the `lse` a forward call
- * saved, written into `grad` (required; `grad == logits` with equal strides is in place).
+ * The cross-entropy function of the same element type against soft targets:
+ * `targets` holds `rows` rows of `cols` probabilities (`float` for every element
+ * type), row `i` at `targets + i * targets_stride`. Every row counts
+ * (`ignore_index` does not apply), and reduction mean divides by `rows`. The
+ * targets are an input: no output may overlap them.
  *
- * - `lse`: the `rows` logsumexps `xent_cross_entropy_f32` wrote for these logits.
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_cross_entropy_soft_bf16(const uint16_t *logits,
+                                         size_t rows,
+                                         size_t cols,
+                                         size_t logits_stride,
+                                         const float *targets,
+                                         size_t targets_stride,
+                                         const xent_options *options,
+                                         float *loss,
+                                         uint16_t *grad,
+                                         size_t grad_stride,
+                                         float *lse);
+
+/**
+ * The cross-entropy function of the same element type against soft targets:
+ * `targets` holds `rows` rows of `cols` probabilities (`float` for every element
+ * type), row `i` at `targets + i * targets_stride`. Every row counts
+ * (`ignore_index` does not apply), and reduction mean divides by `rows`. The
+ * targets are an input: no output may overlap them.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_cross_entropy_soft_f16(const uint16_t *logits,
+                                        size_t rows,
+                                        size_t cols,
+                                        size_t logits_stride,
+                                        const float *targets,
+                                        size_t targets_stride,
+                                        const xent_options *options,
+                                        float *loss,
+                                        uint16_t *grad,
+                                        size_t grad_stride,
+                                        float *lse);
+
+/**
+ * The cross-entropy function of the same element type against soft targets:
+ * `targets` holds `rows` rows of `cols` probabilities (`float` for every element
+ * type), row `i` at `targets + i * targets_stride`. Every row counts
+ * (`ignore_index` does not apply), and reduction mean divides by `rows`. The
+ * targets are an input: no output may overlap them.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_cross_entropy_soft_f64(const double *logits,
+                                        size_t rows,
+                                        size_t cols,
+                                        size_t logits_stride,
+                                        const float *targets,
+                                        size_t targets_stride,
+                                        const xent_options *options,
+                                        double *loss,
+                                        double *grad,
+                                        size_t grad_stride,
+                                        double *lse);
+
+/**
+ * The gradient of the loss with respect to the logits from the `lse` a forward call
+ * saved, written into `grad` (required; `grad == logits` with equal strides is in
+ * place).
+ *
+ * - `lse`: the `rows` logsumexps the cross-entropy function of the same element
+ *   type wrote for these logits.
  * - `dloss`: the upstream gradient, which replaces `options->grad_scale`: 1 value
  *   (reductions mean and sum) or `rows` values (reduction none).
- * - The other arguments as for `xent_cross_entropy_f32`; `lse`, `dloss` and the targets
- *   are inputs, which the gradient must not overlap.
+ * - The other arguments as for the cross-entropy function; `lse`, `dloss` and the
+ *   targets are inputs, which the gradient must not overlap.
  *
  * # Safety
  *
@@ -301,6 +479,87 @@ xent_status xent_cross_entropy_backward_f32(const float *logits,
                                             const float *lse,
                                             const float *dloss,
                                             float *grad,
+                                            size_t grad_stride);
+
+/**
+ * The gradient of the loss with respect to the logits from the `lse` a forward call
+ * saved, written into `grad` (required; `grad == logits` with equal strides is in
+ * place).
+ *
+ * - `lse`: the `rows` logsumexps the cross-entropy function of the same element
+ *   type wrote for these logits.
+ * - `dloss`: the upstream gradient, which replaces `options->grad_scale`: 1 value
+ *   (reductions mean and sum) or `rows` values (reduction none).
+ * - The other arguments as for the cross-entropy function; `lse`, `dloss` and the
+ *   targets are inputs, which the gradient must not overlap.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_cross_entropy_backward_bf16(const uint16_t *logits,
+                                             size_t rows,
+                                             size_t cols,
+                                             size_t logits_stride,
+                                             const int64_t *targets,
+                                             const xent_options *options,
+                                             const float *lse,
+                                             const float *dloss,
+                                             uint16_t *grad,
+                                             size_t grad_stride);
+
+/**
+ * The gradient of the loss with respect to the logits from the `lse` a forward call
+ * saved, written into `grad` (required; `grad == logits` with equal strides is in
+ * place).
+ *
+ * - `lse`: the `rows` logsumexps the cross-entropy function of the same element
+ *   type wrote for these logits.
+ * - `dloss`: the upstream gradient, which replaces `options->grad_scale`: 1 value
+ *   (reductions mean and sum) or `rows` values (reduction none).
+ * - The other arguments as for the cross-entropy function; `lse`, `dloss` and the
+ *   targets are inputs, which the gradient must not overlap.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_cross_entropy_backward_f16(const uint16_t *logits,
+                                            size_t rows,
+                                            size_t cols,
+                                            size_t logits_stride,
+                                            const int64_t *targets,
+                                            const xent_options *options,
+                                            const float *lse,
+                                            const float *dloss,
+                                            uint16_t *grad,
+                                            size_t grad_stride);
+
+/**
+ * The gradient of the loss with respect to the logits from the `lse` a forward call
+ * saved, written into `grad` (required; `grad == logits` with equal strides is in
+ * place).
+ *
+ * - `lse`: the `rows` logsumexps the cross-entropy function of the same element
+ *   type wrote for these logits.
+ * - `dloss`: the upstream gradient, which replaces `options->grad_scale`: 1 value
+ *   (reductions mean and sum) or `rows` values (reduction none).
+ * - The other arguments as for the cross-entropy function; `lse`, `dloss` and the
+ *   targets are inputs, which the gradient must not overlap.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_cross_entropy_backward_f64(const double *logits,
+                                            size_t rows,
+                                            size_t cols,
+                                            size_t logits_stride,
+                                            const int64_t *targets,
+                                            const xent_options *options,
+                                            const double *lse,
+                                            const double *dloss,
+                                            double *grad,
                                             size_t grad_stride);
 
 /**
@@ -320,7 +579,56 @@ xent_status xent_softmax_f32(const float *x,
                              size_t y_stride);
 
 /**
- * `xent_softmax_f32` writing each row's log-softmax, `x - logsumexp(x)`.
+ * Writes the softmax of each of the `rows` rows of `x` (`cols` values, row `i` at
+ * `x + i * x_stride`) into `y` (row `i` at `y + i * y_stride`). `y == x` with
+ * `y_stride == x_stride` is in place; any other overlap is refused.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_softmax_bf16(const uint16_t *x,
+                              size_t rows,
+                              size_t cols,
+                              size_t x_stride,
+                              uint16_t *y,
+                              size_t y_stride);
+
+/**
+ * Writes the softmax of each of the `rows` rows of `x` (`cols` values, row `i` at
+ * `x + i * x_stride`) into `y` (row `i` at `y + i * y_stride`). `y == x` with
+ * `y_stride == x_stride` is in place; any other overlap is refused.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_softmax_f16(const uint16_t *x,
+                             size_t rows,
+                             size_t cols,
+                             size_t x_stride,
+                             uint16_t *y,
+                             size_t y_stride);
+
+/**
+ * Writes the softmax of each of the `rows` rows of `x` (`cols` values, row `i` at
+ * `x + i * x_stride`) into `y` (row `i` at `y + i * y_stride`). `y == x` with
+ * `y_stride == x_stride` is in place; any other overlap is refused.
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_softmax_f64(const double *x,
+                             size_t rows,
+                             size_t cols,
+                             size_t x_stride,
+                             double *y,
+                             size_t y_stride);
+
+/**
+ * The softmax function of the same element type writing each row's log-softmax,
+ * `x - logsumexp(x)`.
  *
  * # Safety
  *
@@ -334,124 +642,12 @@ xent_status xent_log_softmax_f32(const float *x,
                                  size_t y_stride);
 
 /**
- * `xent_cross_entropy_f32` over bf16 logits: the fused softmax cross-entropy of `rows`
- * rows of `cols` bf16 logits against hard targets, and in the same sweep its gradient
- * with respect to the logits when `grad` is not NULL.
- *
- * - `logits`: bf16 values as their bit patterns; row `i` holds `cols` values from
- *   `logits + i * logits_stride` (strides count elements, not bytes).
- * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
- *   `options->ignore_index`.
- * - `options`: NULL for the defaults (see `xent_options_default`).
- * - `loss` (never NULL, `float`): receives 1 value (reductions mean and sum) or `rows`
- *   values (reduction none).
- * - `grad`: NULL for no gradient, or `rows` rows of `cols` bf16 values, row `i` at
- *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
- *   overwrites the logits with their gradient (in place); any other overlap is refused.
- * - `lse`: NULL, or `rows` `float` values that receive each row's logsumexp (ignored rows
- *   included), for `xent_cross_entropy_backward_bf16`.
- *
- * Rounding: the logits are widened to f32 (exactly) and everything is computed in f32, as
- * `xent_cross_entropy_f32` computes it on the widened logits: `loss` and `lse` are that
- * call's floats, bit for bit, and each gradient entry is its gradient entry rounded once
- * to bf16 (to nearest, ties to even).
+ * The softmax function of the same element type writing each row's log-softmax,
+ * `x - logsumexp(x)`.
  *
  * # Safety
  *
- * Every non-NULL pointer points to the elements its arguments describe (2 bytes each for
- * the bf16 buffers), readable (inputs) or writable (outputs) for the duration of the call,
- * and no other thread writes them meanwhile.
- */
-xent_status xent_cross_entropy_bf16(const uint16_t *logits,
-                                    size_t rows,
-                                    size_t cols,
-                                    size_t logits_stride,
-                                    const int64_t *targets,
-                                    const xent_options *options,
-                                    float *loss,
-                                    uint16_t *grad,
-                                    size_t grad_stride,
-                                    float *lse);
-
-/**
- * `xent_cross_entropy_bf16` against soft targets: `targets` holds `rows` rows of `cols`
- * probabilities as `float` (f32 for every logits type), row `i` at
- * `targets + i * targets_stride`. Every row counts (`ignore_index` does not apply), and
- * reduction mean divides by `rows`. The targets are an input: no output may overlap them.
- * Loss, lse and gradient are `xent_cross_entropy_soft_f32`'s on the widened logits, the
- * gradient rounded once to bf16 (to nearest, ties to even).
- *
- * # Safety
- *
- * As `xent_cross_entropy_bf16`.
- */
-xent_status xent_cross_entropy_soft_bf16(const uint16_t *logits,
-                                         size_t rows,
-                                         size_t cols,
-                                         size_t logits_stride,
-                                         const float *targets,
-                                         size_t targets_stride,
-                                         const xent_options *options,
-                                         float *loss,
-                                         uint16_t *grad,
-                                         size_t grad_stride,
-                                         float *lse);
-
-/**
- * The gradient of the loss with respect to bf16 logits from the `lse` a forward call
- * saved, written into `grad` (bf16, required; `grad == logits` with equal strides is in
- * place).
- *
- * - `lse`: the `rows` logsumexps (`float`) `xent_cross_entropy_bf16` wrote for these
- *   logits.
- * - `dloss`: the upstream gradient (`float`), which replaces `options->grad_scale`: 1
- *   value (reductions mean and sum) or `rows` values (reduction none).
- * - The other arguments as for `xent_cross_entropy_bf16`; `lse`, `dloss` and the targets
- *   are inputs, which the gradient must not overlap.
- *
- * Each gradient entry is `xent_cross_entropy_backward_f32`'s on the widened logits,
- * rounded once to bf16 (to nearest, ties to even).
- *
- * # Safety
- *
- * As `xent_cross_entropy_bf16`.
- */
-xent_status xent_cross_entropy_backward_bf16(const uint16_t *logits,
-                                             size_t rows,
-                                             size_t cols,
-                                             size_t logits_stride,
-                                             const int64_t *targets,
-                                             const xent_options *options,
-                                             const float *lse,
-                                             const float *dloss,
-                                             uint16_t *grad,
-                                             size_t grad_stride);
-
-/**
- * Writes the softmax of each of the `rows` rows of `x` (bf16 bit patterns, `cols` values,
- * row `i` at `x + i * x_stride`) into `y` (bf16, row `i` at `y + i * y_stride`).
- * `y == x` with `y_stride == x_stride` is in place; any other overlap is refused. Each
- * value is `xent_softmax_f32`'s on the widened rows, rounded once to bf16 (to nearest,
- * ties to even).
- *
- * # Safety
- *
- * As `xent_cross_entropy_bf16`.
- */
-xent_status xent_softmax_bf16(const uint16_t *x,
-                              size_t rows,
-                              size_t cols,
-                              size_t x_stride,
-                              uint16_t *y,
-                              size_t y_stride);
-
-/**
- * `xent_softmax_bf16` writing each row's log-softmax, `x - logsumexp(x)`: computed in f32
- * as by `xent_log_softmax_f32` and rounded once to bf16 (to nearest, ties to even).
- *
- * # Safety
- *
- * As `xent_cross_entropy_bf16`.
+ * As `xent_cross_entropy_f32`.
  */
 xent_status xent_log_softmax_bf16(const uint16_t *x,
                                   size_t rows,
@@ -461,124 +657,12 @@ xent_status xent_log_softmax_bf16(const uint16_t *x,
                                   size_t y_stride);
 
 /**
- * `xent_cross_entropy_f32` over f16 logits: the fused softmax cross-entropy of `rows`
- * rows of `cols` f16 logits against hard targets, and in the same sweep its gradient
- * with respect to the logits when `grad` is not NULL.
- *
- * - `logits`: f16 values as their bit patterns; row `i` holds `cols` values from
- *   `logits + i * logits_stride` (strides count elements, not bytes).
- * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
- *   `options->ignore_index`.
- * - `options`: NULL for the defaults (see `xent_options_default`).
- * - `loss` (never NULL, `float`): receives 1 value (reductions mean and sum) or `rows`
- *   values (reduction none).
- * - `grad`: NULL for no gradient, or `rows` rows of `cols` f16 values, row `i` at
- *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
- *   overwrites the logits with their gradient (in place); any other overlap is refused.
- * - `lse`: NULL, or `rows` `float` values that receive each row's logsumexp (ignored rows
- *   included), for `xent_cross_entropy_backward_f16`.
- *
- * Rounding: the logits are widened to f32 (exactly) and everything is computed in f32, as
- * `xent_cross_entropy_f32` computes it on the widened logits: `loss` and `lse` are that
- * call's floats, bit for bit, and each gradient entry is its gradient entry rounded once
- * to f16 (to nearest, ties to even).
+ * The softmax function of the same element type writing each row's log-softmax,
+ * `x - logsumexp(x)`.
  *
  * # Safety
  *
- * Every non-NULL pointer points to the elements its arguments describe (2 bytes each for
- * the f16 buffers), readable (inputs) or writable (outputs) for the duration of the call,
- * and no other thread writes them meanwhile.
- */
-xent_status xent_cross_entropy_f16(const uint16_t *logits,
-                                   size_t rows,
-                                   size_t cols,
-                                   size_t logits_stride,
-                                   const int64_t *targets,
-                                   const xent_options *options,
-                                   float *loss,
-                                   uint16_t *grad,
-                                   size_t grad_stride,
-                                   float *lse);
-
-/**
- * `xent_cross_entropy_f16` against soft targets: `targets` holds `rows` rows of `cols`
- * probabilities as `float` (f32 for every logits type), row `i` at
- * `targets + i * targets_stride`. Every row counts (`ignore_index` does not apply), and
- * reduction mean divides by `rows`. The targets are an input: no output may overlap them.
- * Loss, lse and gradient are `xent_cross_entropy_soft_f32`'s on the widened logits, the
- * gradient rounded once to f16 (to nearest, ties to even).
- *
- * # Safety
- *
- * As `xent_cross_entropy_f16`.
- */
-xent_status xent_cross_entropy_soft_f16(const uint16_t *logits,
-                                        size_t rows,
-                                        size_t cols,
-                                        size_t logits_stride,
-                                        const float *targets,
-                                        size_t targets_stride,
-                                        const xent_options *options,
-                                        float *loss,
-                                        uint16_t *grad,
-                                        size_t grad_stride,
-                                        float *lse);
-
-/**
- * The gradient of the loss with respect to f16 logits from the `lse` a forward call
- * saved, written into `grad` (f16, required; `grad == logits` with equal strides is in
- * place).
- *
- * - `lse`: the `rows` logsumexps (`float`) `xent_cross_entropy_f16` wrote for these
- *   logits.
- * - `dloss`: the upstream gradient (`float`), which replaces `options->grad_scale`: 1
- *   value (reductions mean and sum) or `rows` values (reduction none).
- * - The other arguments as for `xent_cross_entropy_f16`; `lse`, `dloss` and the targets
- *   are inputs, which the gradient must not overlap.
- *
- * Each gradient entry is `xent_cross_entropy_backward_f32`'s on the widened logits,
- * rounded once to f16 (to nearest, ties to even).
- *
- * # Safety
- *
- * As `xent_cross_entropy_f16`.
- */
-xent_status xent_cross_entropy_backward_f16(const uint16_t *logits,
-                                            size_t rows,
-                                            size_t cols,
-                                            size_t logits_stride,
-                                            const int64_t *targets,
-                                            const xent_options *options,
-                                            const float *lse,
-                                            const float *dloss,
-                                            uint16_t *grad,
-                                            size_t grad_stride);
-
-/**
- * Writes the softmax of each of the `rows` rows of `x` (f16 bit patterns, `cols` values,
- * row `i` at `x + i * x_stride`) into `y` (f16, row `i` at `y + i * y_stride`).
- * `y == x` with `y_stride == x_stride` is in place; any other overlap is refused. Each
- * value is `xent_softmax_f32`'s on the widened rows, rounded once to f16 (to nearest,
- * ties to even).
- *
- * # Safety
- *
- * As `xent_cross_entropy_f16`.
- */
-xent_status xent_softmax_f16(const uint16_t *x,
-                             size_t rows,
-                             size_t cols,
-                             size_t x_stride,
-                             uint16_t *y,
-                             size_t y_stride);
-
-/**
- * `xent_softmax_f16` writing each row's log-softmax, `x - logsumexp(x)`: computed in f32
- * as by `xent_log_softmax_f32` and rounded once to f16 (to nearest, ties to even).
- *
- * # Safety
- *
- * As `xent_cross_entropy_f16`.
+ * As `xent_cross_entropy_f32`.
  */
 xent_status xent_log_softmax_f16(const uint16_t *x,
                                  size_t rows,
@@ -588,122 +672,12 @@ xent_status xent_log_softmax_f16(const uint16_t *x,
                                  size_t y_stride);
 
 /**
- * `xent_cross_entropy_f32` over `double` logits: the fused softmax cross-entropy of `rows`
- * rows of `cols` logits against hard targets, and in the same sweep its gradient with
- * respect to the logits when `grad` is not NULL.
- *
- * - `logits`: row `i` holds `cols` values from `logits + i * logits_stride` (strides
- *   count elements, not bytes).
- * - `targets`: `rows` class indices, each in `[0, cols)` or equal to
- *   `options->ignore_index`.
- * - `options`: NULL for the defaults (see `xent_options_default`); its values (`float`)
- *   are widened to double exactly.
- * - `loss` (never NULL, `double`): receives 1 value (reductions mean and sum) or `rows`
- *   values (reduction none).
- * - `grad`: NULL for no gradient, or `rows` rows of `cols` `double` values, row `i` at
- *   `grad + i * grad_stride`. `grad == logits` with `grad_stride == logits_stride`
- *   overwrites the logits with their gradient (in place); any other overlap is refused.
- * - `lse`: NULL, or `rows` `double` values that receive each row's logsumexp (ignored rows
- *   included), for `xent_cross_entropy_backward_f64`.
- *
- * Precision: computed in f64 throughout, one element at a time with the standard
- * library's exp, ln and tanh (no SIMD); no intermediate is rounded to f32 or to a 16-bit
- * type.
+ * The softmax function of the same element type writing each row's log-softmax,
+ * `x - logsumexp(x)`.
  *
  * # Safety
  *
- * Every non-NULL pointer points to the elements its arguments describe (8 bytes each for
- * the `double` buffers, which must be aligned for `double`), readable (inputs) or writable
- * (outputs) for the duration of the call, and no other thread writes them meanwhile.
- */
-xent_status xent_cross_entropy_f64(const double *logits,
-                                   size_t rows,
-                                   size_t cols,
-                                   size_t logits_stride,
-                                   const int64_t *targets,
-                                   const xent_options *options,
-                                   double *loss,
-                                   double *grad,
-                                   size_t grad_stride,
-                                   double *lse);
-
-/**
- * `xent_cross_entropy_f64` against soft targets: `targets` holds `rows` rows of `cols`
- * probabilities as `float` (f32 for every logits type, `double` logits included), row `i`
- * at `targets + i * targets_stride`; each is widened to double exactly. Every row counts
- * (`ignore_index` does not apply), and reduction mean divides by `rows`. The targets are
- * an input: no output may overlap them. Loss, lse and gradient are `double`, computed in
- * f64 throughout.
- *
- * # Safety
- *
- * As `xent_cross_entropy_f64`.
- */
-xent_status xent_cross_entropy_soft_f64(const double *logits,
-                                        size_t rows,
-                                        size_t cols,
-                                        size_t logits_stride,
-                                        const float *targets,
-                                        size_t targets_stride,
-                                        const xent_options *options,
-                                        double *loss,
-                                        double *grad,
-                                        size_t grad_stride,
-                                        double *lse);
-
-/**
- * The gradient of the loss with respect to `double` logits from the `lse` a forward call
- * saved, written into `grad` (`double`, required; `grad == logits` with equal strides is
- * in place).
- *
- * - `lse`: the `rows` logsumexps (`double`) `xent_cross_entropy_f64` wrote for these
- *   logits.
- * - `dloss`: the upstream gradient (`double`), which replaces `options->grad_scale`: 1
- *   value (reductions mean and sum) or `rows` values (reduction none).
- * - The other arguments as for `xent_cross_entropy_f64`; `lse`, `dloss` and the targets
- *   are inputs, which the gradient must not overlap.
- *
- * Computed in f64 throughout, as by `xent_cross_entropy_f64`.
- *
- * # Safety
- *
- * As `xent_cross_entropy_f64`.
- */
-xent_status xent_cross_entropy_backward_f64(const double *logits,
-                                            size_t rows,
-                                            size_t cols,
-                                            size_t logits_stride,
-                                            const int64_t *targets,
-                                            const xent_options *options,
-                                            const double *lse,
-                                            const double *dloss,
-                                            double *grad,
-                                            size_t grad_stride);
-
-/**
- * Writes the softmax of each of the `rows` rows of `x` (`double`, `cols` values, row `i`
- * at `x + i * x_stride`) into `y` (`double`, row `i` at `y + i * y_stride`). `y == x` with
- * `y_stride == x_stride` is in place; any other overlap is refused. Computed in f64 one
- * element at a time with the standard library's exp.
- *
- * # Safety
- *
- * As `xent_cross_entropy_f64`.
- */
-xent_status xent_softmax_f64(const double *x,
-                             size_t rows,
-                             size_t cols,
-                             size_t x_stride,
-                             double *y,
-                             size_t y_stride);
-
-/**
- * `xent_softmax_f64` writing each row's log-softmax, `x - logsumexp(x)`, computed in f64
- * with the standard library's exp and ln.
- *
- * # Safety
- *
- * As `xent_cross_entropy_f64`.
+ * As `xent_cross_entropy_f32`.
  */
 xent_status xent_log_softmax_f64(const double *x,
                                  size_t rows,
@@ -797,11 +771,12 @@ xent_status xent_shard_finish_f32(const float *logits,
                                   float *lse);
 
 /**
- * The loss of the logits `hidden * weight^T + bias` (a language-model head) against hard
- * targets, and the gradients with respect to the hidden states, the weight and the bias,
- * without ever holding the `rows x classes` logits: the vocabulary is processed in chunks
- * (about 2M logits, whatever the thread count), each computed by a GEMM twice (the loss, then the
- * gradients). Every option applies, as for `xent_cross_entropy_f32` on those logits.
+ * The loss of the logits `hidden * weight^T + bias` (a language-model head) against
+ * hard targets, and the gradients with respect to the hidden states, the weight and
+ * the bias, without ever holding the `rows x classes` logits: the vocabulary is
+ * processed in chunks (about 2M logits, whatever the thread count), each computed by
+ * a GEMM twice (the loss, then the gradients). Every option applies, as for the
+ * cross-entropy function on those logits.
  *
  * - `hidden`: H, `rows` rows of `dim` values, row `i` at `hidden + i * hidden_stride`.
  * - `weight`: W, `classes` rows of `dim` values (one per class, `torch.nn.Linear`'s
@@ -816,6 +791,13 @@ xent_status xent_shard_finish_f32(const float *logits,
  *   (`classes x dim`, stride `grad_weight_stride`), `grad_bias` (`classes`): NULL when
  *   not wanted; each given one is overwritten. No output may overlap another buffer.
  * - `lse`: NULL, or `rows` values that receive each row's logsumexp.
+ *
+ *
+ * Over bf16 and f16, the values are `uint16_t` bit patterns, `loss` and `lse` are
+ * `float`: the GEMMs run in f32 on the exactly widened values, so `loss` and `lse`
+ * are the `_f32` call's on those values, and each gradient is its result rounded
+ * once (to nearest, ties to even). The working memory adds f32 copies of H and of
+ * its gradient.
  *
  * # Safety
  *
@@ -840,11 +822,33 @@ xent_status xent_linear_cross_entropy_f32(const float *hidden,
                                           float *lse);
 
 /**
- * `xent_linear_cross_entropy_f32` over bfloat16 values: `hidden`, `weight`, `bias` and the
- * three gradients are `uint16_t` bit patterns of bfloat16 values; `loss` and `lse` are `float`.
- * The GEMMs run in f32 on the exactly widened values, so `loss` and `lse` are the `_f32`
- * call's on those values, and each gradient is its result rounded once (to nearest, ties
- * to even). The working memory adds f32 copies of H and of its gradient.
+ * The loss of the logits `hidden * weight^T + bias` (a language-model head) against
+ * hard targets, and the gradients with respect to the hidden states, the weight and
+ * the bias, without ever holding the `rows x classes` logits: the vocabulary is
+ * processed in chunks (about 2M logits, whatever the thread count), each computed by
+ * a GEMM twice (the loss, then the gradients). Every option applies, as for the
+ * cross-entropy function on those logits.
+ *
+ * - `hidden`: H, `rows` rows of `dim` values, row `i` at `hidden + i * hidden_stride`.
+ * - `weight`: W, `classes` rows of `dim` values (one per class, `torch.nn.Linear`'s
+ *   layout), row `c` at `weight + c * weight_stride`. Its rows are the vocabulary, so it
+ *   may be NULL only when `classes == 0` (also when `rows == 0`, unlike other buffers);
+ *   `classes == 0` with `rows > 0` is refused (XENT_STATUS_INVALID_SHAPE).
+ * - `bias`: NULL, or `classes` values (-INFINITY masks a class).
+ * - `targets`: `rows` class indices in `[0, classes)` or `options->ignore_index`.
+ * - `options`: NULL for the defaults; `class_weights`, when set, holds `classes` weights.
+ * - `loss` (never NULL): 1 value (mean, sum) or `rows` values (none).
+ * - `grad_hidden` (`rows x dim`, stride `grad_hidden_stride`), `grad_weight`
+ *   (`classes x dim`, stride `grad_weight_stride`), `grad_bias` (`classes`): NULL when
+ *   not wanted; each given one is overwritten. No output may overlap another buffer.
+ * - `lse`: NULL, or `rows` values that receive each row's logsumexp.
+ *
+ *
+ * Over bf16 and f16, the values are `uint16_t` bit patterns, `loss` and `lse` are
+ * `float`: the GEMMs run in f32 on the exactly widened values, so `loss` and `lse`
+ * are the `_f32` call's on those values, and each gradient is its result rounded
+ * once (to nearest, ties to even). The working memory adds f32 copies of H and of
+ * its gradient.
  *
  * # Safety
  *
@@ -869,11 +873,33 @@ xent_status xent_linear_cross_entropy_bf16(const uint16_t *hidden,
                                            float *lse);
 
 /**
- * `xent_linear_cross_entropy_f32` over binary16 values: `hidden`, `weight`, `bias` and the
- * three gradients are `uint16_t` bit patterns of IEEE binary16 values; `loss` and `lse` are `float`.
- * The GEMMs run in f32 on the exactly widened values, so `loss` and `lse` are the `_f32`
- * call's on those values, and each gradient is its result rounded once (to nearest, ties
- * to even). The working memory adds f32 copies of H and of its gradient.
+ * The loss of the logits `hidden * weight^T + bias` (a language-model head) against
+ * hard targets, and the gradients with respect to the hidden states, the weight and
+ * the bias, without ever holding the `rows x classes` logits: the vocabulary is
+ * processed in chunks (about 2M logits, whatever the thread count), each computed by
+ * a GEMM twice (the loss, then the gradients). Every option applies, as for the
+ * cross-entropy function on those logits.
+ *
+ * - `hidden`: H, `rows` rows of `dim` values, row `i` at `hidden + i * hidden_stride`.
+ * - `weight`: W, `classes` rows of `dim` values (one per class, `torch.nn.Linear`'s
+ *   layout), row `c` at `weight + c * weight_stride`. Its rows are the vocabulary, so it
+ *   may be NULL only when `classes == 0` (also when `rows == 0`, unlike other buffers);
+ *   `classes == 0` with `rows > 0` is refused (XENT_STATUS_INVALID_SHAPE).
+ * - `bias`: NULL, or `classes` values (-INFINITY masks a class).
+ * - `targets`: `rows` class indices in `[0, classes)` or `options->ignore_index`.
+ * - `options`: NULL for the defaults; `class_weights`, when set, holds `classes` weights.
+ * - `loss` (never NULL): 1 value (mean, sum) or `rows` values (none).
+ * - `grad_hidden` (`rows x dim`, stride `grad_hidden_stride`), `grad_weight`
+ *   (`classes x dim`, stride `grad_weight_stride`), `grad_bias` (`classes`): NULL when
+ *   not wanted; each given one is overwritten. No output may overlap another buffer.
+ * - `lse`: NULL, or `rows` values that receive each row's logsumexp.
+ *
+ *
+ * Over bf16 and f16, the values are `uint16_t` bit patterns, `loss` and `lse` are
+ * `float`: the GEMMs run in f32 on the exactly widened values, so `loss` and `lse`
+ * are the `_f32` call's on those values, and each gradient is its result rounded
+ * once (to nearest, ties to even). The working memory adds f32 copies of H and of
+ * its gradient.
  *
  * # Safety
  *

@@ -1,6 +1,8 @@
 //! What library is linked: its version and the kernels it runs.
 
 use core::ffi::{CStr, c_char};
+use std::ffi::CString;
+use std::sync::OnceLock;
 
 use crate::boundary::catch_panic;
 
@@ -21,18 +23,6 @@ pub extern "C" fn xent_version() -> *const c_char {
     catch_panic(VERSION.as_ptr(), || VERSION.as_ptr())
 }
 
-/// The names `xent_core::simd_level` returns, as C strings.
-const LEVELS: [&CStr; 8] = [
-    c"avx512",
-    c"avx512vl",
-    c"avx2+fma",
-    c"portable-avx2",
-    c"sse2",
-    c"neon",
-    c"portable",
-    c"scalar",
-];
-
 /// The kernel tier this process runs, e.g. "avx512" (512-bit vectors), "avx512vl" (256-bit
 /// vectors with AVX-512's registers, only when forced), "avx2+fma", "sse2", "neon" or
 /// "scalar": a static string, never NULL, not to be freed. The environment variable
@@ -41,13 +31,11 @@ const LEVELS: [&CStr; 8] = [
 /// after one line on stderr.
 #[unsafe(no_mangle)]
 pub extern "C" fn xent_simd_level() -> *const c_char {
+    // The core crate's name, made a C string once: the tier is chosen once per process.
+    static LEVEL: OnceLock<CString> = OnceLock::new();
     catch_panic(UNKNOWN_LEVEL.as_ptr(), || {
-        let level = xent_core::simd_level();
-        LEVELS
-            .iter()
-            .find(|name| name.to_bytes() == level.as_bytes())
-            .unwrap_or(&UNKNOWN_LEVEL)
-            .as_ptr()
+        let level = LEVEL.get_or_init(|| CString::new(xent_core::simd_level()).unwrap_or_default());
+        level.as_ptr()
     })
 }
 

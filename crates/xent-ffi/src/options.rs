@@ -6,7 +6,6 @@ use core::ops::Range;
 
 use xent_core::{Options, Reduction};
 
-use crate::boundary::catch_panic;
 use crate::raw::Buffer;
 use crate::status::XentStatus;
 
@@ -34,15 +33,6 @@ impl XentReduction {
             SUM => Ok(Reduction::Sum),
             NONE => Ok(Reduction::None),
             _ => Err(XentStatus::InvalidOption),
-        }
-    }
-
-    /// The C value of a core reduction.
-    fn encode(reduction: Reduction) -> u32 {
-        match reduction {
-            Reduction::Mean => XentReduction::Mean as u32,
-            Reduction::Sum => XentReduction::Sum as u32,
-            Reduction::None => XentReduction::None as u32,
         }
     }
 }
@@ -73,26 +63,8 @@ pub struct XentOptions {
 }
 
 impl XentOptions {
-    /// PyTorch's defaults, as the core crate defines them.
-    fn defaults() -> Self {
-        let core = Options::default();
-        XentOptions {
-            reduction: XentReduction::encode(core.reduction),
-            ignore_index: core.ignore_index,
-            label_smoothing: core.label_smoothing,
-            z_loss: core.z_loss,
-            softcap: core.softcap,
-            grad_scale: core.grad_scale,
-            class_weights: core::ptr::null(),
-        }
-    }
-}
-
-/// The default options: reduction mean, ignore_index -100, label_smoothing 0, z_loss 0,
-/// softcap 0 (off), grad_scale 1, class_weights NULL: PyTorch's defaults.
-#[unsafe(no_mangle)]
-pub extern "C" fn xent_options_default() -> XentOptions {
-    let fallback = XentOptions {
+    /// PyTorch's defaults (the core crate's, as a test checks).
+    const DEFAULT: XentOptions = XentOptions {
         reduction: XentReduction::Mean as u32,
         ignore_index: -100,
         label_smoothing: 0.0,
@@ -101,7 +73,14 @@ pub extern "C" fn xent_options_default() -> XentOptions {
         grad_scale: 1.0,
         class_weights: core::ptr::null(),
     };
-    catch_panic(fallback, XentOptions::defaults)
+}
+
+/// The default options: reduction mean, ignore_index -100, label_smoothing 0, z_loss 0,
+/// softcap 0 (off), grad_scale 1, class_weights NULL: PyTorch's defaults.
+#[unsafe(no_mangle)]
+pub extern "C" fn xent_options_default() -> XentOptions {
+    // A constant: nothing here can panic.
+    XentOptions::DEFAULT
 }
 
 /// A call's options read from C: the reduction decoded and the class weights located and
@@ -109,11 +88,7 @@ pub extern "C" fn xent_options_default() -> XentOptions {
 #[derive(Debug)]
 pub(crate) struct CallOptions {
     pub(crate) reduction: Reduction,
-    ignore_index: i64,
-    label_smoothing: f32,
-    z_loss: f32,
-    softcap: f32,
-    grad_scale: f32,
+    raw: XentOptions,
     class_weights: Option<Buffer<f32>>,
 }
 
@@ -128,7 +103,7 @@ impl CallOptions {
         cols: usize,
     ) -> Result<Self, XentStatus> {
         let raw = if options.is_null() {
-            XentOptions::defaults()
+            XentOptions::DEFAULT
         } else {
             // SAFETY: the caller guarantees a readable xent_options; every bit pattern of its
             // fields is a valid value (integers, floats, a raw pointer), and an unaligned
@@ -137,12 +112,8 @@ impl CallOptions {
         };
         Ok(CallOptions {
             reduction: XentReduction::decode(raw.reduction)?,
-            ignore_index: raw.ignore_index,
-            label_smoothing: raw.label_smoothing,
-            z_loss: raw.z_loss,
-            softcap: raw.softcap,
-            grad_scale: raw.grad_scale,
             class_weights: Buffer::optional(raw.class_weights, cols)?,
+            raw,
         })
     }
 
@@ -157,15 +128,16 @@ impl CallOptions {
     ///
     /// The class weights, when given, are readable and not written for `'a`.
     pub(crate) unsafe fn to_core<'a>(&self) -> Options<'a> {
+        let raw = &self.raw;
         Options {
             reduction: self.reduction,
-            ignore_index: self.ignore_index,
-            label_smoothing: self.label_smoothing,
-            z_loss: self.z_loss,
-            softcap: self.softcap,
+            ignore_index: raw.ignore_index,
+            label_smoothing: raw.label_smoothing,
+            z_loss: raw.z_loss,
+            softcap: raw.softcap,
             // SAFETY: forwarded to the caller.
             class_weights: self.class_weights.as_ref().map(|w| unsafe { w.as_slice() }),
-            grad_scale: self.grad_scale,
+            grad_scale: raw.grad_scale,
         }
     }
 }
@@ -176,11 +148,13 @@ mod tests {
 
     #[test]
     fn reductions_decode_only_from_their_values() {
-        for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-            assert_eq!(
-                XentReduction::decode(XentReduction::encode(reduction)),
-                Ok(reduction)
-            );
+        let pairs = [
+            (XentReduction::Mean, Reduction::Mean),
+            (XentReduction::Sum, Reduction::Sum),
+            (XentReduction::None, Reduction::None),
+        ];
+        for (c, reduction) in pairs {
+            assert_eq!(XentReduction::decode(c as u32), Ok(reduction));
         }
         for value in [3, 7, u32::MAX] {
             assert_eq!(XentReduction::decode(value), Err(XentStatus::InvalidOption));

@@ -15,26 +15,10 @@ use xent_core::{Rows, RowsMut};
 
 use crate::status::XentStatus;
 
-/// The number of elements a `rows × cols` batch with `stride` spans, from the start of its
-/// first row to the end of its last: `(rows − 1)·stride + cols`. Refuses (INVALID_SHAPE) a
-/// stride smaller than `cols`, `cols == 0` with rows, and a count that overflows `usize`.
-pub(crate) fn span(rows: usize, cols: usize, stride: usize) -> Result<usize, XentStatus> {
-    if stride < cols || (rows > 0 && cols == 0) {
-        return Err(XentStatus::InvalidShape);
-    }
-    if rows == 0 {
-        return Ok(0);
-    }
-    (rows - 1)
-        .checked_mul(stride)
-        .and_then(|n| n.checked_add(cols))
-        .ok_or(XentStatus::InvalidShape)
-}
-
 /// A C buffer of `len` elements of `T` that passed every check a slice needs: not NULL
 /// unless empty, aligned for `T`, at most `isize::MAX` bytes, and not wrapping around the
 /// address space. Whether the memory is really there is the caller's contract.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Buffer<T> {
     ptr: *mut T,
     len: usize,
@@ -124,7 +108,7 @@ impl<T> Buffer<T> {
 
 /// A checked C buffer of `rows` rows of `cols` elements, row `i` starting at element
 /// `i * stride`.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct StridedBuffer<T> {
     buffer: Buffer<T>,
     rows: usize,
@@ -133,8 +117,17 @@ pub(crate) struct StridedBuffer<T> {
 }
 
 impl<T> StridedBuffer<T> {
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// `ptr` as a batch of rows. NULL is accepted only for no rows, and then means "no
-    /// buffer": its stride is not looked at. Otherwise the shape is checked by [`span`].
+    /// buffer": its stride is not looked at. Otherwise the shape is checked by
+    /// [`Rows::required_len`].
     pub(crate) fn new(
         ptr: *const T,
         rows: usize,
@@ -145,7 +138,7 @@ impl<T> StridedBuffer<T> {
             // No buffer: an empty view, whose stride must only be valid for the core crate.
             (true, 0) => (0, cols),
             (true, _) => return Err(XentStatus::NullPointer),
-            (false, _) => (span(rows, cols, stride)?, stride),
+            (false, _) => (Rows::<T>::required_len(rows, cols, stride)?, stride),
         };
         Ok(StridedBuffer {
             buffer: Buffer::new(ptr, len)?,
@@ -210,18 +203,6 @@ pub(crate) fn check_disjoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn span_refuses_impossible_shapes() {
-        assert_eq!(span(0, 0, 0), Ok(0));
-        assert_eq!(span(0, 5, 5), Ok(0));
-        assert_eq!(span(3, 4, 6), Ok(16));
-        assert_eq!(span(1, 4, usize::MAX), Ok(4));
-        assert_eq!(span(0, 5, 4), Err(XentStatus::InvalidShape));
-        assert_eq!(span(2, 0, 0), Err(XentStatus::InvalidShape));
-        assert_eq!(span(usize::MAX, 2, 2), Err(XentStatus::InvalidShape));
-        assert_eq!(span(2, 1, usize::MAX), Err(XentStatus::InvalidShape));
-    }
 
     #[test]
     fn buffers_refuse_null_misaligned_and_oversized_pointers() {

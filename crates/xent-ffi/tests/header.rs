@@ -16,13 +16,49 @@ fn header_path() -> PathBuf {
     include_dir().join("xent.h")
 }
 
-/// The header cbindgen generates from the sources with `cbindgen.toml`.
+/// The crate's source as rustc expands it: one file, each module inline and every macro
+/// expanded, so that cbindgen sees the functions the export macros define. This is
+/// `rustc -Zunpretty=expanded` (what cbindgen's own `parse.expand` runs), through a check
+/// build in a directory of its own under the test's target directory; a stable toolchain
+/// accepts the flag with `RUSTC_BOOTSTRAP=1`, set for that build only.
+fn expanded_source() -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("header");
+    fs::create_dir_all(&out).unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let expanded = Command::new(cargo)
+        .args([
+            "rustc",
+            "--quiet",
+            "--locked",
+            "--lib",
+            "--profile=check",
+            "-p",
+            "xent-ffi",
+        ])
+        .arg("--manifest-path")
+        .arg(crate_dir().join("Cargo.toml"))
+        .args(["--", "-Zunpretty=expanded"])
+        .env("CARGO_TARGET_DIR", out.join("target"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .output()
+        .expect("cargo runs");
+    assert!(
+        expanded.status.success(),
+        "expanding the crate failed:\n{}",
+        String::from_utf8_lossy(&expanded.stderr)
+    );
+    let path = out.join("expanded.rs");
+    fs::write(&path, &expanded.stdout).unwrap();
+    path
+}
+
+/// The header cbindgen generates from the expanded sources with `cbindgen.toml`.
 fn generate() -> String {
     let config = cbindgen::Config::from_file(crate_dir().join("cbindgen.toml"))
         .expect("cbindgen.toml parses");
     let bindings = cbindgen::Builder::new()
         .with_config(config)
-        .with_src(crate_dir().join("src/lib.rs"))
+        .with_src(expanded_source())
         .generate()
         .expect("cbindgen generates the header");
     let mut text = Vec::new();

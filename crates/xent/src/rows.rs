@@ -88,6 +88,25 @@ impl<'a, T> Rows<'a, T> {
         })
     }
 
+    /// The number of elements a slice must hold for `rows` rows of `cols` elements with
+    /// `stride`: `(rows − 1)·stride + cols`, 0 without rows; or the [`Error::InvalidShape`]
+    /// [`Rows::new`] gives such a shape whatever the slice.
+    ///
+    /// ```
+    /// use xent::Rows;
+    ///
+    /// assert_eq!(Rows::<f32>::required_len(3, 4, 6)?, 16);
+    /// assert_eq!(Rows::<f32>::required_len(0, 5, 5)?, 0);
+    /// assert!(Rows::<f32>::required_len(2, 4, 3).is_err()); // stride < cols
+    /// assert!(Rows::<f32>::required_len(2, 0, 0).is_err()); // rows of no columns
+    /// assert!(Rows::<f32>::required_len(usize::MAX, 2, 2).is_err()); // overflows
+    /// assert!(Rows::<f32>::required_len(2, 1, usize::MAX).is_err());
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn required_len(rows: usize, cols: usize, stride: usize) -> Result<usize> {
+        span::<T>(rows, cols, stride)
+    }
+
     /// A view of densely packed rows of `cols` elements: `data.len()` must be a multiple of
     /// `cols` (any length when `cols` is 0 and `data` is empty).
     ///

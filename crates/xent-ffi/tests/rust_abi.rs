@@ -1,6 +1,6 @@
 //! The exported functions, called through the rlib exactly as C calls them, give the core
 //! crate's results bit for bit — out of place, in place and strided — and those agree with
-//! the f64 oracle (`xent::reference`) within the README's tolerances. The `_bf16` and `_f16`
+//! the f64 oracle (`xent_oracle`) within the README's tolerances. The `_bf16` and `_f16`
 //! functions give the core crate's results over its `bf16` and `f16` views, bit for bit,
 //! and the `_f64` functions its results over `f64` views (with f64 loss, lse and `dloss`).
 
@@ -15,8 +15,8 @@ use xent::{
     xent_log_softmax_bf16, xent_log_softmax_f16, xent_log_softmax_f32, xent_log_softmax_f64,
     xent_options_default, xent_softmax_bf16, xent_softmax_f16, xent_softmax_f32, xent_softmax_f64,
 };
-use xent_core::reference::{self, RefTargets};
 use xent_core::{Logit, Options, Reduction, Rows, RowsMut, Targets, bf16, f16};
+use xent_oracle::RefTargets;
 
 /// Padding no call may read into a result or overwrite: a NaN with a payload.
 const PAD: f32 = f32::from_bits(0x7fc0_dead);
@@ -210,17 +210,17 @@ impl Case {
         }
     }
 
-    fn oracle(&self) -> reference::RefOutput {
-        let x = reference::widen(self.logits_view());
+    fn oracle(&self) -> xent_oracle::RefOutput {
+        let x = xent_oracle::widen(self.logits_view());
         let soft;
         let targets = match &self.targets {
             CaseTargets::Hard(t) => RefTargets::Hard(t),
             CaseTargets::Soft { probs, stride } => {
-                soft = reference::widen(Rows::new(probs, self.rows, self.cols, *stride).unwrap());
+                soft = xent_oracle::widen(Rows::new(probs, self.rows, self.cols, *stride).unwrap());
                 RefTargets::Soft(&soft)
             }
         };
-        reference::cross_entropy(&x, self.rows, self.cols, targets, &self.core_options())
+        xent_oracle::cross_entropy(&x, self.rows, self.cols, targets, &self.core_options())
     }
 
     fn max_weight(&self) -> f64 {
@@ -231,7 +231,7 @@ impl Case {
     }
 
     /// The README's loss tolerance per row, combined as the reduction combines rows.
-    fn loss_tolerances(&self, r: &reference::RefOutput) -> Vec<f64> {
+    fn loss_tolerances(&self, r: &xent_oracle::RefOutput) -> Vec<f64> {
         let rows: Vec<f64> = (0..self.rows)
             .map(|i| {
                 let m = if r.row_max[i].is_finite() {
@@ -251,7 +251,7 @@ impl Case {
         }
     }
 
-    fn grad_tolerance(&self, r: &reference::RefOutput, want: f64) -> f64 {
+    fn grad_tolerance(&self, r: &xent_oracle::RefOutput, want: f64) -> f64 {
         let s = r.ce_scale.abs().max(r.z_scale.abs());
         1e-5 * want.abs() + 1e-6 * s * self.max_weight()
     }
@@ -430,10 +430,10 @@ fn check_backward(case: &Case) {
         "{name}: backward differs from the core's"
     );
 
-    let x = reference::widen(case.logits_view());
+    let x = xent_oracle::widen(case.logits_view());
     let lse64: Vec<f64> = lse.iter().map(|&v| f64::from(v)).collect();
     let dloss64: Vec<f64> = dloss.iter().map(|&v| f64::from(v)).collect();
-    let want = reference::cross_entropy_backward(
+    let want = xent_oracle::cross_entropy_backward(
         &x,
         rows,
         cols,
@@ -547,20 +547,20 @@ fn softmax_and_log_softmax_match_the_core_and_the_oracle() {
             xent_softmax_f32,
             xent_core::softmax,
             xent_core::softmax_in_place,
-            reference::softmax,
+            xent_oracle::softmax,
         ),
         (
             "log_softmax",
             xent_log_softmax_f32,
             xent_core::log_softmax,
             xent_core::log_softmax_in_place,
-            reference::log_softmax,
+            xent_oracle::log_softmax,
         ),
     ];
     let (rows, cols, x_stride, y_stride) = (5, 11, 12, 14);
     let mut rng = Rng(7);
     let x = strided(rows, cols, x_stride, || rng.range(-20.0, 20.0));
-    let x64 = reference::widen(Rows::new(&x, rows, cols, x_stride).unwrap());
+    let x64 = xent_oracle::widen(Rows::new(&x, rows, cols, x_stride).unwrap());
     for (name, exported, core, core_in_place, oracle) in kernels {
         let mut y = strided(rows, cols, y_stride, || 0.0);
         // SAFETY: x and y cover their shapes and are separate vectors.

@@ -32,9 +32,6 @@ mod rows;
 mod schedule;
 mod softmax;
 
-#[doc(hidden)]
-pub mod reference;
-
 pub use dispatch::simd_level;
 pub use dtype::{Logit, Stat};
 pub use error::{Error, Result};

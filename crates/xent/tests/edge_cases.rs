@@ -7,8 +7,8 @@ use common::{
     Case, CaseTargets, PAD, Rng, agrees, assert_same_bits, check_case, miri_or, padded,
     random_logits,
 };
-use xent::reference::{self, RefTargets};
 use xent::{Options, Reduction, Rows, RowsMut, Targets};
+use xent_oracle::RefTargets;
 
 const NAN: f32 = f32::NAN;
 const INF: f32 = f32::INFINITY;
@@ -423,7 +423,7 @@ fn gradient_matches_finite_differences() {
         };
         let options = case.options();
         let total = |x: &[f64]| -> f64 {
-            let out = reference::cross_entropy(x, rows, cols, targets, &options);
+            let out = xent_oracle::cross_entropy(x, rows, cols, targets, &options);
             f64::from(case.grad_scale) * out.loss.iter().sum::<f64>()
         };
         let x0: Vec<f64> = case.logits.iter().map(|&v| f64::from(v)).collect();
@@ -548,9 +548,9 @@ fn softmax_and_log_softmax() {
         x[stride] = NINF; // row 1 has a masked entry
         x[2 * stride..2 * stride + cols].fill(NINF); // row 2 is all −∞: NaN
         x[3 * stride + cols / 2] = NAN; // row 3 has a NaN: NaN
-        let packed = reference::widen(Rows::new(&x, rows, cols, stride).unwrap());
-        let want_p = reference::softmax(&packed, rows, cols);
-        let want_lp = reference::log_softmax(&packed, rows, cols);
+        let packed = xent_oracle::widen(Rows::new(&x, rows, cols, stride).unwrap());
+        let want_p = xent_oracle::softmax(&packed, rows, cols);
+        let want_lp = xent_oracle::log_softmax(&packed, rows, cols);
         for (k, want) in [(0, &want_p), (1, &want_lp)] {
             let out_stride = cols + 1;
             let mut out = padded(rows, cols, out_stride, |_, _| PAD);
@@ -659,12 +659,12 @@ fn softmax_and_log_softmax_of_short_rows() {
         x[2 * stride] = NAN; // row 2 is NaN
         x[5 * stride..5 * stride + cols].fill(NINF); // row 5 is all −∞: NaN
         x[9 * stride] = NINF; // row 9 has a masked entry
-        let wide = reference::widen(Rows::new(&x, rows, cols, stride).unwrap());
+        let wide = xent_oracle::widen(Rows::new(&x, rows, cols, stride).unwrap());
         for log in [false, true] {
             let want = if log {
-                reference::log_softmax(&wide, rows, cols)
+                xent_oracle::log_softmax(&wide, rows, cols)
             } else {
-                reference::softmax(&wide, rows, cols)
+                xent_oracle::softmax(&wide, rows, cols)
             };
             let mut out = padded(rows, cols, cols, |_, _| PAD);
             let mut in_place = x.clone();
@@ -736,7 +736,7 @@ fn check_extreme(what: &str, case: &Case) {
 /// The size of each gradient entry's terms, in f64: for a counted row with hard target y,
 /// s·[(1−ε)·w_y·(p_c + [c = y]) + (ε/C)·(p_c·Σw + w_c)]; for soft targets
 /// s·(p_c·Σ_k w_k·t'_k + w_c·t'_c) (no z-loss or softcap in these cases).
-fn entry_sizes(case: &Case, r: &reference::RefOutput) -> Vec<f64> {
+fn entry_sizes(case: &Case, r: &xent_oracle::RefOutput) -> Vec<f64> {
     let (cols, eps) = (case.cols, f64::from(case.label_smoothing));
     let w = |c: usize| case.weights.as_ref().map_or(1.0, |w| f64::from(w[c]));
     let w_sum: f64 = (0..cols).map(w).sum();

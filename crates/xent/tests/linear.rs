@@ -10,11 +10,11 @@ mod common;
 
 use common::{PAD, Rng, agrees, assert_padding_intact, miri_or, padded};
 use proptest::prelude::*;
-use xent::reference::{self, RefTargets};
 use xent::{
     Chunking, Error, LinearGrads, LinearHead, Options, Reduction, Rows, RowsMut,
     linear_cross_entropy_chunked,
 };
+use xent_oracle::RefTargets;
 
 /// One generated layer and batch.
 #[derive(Debug, Clone)]
@@ -242,7 +242,7 @@ fn check(layer: &Layer, chunking: Chunking) {
     let fused = run_fused(layer, chunking);
     let logits = layer.logits();
     let options = layer.options();
-    let r = reference::cross_entropy(
+    let r = xent_oracle::cross_entropy(
         &logits,
         rows,
         classes,

@@ -6,8 +6,8 @@ pub mod bits;
 pub mod generated;
 
 use approx::relative_eq;
-use xent::reference::{self, RefTargets};
 use xent::{Options, Reduction, Rows, RowsMut, Targets};
+use xent_oracle::RefTargets;
 
 /// A padding value no kernel may read into a result or overwrite: a NaN with a payload.
 pub const PAD: f32 = f32::from_bits(0x7fc0_dead);
@@ -179,25 +179,25 @@ impl Case {
     fn soft_f64(&self) -> Option<Vec<f64>> {
         match &self.targets {
             CaseTargets::Hard(_) => None,
-            CaseTargets::Soft { probs, stride } => Some(reference::widen(
+            CaseTargets::Soft { probs, stride } => Some(xent_oracle::widen(
                 Rows::new(probs, self.rows, self.cols, *stride).unwrap(),
             )),
         }
     }
 
-    pub fn reference(&self) -> reference::RefOutput {
-        let x = reference::widen(self.logits_view());
+    pub fn reference(&self) -> xent_oracle::RefOutput {
+        let x = xent_oracle::widen(self.logits_view());
         let soft = self.soft_f64();
         let targets = match (&self.targets, &soft) {
             (CaseTargets::Hard(t), _) => RefTargets::Hard(t),
             (_, Some(s)) => RefTargets::Soft(s),
             _ => unreachable!(),
         };
-        reference::cross_entropy(&x, self.rows, self.cols, targets, &self.options())
+        xent_oracle::cross_entropy(&x, self.rows, self.cols, targets, &self.options())
     }
 
     pub fn reference_backward(&self, lse: &[f32], dloss: &[f32]) -> Vec<f64> {
-        let x = reference::widen(self.logits_view());
+        let x = xent_oracle::widen(self.logits_view());
         let soft = self.soft_f64();
         let targets = match (&self.targets, &soft) {
             (CaseTargets::Hard(t), _) => RefTargets::Hard(t),
@@ -206,7 +206,7 @@ impl Case {
         };
         let lse: Vec<f64> = lse.iter().map(|&v| f64::from(v)).collect();
         let dloss: Vec<f64> = dloss.iter().map(|&v| f64::from(v)).collect();
-        reference::cross_entropy_backward(
+        xent_oracle::cross_entropy_backward(
             &x,
             self.rows,
             self.cols,
@@ -260,7 +260,7 @@ pub fn agrees(got: f32, want: f64, tol: f64) -> bool {
 /// The README's loss tolerance for the call's `loss` output: per row
 /// 1e-5·|ref| + 1e-6·(1 + |m_i|) (times the largest weight, which scales a row's ce), and
 /// for a reduced loss the rows' tolerances combined the way the rows are.
-pub fn loss_tolerances(case: &Case, r: &reference::RefOutput) -> Vec<f64> {
+pub fn loss_tolerances(case: &Case, r: &xent_oracle::RefOutput) -> Vec<f64> {
     let row_tol: Vec<f64> = (0..case.rows)
         .map(|i| {
             let m = if r.row_max[i].is_finite() {
@@ -285,7 +285,7 @@ pub fn loss_tolerances(case: &Case, r: &reference::RefOutput) -> Vec<f64> {
 /// The gradient (README, Semantics) tolerance, 1e-5·|ref| + 1e-6·|s|·max(1, max w), with the absolute
 /// part times (1 + c/2) under a softcap c: x' = c·tanh(x/c) is itself an f32 result, off by
 /// up to ~2.5 ulp of |x'| ≤ c (as in PyTorch), and p moves by that much relative to it.
-pub fn grad_tolerance(case: &Case, r: &reference::RefOutput, want: f64) -> f64 {
+pub fn grad_tolerance(case: &Case, r: &xent_oracle::RefOutput, want: f64) -> f64 {
     GradTolerance::new(case, r).at(want)
 }
 
@@ -296,7 +296,7 @@ pub struct GradTolerance {
 }
 
 impl GradTolerance {
-    pub fn new(case: &Case, r: &reference::RefOutput) -> Self {
+    pub fn new(case: &Case, r: &xent_oracle::RefOutput) -> Self {
         let s = r.ce_scale.abs().max(r.z_scale.abs());
         let s = if s.is_finite() { s } else { 0.0 };
         let softcap = 1.0 + f64::from(case.softcap) / 2.0;
@@ -314,7 +314,7 @@ impl GradTolerance {
 /// Compares a gradient buffer (strided) with the oracle's packed gradient.
 pub fn assert_grad(
     case: &Case,
-    r: &reference::RefOutput,
+    r: &xent_oracle::RefOutput,
     want: &[f64],
     grad: &[f32],
     stride: usize,

@@ -3,8 +3,7 @@
 //! paths against it. It assumes valid input (the fast path's validation is tested
 //! separately) and allocates freely.
 
-use crate::options::{Options, Reduction};
-use crate::rows::Rows;
+use xent::{Options, Reduction, Rows};
 
 /// Targets for the oracle.
 #[derive(Debug, Clone, Copy)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the README's performance table from criterion's results (target/criterion).
+"""Prints the performance table of docs/performance.md from criterion's results (target/criterion).
 
 Run after `cargo bench -p xent-benches`. For every group (variant/shape) it reads the median
 time of `roofline`, `naive` and `xent`, and prints xent's throughput, its share of the
@@ -7,7 +7,7 @@ roofline measured in the same run, and its speed-up over the naive unfused basel
 
     python3 benches/report.py [CRITERION_DIR] [--svg CHART.svg] [--cpu "CPU NAME"]
 
-With `--svg` it also draws the chart that leads the README's table: per group, the three
+With `--svg` it also draws the chart of the README: per group, the three
 rates as bars on one scale (xent, the naive baseline, the roofline), titled with `--cpu`.
 """
 import argparse

@@ -3,7 +3,7 @@
 # seed corpus, on the pinned nightly, under AddressSanitizer (cargo-fuzz's default).
 #
 # - rust_api: every Rust entry point with drawn shapes, strides, options, targets and logit
-#   bit patterns; verdicts against a model of SPEC §4, results against the f64 oracle.
+#   bit patterns; verdicts against a model of docs/bad-input.md, results against the f64 oracle.
 # - c_abi: every C export with pointers anywhere in one allocation (misaligned, overlapping,
 #   in place); statuses against the model, refused calls and bytes outside the outputs
 #   unchanged, results equal to the same call on separate buffers.

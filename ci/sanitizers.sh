@@ -236,8 +236,8 @@ build example_c "$cc" -std=c99 "$examples/c/softmax_classifier.c" &&
     run example_c accurate c_example_lines
 build example_cpp "$cxx" -std=c++17 "$examples/cpp/softmax_classifier.cpp" -I "$examples/cpp" &&
     run example_cpp accurate cpp_example_refusal
-# The first c block of the README's "Using xent from C/C++" section, as examples.rs takes it.
-awk '/^## / { in_section = ($0 == "## Using xent from C/C++") }
+# The first c block of the README's "Use from C" section, as examples.rs takes it.
+awk '/^## / { in_section = ($0 == "## Use from C") }
      in_section && /^```/ { if (in_code) exit; if ($0 == "```c") { in_code = 1; next } }
      in_section && in_code' README.md > "$scratch/readme_example.c"
 build readme_example "$cc" -std=c99 "$scratch/readme_example.c" &&

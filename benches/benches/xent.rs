@@ -8,7 +8,7 @@
 //! ```sh
 //! cargo bench -p xent-benches --bench xent           # everything (about 15 minutes)
 //! cargo bench -p xent-benches --bench xent -- 'fused_in_place/'   # one variant
-//! python3 benches/report.py                          # the README table from the results
+//! python3 benches/report.py                          # the performance table from the results
 //! ```
 
 use std::hint::black_box;

@@ -7,7 +7,7 @@
 //! target asserts that
 //! - nothing crashes (the build runs under AddressSanitizer) and no call returns
 //!   INTERNAL_PANIC;
-//! - the status is the model's: OK exactly when the model finds no fault (SPEC §4's NULL,
+//! - the status is the model's: OK exactly when the model finds no fault (docs/bad-input.md's NULL,
 //!   shape, alignment, overlap, option and target checks), else one of the faults found;
 //! - a refused call leaves the whole arena with its exact bytes;
 //! - an accepted call changes no byte outside its outputs' elements (padding included), and
@@ -603,7 +603,7 @@ fn place(
 }
 
 impl Call {
-    /// The faults the model finds (SPEC §4 over the C arguments) in the arena `bytes`.
+    /// The faults the model finds (docs/bad-input.md over the C arguments) in the arena `bytes`.
     fn faults(&self, bytes: &[u8]) -> Faults {
         let mut f = Faults::default();
         for arg in &self.args {

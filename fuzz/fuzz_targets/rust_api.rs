@@ -8,7 +8,7 @@
 //!   the error names one of the faults found;
 //! - a refused call leaves every buffer (the logits of an in-place call included) with its
 //!   exact bits;
-//! - an accepted f32 call agrees with the f64 oracle within SPEC §2's tolerances, in every
+//! - an accepted f32 call agrees with the f64 oracle within docs/semantics.md's tolerances, in every
 //!   call style (`common::check_case`); a 16-bit call gives the f32 call's results on the
 //!   widened logits, each output rounded once; an f64 call agrees with the oracle within a
 //!   millionth of the f32 tolerance.
@@ -483,7 +483,7 @@ fn check_loss<T: Elem>(call: &LossCall, style: Style, faults: &Faults) {
 
 /// Whether every value the f32 computation of `case` meets stays far inside f32's range
 /// (and soft targets are probabilities), so that its results can be held to the f64
-/// oracle's within SPEC §2's tolerances.
+/// oracle's within docs/semantics.md's tolerances.
 ///
 /// Valid input can exceed it, for instance z_loss·lse² or a mean's g/W beyond 3.4e38: the
 /// f32 result is then ±∞ or NaN where the f64 oracle is finite, which no tolerance covers.
@@ -510,7 +510,7 @@ fn within_f32_range(case: &Case) -> bool {
         });
     let l = 2.0 * bound + 20.0;
     let w = case.max_weight();
-    // SPEC's gradient tolerance does not grow with Σ_c t_c: it holds for rows of
+    // docs/semantics.md's gradient tolerance does not grow with Σ_c t_c: it holds for rows of
     // probabilities, whose terms p·Σt − t_c do not cancel beyond f32's rounding of 1.
     if let CaseTargets::Soft { probs, stride } = &case.targets {
         let distributions = (0..case.rows).all(|i| {
@@ -531,15 +531,15 @@ fn within_f32_range(case: &Case) -> bool {
         Reduction::Mean if total_weight > 0.0 => g / total_weight.min(counted),
         _ => g,
     };
-    // A grad_scale below 1e-30 puts SPEC's gradient tolerance under f32's subnormal spacing
+    // A grad_scale below 1e-30 puts docs/semantics.md's gradient tolerance under f32's subnormal spacing
     // (1.4e-45), where no f32 result can be that close.
-    // SPEC's absolute gradient tolerance scales with |s|·max(1, max w), the size of the
+    // docs/semantics.md's absolute gradient tolerance scales with |s|·max(1, max w), the size of the
     // cross-entropy part; the z-loss part s_z·2z·lse·p must not dwarf it, or the rounding
     // of the larger term (cancelling against p − t, or through a softcap's 1 − (x'/c)²)
     // exceeds the bound. PaLM's z = 1e-4 keeps 2z·|lse| far below 1.
     // And the oracle itself: beyond |x'| ≈ 1e9 its f64 lse = m + ln Σ loses ln Σ's last
     // digits (at m = 1e30 all of it), and p = exp(x' − lse) with them.
-    // A softcap's own f32 rounding (≈ 2.5 ulp of |x'| ≤ c, which SPEC's (1 + c/2) absolute
+    // A softcap's own f32 rounding (≈ 2.5 ulp of |x'| ≤ c, which the (1 + c/2) absolute
     // term covers for p ≤ 1) lands in the exponent of p = exp(x' − lse): beyond c ≈ 1e6 it
     // is no longer small there, and p (from a saved lse) can exceed 1 by e^(that error).
     (g == 0.0 || g > 1e-30)
@@ -552,7 +552,7 @@ fn within_f32_range(case: &Case) -> bool {
 }
 
 /// f64 logits (the case's, exactly): loss, lse and gradient, fused and from the saved lse,
-/// within a millionth of SPEC's f32 tolerances of the oracle.
+/// within a millionth of docs/semantics.md's f32 tolerances of the oracle.
 fn check_f64(case: &Case) {
     const SCALE: f64 = 1e-6;
     let r = case.reference();

@@ -1,7 +1,7 @@
 //! What both fuzz targets share: drawing values from the fuzzer's bytes, the expected
 //! verdict of a call, and bitwise comparison.
 //!
-//! The core crate's test machinery (`crates/xent/tests/common`: the f64 oracle, SPEC §2's
+//! The core crate's test machinery (`crates/xent/tests/common`: the f64 oracle, docs/semantics.md's
 //! tolerances and `check_case`, which runs a case through every call style) is compiled in
 //! as [`common`], so the fuzzer judges results exactly as the test suite does.
 
@@ -96,7 +96,7 @@ impl<'a> Gen<'a> {
 /// refused call must name one of them, and a call with none must succeed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Faults {
-    /// A buffer's size or layout (SPEC §4's INVALID_SHAPE).
+    /// A buffer's size or layout (docs/bad-input.md's INVALID_SHAPE).
     pub shape: bool,
     /// A hard target outside the classes that is not ignore_index.
     pub target: bool,
@@ -125,7 +125,7 @@ impl Faults {
         }
     }
 
-    /// The option checks of SPEC §4 (with the core crate's documented extensions: an
+    /// The option checks of docs/bad-input.md (with the core crate's documented extensions: an
     /// infinite z_loss or softcap, and a subnormal softcap, are refused too) for `classes`
     /// classes.
     pub fn check_options(&mut self, options: &xent::Options<'_>, classes: usize) {

@@ -8,7 +8,7 @@
 //! - a panic boundary (`boundary`): no panic unwinds into C; it becomes
 //!   `XENT_STATUS_INTERNAL_PANIC`;
 //! - the pointer checks (`raw`, `args`): NULL, shape, size, alignment and overlap, all
-//!   before the first slice exists and before anything is written (the README's bad-input table);
+//!   before the first slice exists and before anything is written (docs/bad-input.md's table);
 //! - the thread setting (`threads`): a pool owned by the library, or the calling thread.
 //!
 //! The Rust items are public so that Rust tests can call the C functions through the rlib;

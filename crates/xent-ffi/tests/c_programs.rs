@@ -1,14 +1,14 @@
 //! The C test programs of `tests/c/`, compiled with `-std=c99 -Wall -Wextra -Wpedantic
 //! -Werror`, linked against the static and the shared library, and run:
 //!
-//! - `bad_input.c` walks every row of the README's bad-input table and checks each status and that a refused
+//! - `bad_input.c` walks every row of docs/bad-input.md's table and checks each status and that a refused
 //!   call wrote no byte of any buffer; it also checks the successful paths against double
 //!   precision computed in C;
 //! - `half_dtypes.c` checks every `_bf16` and `_f16` call against the `_f32` call on the
 //!   widened logits (loss and lse bit for bit, each 16-bit output the float one rounded to
 //!   nearest even), out of place and in place, and their bad inputs as `bad_input.c` does;
 //! - `f64_dtype.c` checks every `_f64` call against its own double-precision evaluation of
-//!   the README's formulas (within 1e-12 relative), in place against separate bit for bit,
+//!   the formulas of docs/semantics.md (within 1e-12 relative), in place against separate bit for bit,
 //!   and their bad inputs as `bad_input.c` does, with misaligned `double` pointers and
 //!   overlaps counted in bytes;
 //! - `check.h` holds what they share: the check counters, `EXPECT`, and the arena a refused
@@ -18,11 +18,11 @@
 //! - `shard.c` cuts a batch into 1, 2 and 3 uneven shards of the vocabulary in one process,
 //!   runs `xent_shard_stats_f32`, `xent_merge_shard_rows` and `xent_shard_finish_f32` under
 //!   several option sets, and compares loss, lse and the assembled gradient with the
-//!   unsharded `xent_cross_entropy_f32` within the README's tolerances (loss and lse the same
+//!   unsharded `xent_cross_entropy_f32` within docs/semantics.md's tolerances (loss and lse the same
 //!   bits on every shard); and checks their bad inputs as `bad_input.c` does;
 //! - `linear.c` checks `xent_linear_cross_entropy_f32` against the unfused composition done
 //!   in C (the logits H·Wᵀ + b, exact in float, through `xent_cross_entropy_f32`, then
-//!   dH = G·W, dW = Gᵀ·H and db = Σ G in double) within the README's tolerances propagated
+//!   dH = G·W, dW = Gᵀ·H and db = Σ G in double) within docs/semantics.md's tolerances propagated
 //!   through the GEMMs' f32 accumulation, over dims 1, 3, 17 and 65, five option sets,
 //!   strides, ignored rows and −∞ bias entries; `xent_linear_cross_entropy_bf16` against the
 //!   `_f32` call on the widened values (loss and lse bit for bit, each gradient rounded to

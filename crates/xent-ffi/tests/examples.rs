@@ -73,13 +73,13 @@ fn cpp_example_trains_a_classifier_and_catches_a_refusal() {
     );
 }
 
-/// The `c` code block of the README's "Using xent from C/C++" section.
+/// The `c` code block of the README's "Use from C" section.
 fn readme_c_example() -> (String, String) {
     let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
     let section = readme
         .split("\n## ")
-        .find(|s| s.starts_with("Using xent from C/C++"))
-        .expect("the README has a section \"Using xent from C/C++\"")
+        .find(|s| s.starts_with("Use from C"))
+        .expect("the README has a section \"Use from C\"")
         .to_owned();
     let code = section
         .split_once("```c\n")

@@ -1,6 +1,6 @@
 //! The exported functions, called through the rlib exactly as C calls them, give the core
 //! crate's results bit for bit — out of place, in place and strided — and those agree with
-//! the f64 oracle (`xent_oracle`) within the README's tolerances. The `_bf16` and `_f16`
+//! the f64 oracle (`xent_oracle`) within docs/semantics.md's tolerances. The `_bf16` and `_f16`
 //! functions give the core crate's results over its `bf16` and `f16` views, bit for bit,
 //! and the `_f64` functions its results over `f64` views (with f64 loss, lse and `dloss`).
 
@@ -230,7 +230,7 @@ impl Case {
             .fold(1.0, |m: f64, &w| m.max(f64::from(w)))
     }
 
-    /// The README's loss tolerance per row, combined as the reduction combines rows.
+    /// docs/semantics.md's loss tolerance per row, combined as the reduction combines rows.
     fn loss_tolerances(&self, r: &xent_oracle::RefOutput) -> Vec<f64> {
         let rows: Vec<f64> = (0..self.rows)
             .map(|i| {

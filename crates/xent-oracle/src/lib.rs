@@ -1,4 +1,4 @@
-//! The f64 oracle: the formulas of the README's Semantics section evaluated literally, one element at a time, with no
+//! The f64 oracle: the formulas of docs/semantics.md evaluated literally, one element at a time, with no
 //! rewriting for speed or accuracy. Tests, benchmarks and the C ABI's tests compare the fast
 //! paths against it. It assumes valid input (the fast path's validation is tested
 //! separately) and allocates freely.
@@ -98,7 +98,7 @@ fn setup(rows: usize, cols: usize, targets: RefTargets<'_>, o: &Options<'_>) -> 
     }
 }
 
-/// The gradient (README, Semantics) of row `i` with respect to x (softcap derivative included), for a
+/// The gradient (docs/semantics.md) of row `i` with respect to x (softcap derivative included), for a
 /// counted row with probabilities `p`, given the ce and z scales.
 #[allow(clippy::too_many_arguments)]
 fn grad_row(
@@ -161,7 +161,7 @@ fn row_target<'a>(
     }
 }
 
-/// The fused forward and gradient of the README's Semantics section over packed f64 logits.
+/// The fused forward and gradient of docs/semantics.md over packed f64 logits.
 pub fn cross_entropy(
     logits: &[f64],
     rows: usize,

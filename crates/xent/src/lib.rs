@@ -18,6 +18,25 @@
 //! - [`Error`]: why a call was refused; nothing is written when a call fails.
 //! - [`simd_level`], [`on_calling_thread`]: which kernels run, and where.
 
+/// The reference pages the README links to (`docs/` in the repository), one module each, so
+/// that rustdoc shows them and runs their Rust examples as doc tests.
+pub mod docs {
+    #[doc = include_str!("../../../docs/semantics.md")]
+    pub mod semantics {}
+    #[doc = include_str!("../../../docs/bad-input.md")]
+    pub mod bad_input {}
+    #[doc = include_str!("../../../docs/c-abi.md")]
+    pub mod c_abi {}
+    #[doc = include_str!("../../../docs/shards.md")]
+    pub mod shards {}
+    #[doc = include_str!("../../../docs/linear-head.md")]
+    pub mod linear_head {}
+    #[doc = include_str!("../../../docs/reliability.md")]
+    pub mod reliability {}
+    #[doc = include_str!("../../../docs/performance.md")]
+    pub mod performance {}
+}
+
 mod dispatch;
 mod dtype;
 mod error;

@@ -1,4 +1,4 @@
-//! The semantics (the README's formulas): the validation of targets, the per-call plan,
+//! The semantics (the formulas of docs/semantics.md): the validation of targets, the per-call plan,
 //! the per-row coefficients handed to the kernels, each row's loss terms and the
 //! reductions. Data flows one way: validate → plan → per-row passes (`driver.rs`) →
 //! reduce; the public functions are in `api.rs`.

@@ -1,4 +1,4 @@
-//! The README's bad-input table from Rust: every bad input is refused with its error, by every call style, and
+//! docs/bad-input.md's table from Rust: every bad input is refused with its error, by every call style, and
 //! every buffer (the logits of an in-place call included) keeps its exact bits.
 
 mod common;

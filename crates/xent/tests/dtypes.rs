@@ -195,7 +195,7 @@ fn check<T: Half>(case: &Case) -> u32 {
 
     // The oracle on the widened logits: each entry within 1 ulp of its correctly rounded
     // value, or (where the terms of an entry nearly cancel: smoothing, weights, soft
-    // targets) within the README's f32 tolerance before the final rounding.
+    // targets) within the f32 tolerance of docs/semantics.md before the final rounding.
     let r = case.reference();
     let mut worst = 0;
     for (k, (&g, &w)) in packed(&grad, out_stride).iter().zip(&r.grad).enumerate() {

@@ -1,4 +1,4 @@
-//! The README's documented edge cases, each with an exact expectation, plus finite-difference
+//! The documented edge cases (docs/semantics.md), each with an exact expectation, plus finite-difference
 //! checks of the gradient and the invariance of results under the thread count.
 
 mod common;
@@ -772,7 +772,7 @@ fn entry_sizes(case: &Case, r: &xent_oracle::RefOutput) -> Vec<f64> {
 /// groups, longer ones row by row, the longest in several column blocks). The per-row
 /// coefficients are formed in f64 and rounded once, the weights are scaled by a power of
 /// two inside the kernels, and a row whose coefficients leave f32's range is written
-/// scaled down and then back up (see the README's accuracy notes).
+/// scaled down and then back up (see docs/semantics.md's accuracy notes).
 #[test]
 #[cfg_attr(
     miri,

@@ -1,5 +1,5 @@
 //! f64 logits: every call style against the f64 oracle within 1e-12 relative (plus an
-//! absolute part 1e-14 scaled like the README's f32 one), strided, in place, with non-finite rows.
+//! absolute part 1e-14 scaled like docs/semantics.md's f32 one), strided, in place, with non-finite rows.
 
 mod common;
 

@@ -202,8 +202,8 @@ fn the_callers_environment_changes_no_bit() {
         "each pool thread's MXCSR as it was"
     );
     // Not the linear head's three outputs: its GEMMs run in the gemm crate's own tasks,
-    // which take the environment of the pool thread they land on (documented in the
-    // README; the C ABI's pools are always in the default one).
+    // which take the environment of the pool thread they land on (documented in
+    // docs/reliability.md; the C ABI's pools are always in the default one).
     let head = got.len() - 3;
     for (k, (a, b)) in got[..head].iter().zip(&reference).enumerate() {
         assert_same_bits(a, b, &format!("flushing pool, output {k}"));

@@ -257,7 +257,7 @@ fn check(layer: &Layer, chunking: Chunking) {
         let m = r.row_max[i];
         if m.is_finite() { m.abs() } else { 0.0 }
     };
-    // The README's tolerances for the loss and the gradient G.
+    // docs/semantics.md's tolerances for the loss and the gradient G.
     let row_tol: Vec<f64> = (0..rows)
         .map(|i| 1e-5 * r.row_loss[i].abs() + 1e-6 * (1.0 + finite_max(i)) * max_w)
         .collect();

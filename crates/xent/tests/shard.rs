@@ -1,7 +1,7 @@
 //! The vocabulary-parallel calls, with the shards simulated in one process: every
 //! generated case of the hard-target option space cut into 1 to 4 uneven column slices,
 //! each slice in its own strided buffer, merged as an all-reduce would, and compared with
-//! the f64 oracle on the whole rows (the README's tolerances) and with the unsharded call.
+//! the f64 oracle on the whole rows (docs/semantics.md's tolerances) and with the unsharded call.
 //! Then the merge's exact cases and the bad input of each call.
 
 mod common;
@@ -220,6 +220,46 @@ fn check_sharded(case: &Case, bounds: &[usize]) {
             "grad element {k}: sharded {a}, unsharded {b}"
         );
     }
+    // And within one gradient tolerance of it, not two: both take each logit's x' (the
+    // target's too) from the same kernels.
+    let unsharded: Vec<f64> = grad.iter().map(|&g| f64::from(g)).collect();
+    assert_grad(
+        case,
+        &r,
+        &unsharded,
+        &got.grad,
+        case.cols,
+        "sharded against unsharded",
+    );
+}
+
+/// A softcap where it bends the logits (c = 30, logits of standard deviation 40), rows split in
+/// three uneven slices: the sharded results stay within one tolerance of the unsharded call's (the
+/// target's x'_y, taken out of its slice, is the kernels' value).
+#[test]
+fn softcapped_shards_match_the_unsharded_call() {
+    for seed in 0..7 {
+        let p = Params {
+            rows: 33,
+            cols: 7,
+            pad: 0,
+            reduction: Reduction::Mean,
+            ignore_index: -100,
+            ignore_share: 0.0,
+            label_smoothing: 0.0,
+            z_loss: 0.0,
+            softcap: 30.0,
+            weighted: false,
+            grad_scale: 1.0,
+            soft: false,
+            scale: 40.0,
+            offset: 0.0,
+            mask_share: 0.0,
+            special_row: None,
+            seed,
+        };
+        check_sharded(&build(&p), &[0, 2, 5, 7]);
+    }
 }
 
 fn sharded_params(
@@ -315,7 +355,7 @@ fn masked_shards_moving_maxes_and_nan() {
             check_sharded(&case, &[0, 3, 5, 9]);
             let got = run_sharded(&case, &[0, 3, 5, 9]);
             for (i, loss) in got.loss.iter().enumerate() {
-                // Smoothing over a masked class makes a row's loss +∞ (the README's Semantics).
+                // Smoothing over a masked class makes a row's loss +∞ (docs/semantics.md).
                 let masked = rows[i].contains(&ninf) && cap == 0.0;
                 assert_eq!(loss.is_nan(), i == 3, "row {i}: loss {loss}");
                 assert_eq!(

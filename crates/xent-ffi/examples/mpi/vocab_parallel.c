@@ -21,7 +21,7 @@
  * last slice, a row holding a NaN). It checks that every rank merged the same rows and
  * computed the same loss and lse, bit for bit, and, on rank 0, that loss, lse and the
  * gathered gradient match the unsharded xent_cross_entropy_f32 on the full batch within
- * the accuracy the README states. Exit status 0: every check passed; 1: a mismatch (the
+ * the accuracy docs/semantics.md states. Exit status 0: every check passed; 1: a mismatch (the
  * details on stderr). A call xent refuses aborts the whole job.
  *
  * Build and run from the repository root (ci/mpi.sh does this):
@@ -407,7 +407,7 @@ static long run_case(const shape *s, const float *full, const int64_t *batch_tar
     cmp.max_diff = 0.0;
     cmp.mismatches = 0;
     if (rank == 0) {
-        /* The unsharded call on the full batch, and the README's accuracy bounds. */
+        /* The unsharded call on the full batch, and docs/semantics.md's accuracy bounds. */
         float *ref_loss = xmalloc(loss_count * sizeof *ref_loss);
         float *ref_lse = xmalloc(rows * sizeof *ref_lse);
         float *ref_grad = grad != NULL ? xmalloc(rows * total * sizeof *ref_grad) : NULL;
@@ -463,7 +463,7 @@ static long run_case(const shape *s, const float *full, const int64_t *batch_tar
         cmp.max_diff = 0.0;
 
         if (grad != NULL) {
-            /* s = g / W under mean, g otherwise; under a softcap the README widens the
+            /* s = g / W under mean, g otherwise; under a softcap docs/semantics.md widens the
              * absolute bound by 1 + c/2 (x' = c tanh(x/c) is itself rounded). */
             scale = set->grad_scale;
             if (set->reduction == XENT_REDUCTION_MEAN) {

@@ -1,5 +1,5 @@
 /*
- * Every row of the README's bad-input table, from C: each bad argument gets its status, and a refused
+ * Every row of docs/bad-input.md's table, from C: each bad argument gets its status, and a refused
  * call leaves every byte of every buffer - outputs, inputs, and the logits of an in-place
  * call - exactly as it was. All buffers live in one arena filled with sentinel bytes
  * before each call and compared byte for byte after it. The successful paths are checked

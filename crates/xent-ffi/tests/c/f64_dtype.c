@@ -1,6 +1,6 @@
 /*
  * The _f64 functions from C, against this file's own double-precision evaluation of the
- * README's "Semantics" formulas, written out literally: lse as max + log(sum exp), the
+ * formulas of docs/semantics.md, written out literally: lse as max + log(sum exp), the
  * cross-entropy with label smoothing and class weights, the z-loss z * lse^2, the
  * reductions, and the gradient s * [(1 - eps) * w_y * (p - onehot) + (eps / C) * (p * sum(w)
  * - w_c)] + s_z * 2z * lse * p, times 1 - (x' / c)^2 under a softcap (x' = c * tanh(x / c));
@@ -58,7 +58,7 @@ static double uniform(double lo, double hi) {
     return lo + (hi - lo) * (double)(rng_state >> 11) * 0x1p-53;
 }
 
-/* ---- The reference: the README's formulas in double ---- */
+/* ---- The reference: the formulas of docs/semantics.md in double ---- */
 
 /* A batch: rows x cols; logits at stride xs, outputs at gs, soft targets at ps. */
 struct shape {

@@ -6,12 +6,12 @@
  * dH = G W, dW = G^T H and db = sum_i G in double. Over dims 1, 3, 17, 65, 5 option sets,
  * strided inputs and gradients (NaN padding that must survive), ignored rows, masked classes.
  *
- * Tolerances: the fused G and the unfused G are each within the README's tg = 1e-5 |G| +
+ * Tolerances: the fused G and the unfused G are each within docs/semantics.md's tg = 1e-5 |G| +
  * 1e-6 |s| max(1, max w) (1 + c/2) of the exact gradient (s = grad_scale / min(W, N) under a
  * mean, else grad_scale; c the softcap), so within 2 tg of each other; a GEMM accumulating n
  * products in f32 is within n FLT_EPSILON sum |terms| of their exact sum, in any order. So an
  * entry sum_j G_j a_j (a exact) is within sum_j (2 tg(G_j) |a_j| + n FLT_EPSILON |G_j a_j|).
- * Loss and lse: within twice the README's 1e-5 |ref| + 1e-6 (1 + |m_i|) max(1, max w) per row
+ * Loss and lse: within twice docs/semantics.md's 1e-5 |ref| + 1e-6 (1 + |m_i|) max(1, max w) per row
  * (over min(W, N) for a mean) and 1e-6 (1 + |m_i|) + 1e-6 |lse|.
  *
  * Then xent_linear_cross_entropy_bf16 on the same (bf16-exact) values, packed: loss and lse
@@ -152,7 +152,7 @@ static int DIM;
 static double S, MAXW, CAP;
 
 /* sum_t g[t * gs] a[t * as] over n terms (a NULL: all 1), the composition's entry, against
- * `got`: within sum_t (2 tg(g_t) |a_t| + n FLT_EPSILON |g_t a_t|), tg the README's tolerance. */
+ * `got`: within sum_t (2 tg(g_t) |a_t| + n FLT_EPSILON |g_t a_t|), tg docs/semantics.md's tolerance. */
 static void check_sum(const char *what, int i, int j, float got, const float *g, int gs,
                       const float *a, int as, int n) {
     double want = 0.0, tol = 0.0;

@@ -3,7 +3,7 @@
  * width, simulated in one process with a padded buffer each, go through
  * xent_shard_stats_f32, xent_merge_shard_rows and xent_shard_finish_f32 under several
  * option sets. Their loss, lse and assembled gradient match the unsharded
- * xent_cross_entropy_f32 within the README's tolerances (row loss 1e-5 |ref| + 1e-6 (1 + |m_i|)
+ * xent_cross_entropy_f32 within docs/semantics.md's tolerances (row loss 1e-5 |ref| + 1e-6 (1 + |m_i|)
  * max(1, max w); gradient 1e-5 |ref| + 1e-6 |s| max(1, max w), s = grad_scale / W under a
  * mean, grad_scale otherwise), with NaN in the same places; loss and lse are the same bits
  * on every shard, in place equals separate, and no padding is written. Then the bad
@@ -162,7 +162,8 @@ static void run(const option_set *set, const size_t *bounds, int shards) {
                "%s: loss and lse of shard %d differ from shard 0's", set->name, k);
     }
 
-    /* The README's tolerances: m_i the row's max of x' (finite values), w the largest weight. */
+    /* docs/semantics.md's tolerances: m_i the row's max of x' (finite values), w the
+       largest weight. */
     for (c = 0; set->weighted && c < C; c++) {
         maxw = W[c] > maxw ? W[c] : maxw;
     }

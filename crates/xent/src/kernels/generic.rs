@@ -1125,4 +1125,20 @@ impl<T: SimdTier> RowKernels for Simd<T> {
             )
         }
     }
+
+    #[inline]
+    fn softcap(&self, x: f32, cap: f32) -> f32 {
+        // SAFETY: see above.
+        unsafe {
+            T::enter(
+                #[inline(always)]
+                move || {
+                    let lanes = capped(T::Vector::load_partial(&x, 1, 0.0), Cap::new(cap));
+                    let mut out = x;
+                    lanes.store_partial(&mut out, 1);
+                    out
+                },
+            )
+        }
+    }
 }

@@ -315,10 +315,9 @@ pub(crate) trait RowKernels: Copy + Send + Sync {
     /// Writes (x_c − max) − ln_sum (log-softmax), with no softcap: subtracting the max
     /// first keeps the low bits of large logits.
     fn write_log_probs<E: Elem>(&self, io: RowIo<'_, E>, max: f32, ln_sum: f32);
-}
 
-/// x' = c·tanh(x/c) for c > 0, x itself for c = 0 (±∞ map to ±c).
-#[inline(always)]
-pub(crate) fn softcap(x: f32, cap: f32) -> f32 {
-    if cap > 0.0 { cap * (x / cap).tanh() } else { x }
+    /// x' = c·tanh(x/c) of one logit for c > 0 (±∞ map to ±c), x itself for c = 0: the
+    /// bits every pass of this tier computes for that logit, so that a value taken out of a
+    /// row (the target's x'_y) is the one its row's sums were made of.
+    fn softcap(&self, x: f32, cap: f32) -> f32;
 }

@@ -26,7 +26,7 @@ pub(crate) enum ShortJob<'a> {
     Loss(ShortLoss, &'a [ShortTargets]),
 }
 
-/// The hard-target cross-entropy without label smoothing or softcap (the README's Semantics with ε = 0
+/// The hard-target cross-entropy without label smoothing or softcap (docs/semantics.md with ε = 0
 /// and c = 0). For a counted row with target y, B = `ShortTargets::scale` (s·w_y) and
 /// A = B + z_grad·lse (the z term only when z_grad ≠ 0):
 ///
@@ -75,8 +75,8 @@ impl Default for ShortTargets {
 }
 
 /// One group's per-row results, in f32: a row of at most [`SHORT_COLS`] values sums at
-/// most 16 exponentials in [0, 1] and ln S ≤ ln 16, so f32 holds them within the README's
-/// tolerance. Zero where a job has no such term.
+/// most 16 exponentials in [0, 1] and ln S ≤ ln 16, so f32 holds them within the tolerance
+/// of docs/semantics.md. Zero where a job has no such term.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ShortStats {
     /// −lp_y = ln S − (x_y − m) of each counted row (0 for an ignored row).

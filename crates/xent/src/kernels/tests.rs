@@ -25,6 +25,12 @@ impl ExpSums {
     }
 }
 
+/// x' = c·tanh(x/c) for c > 0 with the standard library's tanh, x itself for c = 0: the
+/// naive reference's softcap, independent of the vector tanh under test.
+fn softcap(x: f32, cap: f32) -> f32 {
+    if cap > 0.0 { cap * (x / cap).tanh() } else { x }
+}
+
 /// The naive reference: plain Rust loops over f32 rows, one element at a time, sums kept
 /// in f64; every tier is checked against it.
 #[derive(Clone, Copy)]
@@ -384,6 +390,53 @@ fn row_max_and_sum_exp_match_naive_on<K: RowKernels>(tier: &str, k: K) {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn softcap_of_one_logit_is_the_passes_value() {
+    on_tiers!(softcap_of_one_logit_is_the_passes_value_on);
+}
+
+/// A logit's x' taken out of its row (a target's x'_y) has the bits the passes compute for
+/// it inside the row, and agrees with the naive softcap within the vector tanh's accuracy.
+fn softcap_of_one_logit_is_the_passes_value_on<K: RowKernels>(tier: &str, k: K) {
+    let logits = [
+        0.0,
+        -0.0,
+        1e-40,
+        0.3,
+        -2.5,
+        29.9,
+        30.0,
+        1e3,
+        -1e30,
+        f32::MAX,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    for cap in [0.0f32, 1.0, 30.0, 1e6] {
+        for x in logits {
+            let got = k.softcap(x, cap);
+            // Every other logit of the row caps to −c (or stays −∞): the row's max is x'.
+            let in_row = k.row_max(&[f32::NEG_INFINITY, x, f32::NEG_INFINITY], cap);
+            let case = format!("{tier}, x {x}, cap {cap}");
+            assert_eq!(
+                got.to_bits(),
+                in_row.to_bits(),
+                "{case}: {got} vs {in_row} in a row"
+            );
+            let want = softcap(x, cap);
+            let tol = 4.0 * f64::from(f32::EPSILON) * f64::from(want.abs());
+            assert!(
+                close(f64::from(got), f64::from(want), tol),
+                "{case}: {got} vs {want}"
+            );
+        }
+        assert!(
+            k.softcap(f32::NAN, cap).is_nan(),
+            "{tier}, cap {cap}: NaN stays NaN"
+        );
     }
 }
 

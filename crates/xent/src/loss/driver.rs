@@ -9,7 +9,6 @@ use crate::dtype::{ExpBuffers, Logit, Stat};
 use crate::error::{Error, Result};
 use crate::kernels::{
     Elem, GROUP, GROUPS_PER_CALL, RowKernels, ShortJob, ShortLoss, ShortStats, ShortTargets,
-    softcap,
 };
 use crate::options::{Options, Reduction};
 use crate::pass::{self, Pass};
@@ -257,7 +256,7 @@ fn forward_row<K: RowKernels, E: Logit + Elem>(
         ignored_row(chunk, i, stats.as_ref());
         return;
     };
-    let x_y = target_logit(plan, chunk, i, target);
+    let x_y = target_logit(k, plan, chunk, i, target);
     // Without a softcap phase 1 stores exp(x − m) and phase 2 only scales it: one exp per
     // element. With one, phase 2 needs x' itself, so it recomputes from the logits (as
     // does a 16-bit row without a buffer for its exponentials).
@@ -381,14 +380,15 @@ fn short_targets<T: Copy + Into<i64>>(
 }
 
 /// x'_y of a counted row with a hard target (0 for soft targets), read before phase 1.
-fn target_logit<E: Logit + Elem>(
+fn target_logit<K: RowKernels, E: Logit + Elem>(
+    k: K,
     plan: &Plan<'_>,
     chunk: &Chunk<'_, E>,
     i: usize,
     target: RowTarget<'_>,
 ) -> f64 {
     match target {
-        RowTarget::Class(y) => f64::from(softcap(chunk.pass.input(i)[y].to_f32(), plan.cap)),
+        RowTarget::Class(y) => f64::from(k.softcap(chunk.pass.input(i)[y].to_f32(), plan.cap)),
         RowTarget::Soft(_) => 0.0,
     }
 }
@@ -473,7 +473,7 @@ fn backward_chunk<K: RowKernels, E: Logit + Elem>(k: K, plan: &Plan<'_>, mut chu
         let upstream = chunk.dloss.map_or(1.0, |d| f64::from(d[i]));
         let p_y = match target {
             RowTarget::Class(y) => {
-                let x_y = softcap(io.input()[y].to_f32(), plan.cap);
+                let x_y = k.softcap(io.input()[y].to_f32(), plan.cap);
                 TargetProb::from_lse(f64::from(x_y), f64::from(lse))
             }
             RowTarget::Soft(_) => TargetProb::NONE,

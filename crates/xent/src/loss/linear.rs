@@ -151,7 +151,7 @@ pub fn linear_cross_entropy<'t, T: Logit<Stat = f32>>(
 
 /// [`linear_cross_entropy`] with the vocabulary cut into chunks as `chunking` says.
 ///
-/// Every hard-target option applies (the README's Semantics: reductions, `ignore_index`, ε, class
+/// Every hard-target option applies (docs/semantics.md: reductions, `ignore_index`, ε, class
 /// weights, z-loss, softcap, `grad_scale`), with the logits `hidden·weightᵀ + bias`; `loss`
 /// holds 1 value (mean, sum) or one per row (none), `lse` each row's logsumexp. Every check
 /// runs before any output is written: the shapes (`weight` has the hidden states' `dim`

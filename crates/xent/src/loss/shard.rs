@@ -18,7 +18,7 @@ use super::{
 };
 use crate::dispatch::{Work, on_tier};
 use crate::error::{Error, Result};
-use crate::kernels::{RowKernels, softcap};
+use crate::kernels::RowKernels;
 use crate::options::{Options, Reduction};
 use crate::pass::Pass;
 use crate::row::{Exps, Gather, RowSrc, row_stats, write_row};
@@ -341,7 +341,7 @@ fn slice_row<K: RowKernels>(
         Some(RowTarget::Class(y)) => plan
             .columns
             .local(y)
-            .map_or(0.0, |c| softcap(x[c], plan.cap)),
+            .map_or(0.0, |c| k.softcap(x[c], plan.cap)),
         _ => 0.0,
     };
     let smooth_sum = if !smoothing {
@@ -531,7 +531,7 @@ impl Work for SliceGrad<'_, '_> {
 
 /// The loss (and each row's lse) of a sharded batch from its merged rows, without a
 /// gradient: the same values on every shard, equal to
-/// [`cross_entropy`](crate::cross_entropy) on the whole rows within the README's tolerances.
+/// [`cross_entropy`](crate::cross_entropy) on the whole rows within docs/semantics.md's tolerances.
 ///
 /// `merged` holds each row's [`ShardRow`] merged over every shard of the vocabulary; the
 /// other arguments are [`shard_stats`]'s and [`cross_entropy`](crate::cross_entropy)'s

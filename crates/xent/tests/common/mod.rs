@@ -1,5 +1,5 @@
-//! Shared test machinery: generated cases, the f64 oracle comparison with the README's
-//! tolerances, and checks that padding and failed calls leave memory untouched.
+//! Shared test machinery: generated cases, the f64 oracle comparison with the tolerances
+//! of docs/semantics.md, and checks that padding and failed calls leave memory untouched.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bits;
@@ -217,7 +217,7 @@ impl Case {
         )
     }
 
-    /// W and N of the README's Semantics (both R for soft targets).
+    /// W and N of docs/semantics.md (both R for soft targets).
     pub fn divisors(&self) -> (f64, f64) {
         match &self.targets {
             CaseTargets::Soft { .. } => (self.rows as f64, self.rows as f64),
@@ -257,7 +257,7 @@ pub fn agrees(got: f32, want: f64, tol: f64) -> bool {
     }
 }
 
-/// The README's loss tolerance for the call's `loss` output: per row
+/// docs/semantics.md's loss tolerance for the call's `loss` output: per row
 /// 1e-5·|ref| + 1e-6·(1 + |m_i|) (times the largest weight, which scales a row's ce), and
 /// for a reduced loss the rows' tolerances combined the way the rows are.
 pub fn loss_tolerances(case: &Case, r: &xent_oracle::RefOutput) -> Vec<f64> {
@@ -282,7 +282,7 @@ pub fn loss_tolerances(case: &Case, r: &xent_oracle::RefOutput) -> Vec<f64> {
     }
 }
 
-/// The gradient (README, Semantics) tolerance, 1e-5·|ref| + 1e-6·|s|·max(1, max w), with the absolute
+/// The gradient (docs/semantics.md) tolerance, 1e-5·|ref| + 1e-6·|s|·max(1, max w), with the absolute
 /// part times (1 + c/2) under a softcap c: x' = c·tanh(x/c) is itself an f32 result, off by
 /// up to ~2.5 ulp of |x'| ≤ c (as in PyTorch), and p moves by that much relative to it.
 pub fn grad_tolerance(case: &Case, r: &xent_oracle::RefOutput, want: f64) -> f64 {

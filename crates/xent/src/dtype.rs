@@ -17,7 +17,6 @@ use half::{bf16, f16};
 
 use crate::dispatch::{Work, on_tier};
 use crate::kernels::{Elem, RowKernels};
-use crate::rows::{Rows, RowsMut};
 
 mod sealed {
     /// Only this crate's element types implement [`super::Logit`] and [`super::Stat`].
@@ -31,45 +30,53 @@ mod sealed {
 /// The type of losses, lse values and upstream gradients: f32, or f64 for f64 logits.
 /// Sealed.
 pub trait Stat: Copy + Send + Sync + 'static + sealed::Sealed {
-    /// `Ok` with the same values when they are f32, `Err` with them as f64 otherwise.
-    #[doc(hidden)]
-    fn f32s_mut(values: &mut [Self]) -> core::result::Result<&mut [f32], &mut [f64]>;
-
-    /// [`Stat::f32s_mut`] for read-only values.
-    #[doc(hidden)]
-    fn f32s(values: &[Self]) -> core::result::Result<&[f32], &[f64]>;
-
     /// `v` rounded to this type.
     #[doc(hidden)]
     fn from_f64(v: f64) -> Self;
+
+    /// The value as f64 (exact).
+    #[doc(hidden)]
+    fn to_f64(self) -> f64;
 }
 
 impl Stat for f32 {
-    fn f32s_mut(values: &mut [f32]) -> core::result::Result<&mut [f32], &mut [f64]> {
-        Ok(values)
-    }
-
-    fn f32s(values: &[f32]) -> core::result::Result<&[f32], &[f64]> {
-        Ok(values)
-    }
-
     fn from_f64(v: f64) -> f32 {
         v as f32
+    }
+
+    fn to_f64(self) -> f64 {
+        f64::from(self)
     }
 }
 
 impl Stat for f64 {
-    fn f32s_mut(values: &mut [f64]) -> core::result::Result<&mut [f32], &mut [f64]> {
-        Err(values)
-    }
-
-    fn f32s(values: &[f64]) -> core::result::Result<&[f32], &[f64]> {
-        Err(values)
-    }
-
     fn from_f64(v: f64) -> f64 {
         v
     }
+
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Work whose path depends on the logits' element type. [`Logit::route`] hands it its
+/// value at the concrete type: each `impl Logit` calls its own method, so the type decides
+/// the path at compile time, with no cast and no type test.
+#[doc(hidden)]
+pub trait Route {
+    /// The value routed, for element type `T`.
+    type Of<T: Logit>;
+    /// What the work returns.
+    type Output;
+
+    /// The work over f32 logits.
+    fn f32(self, value: Self::Of<f32>) -> Self::Output;
+    /// The work over f64 logits.
+    fn f64(self, value: Self::Of<f64>) -> Self::Output;
+    /// The work over bf16 logits.
+    fn bf16(self, value: Self::Of<bf16>) -> Self::Output;
+    /// The work over f16 logits.
+    fn f16(self, value: Self::Of<f16>) -> Self::Output;
 }
 
 /// An element type of logits, gradients and probabilities: `f32`, `f64`, `half::bf16` or
@@ -79,27 +86,11 @@ pub trait Logit: Copy + Send + Sync + 'static + sealed::Sealed {
     /// The type of this logits type's losses, lse values and upstream gradients.
     type Stat: Stat;
 
-    /// `Ok` with the same rows when they are f64, `Err` with them unchanged otherwise.
+    /// `route`'s method for this type, on `value`.
     #[doc(hidden)]
-    fn f64_rows(rows: Rows<'_, Self>) -> core::result::Result<Rows<'_, f64>, Rows<'_, Self>>;
+    fn route<R: Route>(route: R, value: R::Of<Self>) -> R::Output;
 
-    /// [`Logit::f64_rows`] for writable rows.
-    #[doc(hidden)]
-    fn f64_rows_mut(
-        rows: RowsMut<'_, Self>,
-    ) -> core::result::Result<RowsMut<'_, f64>, RowsMut<'_, Self>>;
-
-    /// `Ok` with the same rows when they are f32, `Err` with them unchanged otherwise.
-    #[doc(hidden)]
-    fn f32_rows(rows: Rows<'_, Self>) -> core::result::Result<Rows<'_, f32>, Rows<'_, Self>>;
-
-    /// [`Logit::f32_rows`] for writable rows.
-    #[doc(hidden)]
-    fn f32_rows_mut(
-        rows: RowsMut<'_, Self>,
-    ) -> core::result::Result<RowsMut<'_, f32>, RowsMut<'_, Self>>;
-
-    /// dst_c = src_c as f32 (exact).
+    /// dst_c = src_c as f32 (exact for f32 and the 16-bit types).
     #[doc(hidden)]
     fn widen(src: &[Self], dst: &mut [f32]);
 
@@ -111,24 +102,8 @@ pub trait Logit: Copy + Send + Sync + 'static + sealed::Sealed {
 impl Logit for f32 {
     type Stat = f32;
 
-    fn f64_rows(rows: Rows<'_, f32>) -> core::result::Result<Rows<'_, f64>, Rows<'_, f32>> {
-        Err(rows)
-    }
-
-    fn f64_rows_mut(
-        rows: RowsMut<'_, f32>,
-    ) -> core::result::Result<RowsMut<'_, f64>, RowsMut<'_, f32>> {
-        Err(rows)
-    }
-
-    fn f32_rows(rows: Rows<'_, f32>) -> core::result::Result<Rows<'_, f32>, Rows<'_, f32>> {
-        Ok(rows)
-    }
-
-    fn f32_rows_mut(
-        rows: RowsMut<'_, f32>,
-    ) -> core::result::Result<RowsMut<'_, f32>, RowsMut<'_, f32>> {
-        Ok(rows)
+    fn route<R: Route>(route: R, value: R::Of<f32>) -> R::Output {
+        route.f32(value)
     }
 
     fn widen(src: &[f32], dst: &mut [f32]) {
@@ -154,30 +129,14 @@ impl<I: Elem, O: Elem> Work for Convert<'_, I, O> {
     }
 }
 
-/// `Logit` for a 16-bit type.
+/// `Logit` for a 16-bit type, routed to `$route`.
 macro_rules! half_logit {
-    ($t:ty) => {
+    ($t:ty, $route:ident) => {
         impl Logit for $t {
             type Stat = f32;
 
-            fn f64_rows(rows: Rows<'_, $t>) -> core::result::Result<Rows<'_, f64>, Rows<'_, $t>> {
-                Err(rows)
-            }
-
-            fn f64_rows_mut(
-                rows: RowsMut<'_, $t>,
-            ) -> core::result::Result<RowsMut<'_, f64>, RowsMut<'_, $t>> {
-                Err(rows)
-            }
-
-            fn f32_rows(rows: Rows<'_, $t>) -> core::result::Result<Rows<'_, f32>, Rows<'_, $t>> {
-                Err(rows)
-            }
-
-            fn f32_rows_mut(
-                rows: RowsMut<'_, $t>,
-            ) -> core::result::Result<RowsMut<'_, f32>, RowsMut<'_, $t>> {
-                Err(rows)
+            fn route<R: Route>(route: R, value: R::Of<$t>) -> R::Output {
+                route.$route(value)
             }
 
             fn widen(src: &[$t], dst: &mut [f32]) {
@@ -191,34 +150,18 @@ macro_rules! half_logit {
     };
 }
 
-half_logit!(bf16);
-half_logit!(f16);
+half_logit!(bf16, bf16);
+half_logit!(f16, f16);
 
 impl Logit for f64 {
     type Stat = f64;
 
-    fn f64_rows(rows: Rows<'_, f64>) -> core::result::Result<Rows<'_, f64>, Rows<'_, f64>> {
-        Ok(rows)
+    fn route<R: Route>(route: R, value: R::Of<f64>) -> R::Output {
+        route.f64(value)
     }
 
-    fn f64_rows_mut(
-        rows: RowsMut<'_, f64>,
-    ) -> core::result::Result<RowsMut<'_, f64>, RowsMut<'_, f64>> {
-        Ok(rows)
-    }
-
-    fn f32_rows(rows: Rows<'_, f64>) -> core::result::Result<Rows<'_, f32>, Rows<'_, f64>> {
-        Err(rows)
-    }
-
-    fn f32_rows_mut(
-        rows: RowsMut<'_, f64>,
-    ) -> core::result::Result<RowsMut<'_, f32>, RowsMut<'_, f64>> {
-        Err(rows)
-    }
-
-    // f64 batches take the f64 path and are never widened or narrowed; these exist for
-    // the trait's sake and convert as Rust's `as` does.
+    // f64 batches take the f64 path, which neither widens nor narrows; a path that converts
+    // every type (the linear head's) rounds them as Rust's `as` does.
     fn widen(src: &[f64], dst: &mut [f32]) {
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = s as f32;

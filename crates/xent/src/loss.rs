@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{ClassWeights, SHORT_COLS, SmoothedTargets};
 use crate::options::{Options, Reduction};
 use crate::pass::Pass;
-use crate::row::{Gather, MAX_BLOCKS, RowGrad, RowStats, block_weight_sums};
+use crate::row::{Gather, GradCoefs, MAX_BLOCKS, RowStats, block_weight_sums};
 use crate::rows::Targets;
 use crate::schedule::split_rows;
 
@@ -381,7 +381,7 @@ impl<'o> Plan<'o> {
         lse: f64,
         upstream: f64,
         p_y: TargetProb,
-    ) -> RowGrad<'t>
+    ) -> GradCoefs<'t>
     where
         'o: 't,
     {
@@ -412,7 +412,7 @@ impl<'o> Plan<'o> {
                 Some(self.smoothed(t, ce_s)),
             ),
         };
-        RowGrad {
+        GradCoefs {
             scale: a / sum,
             smooth,
             target: hard,

@@ -1,21 +1,11 @@
 //! The logits of a call and where its output goes: nowhere, a separate buffer, or the
 //! logits themselves.
 
-use half::{bf16, f16};
-
 use crate::dtype::Logit;
 use crate::error::{Error, Result};
 use crate::kernels::{GROUP, RowIo, StridedIo, StridedRows};
 use crate::rows::{Rows, RowsMut};
-use crate::schedule::SplitRows;
-
-/// A pass of f32 or 16-bit logits by its element type: where the kernels' instances, one
-/// per type and tier, are chosen, so that they are compiled once, in this crate.
-pub(crate) enum Typed<'a> {
-    F32(Pass<'a, f32>),
-    Bf16(Pass<'a, bf16>),
-    F16(Pass<'a, f16>),
-}
+use crate::schedule::{SplitAtRow, SplitRows};
 
 /// The logits of a call and where its output (a gradient, probabilities) goes.
 pub(crate) enum Pass<'a, T = f32> {
@@ -39,46 +29,6 @@ impl<'a, T: Logit> Pass<'a, T> {
         match self {
             Pass::Forward(x) | Pass::Separate(x, _) => x.row(i),
             Pass::InPlace(x) => x.row(i),
-        }
-    }
-
-    /// The same pass over f64 rows, or back unchanged when `T` is another type.
-    pub(crate) fn into_f64(self) -> core::result::Result<Pass<'a, f64>, Self> {
-        match self {
-            Pass::Forward(x) => T::f64_rows(x).map(Pass::Forward).map_err(Pass::Forward),
-            Pass::Separate(x, out) => match (T::f64_rows(x), T::f64_rows_mut(out)) {
-                (Ok(x), Ok(out)) => Ok(Pass::Separate(x, out)),
-                (Err(x), Err(out)) => Err(Pass::Separate(x, out)),
-                _ => unreachable!("both views have the same element type"),
-            },
-            Pass::InPlace(x) => T::f64_rows_mut(x).map(Pass::InPlace).map_err(Pass::InPlace),
-        }
-    }
-
-    /// The same pass over rows of `U`, or back unchanged when `T` is another type.
-    pub(crate) fn cast<U: Logit>(self) -> core::result::Result<Pass<'a, U>, Self> {
-        if core::any::TypeId::of::<T>() != core::any::TypeId::of::<U>() {
-            return Err(self);
-        }
-        let pass = core::mem::ManuallyDrop::new(self);
-        // SAFETY: `T` and `U` are the same type (checked above), so `Pass<'a, T>` and
-        // `Pass<'a, U>` are too; the original is not dropped.
-        Ok(unsafe { core::ptr::read((&*pass as *const Pass<'a, T>).cast::<Pass<'a, U>>()) })
-    }
-
-    /// This pass by element type, for the f32 kernels (f64 passes take the f64 path first).
-    pub(crate) fn typed(self) -> Typed<'a> {
-        let pass = match self.cast::<f32>() {
-            Ok(p) => return Typed::F32(p),
-            Err(p) => p,
-        };
-        let pass = match pass.cast::<bf16>() {
-            Ok(p) => return Typed::Bf16(p),
-            Err(p) => p,
-        };
-        match pass.cast::<f16>() {
-            Ok(p) => Typed::F16(p),
-            Err(_) => unreachable!("f64 passes take the f64 path"),
         }
     }
 
@@ -138,7 +88,9 @@ impl<T: Logit> SplitRows for Pass<'_, T> {
             Pass::InPlace(x) => x.rows(),
         }
     }
+}
 
+impl<T> SplitAtRow for Pass<'_, T> {
     fn split_at_row(self, at: usize) -> (Self, Self) {
         match self {
             Pass::Forward(x) => {

@@ -13,7 +13,9 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{ClassWeights, Elem, GradRow, RowIo, RowKernels, SmoothedTargets, same_type};
+use crate::kernels::{
+    ClassWeights, Elem, GradCoefs32, RowIo, RowKernels, SmoothedTargets, same_type,
+};
 
 /// At most this many blocks per row (their statistics live on the stack).
 pub(crate) const MAX_BLOCKS: usize = 64;
@@ -313,7 +315,7 @@ fn combine(blocks: &[BlockStats], block_weights: &[f64; MAX_BLOCKS]) -> RowStats
 /// Kept in f64 (the kernels get them rounded to f32 per block; the f64 path uses them as
 /// they are).
 #[derive(Clone, Copy)]
-pub(crate) struct RowGrad<'a> {
+pub(crate) struct GradCoefs<'a> {
     pub scale: f64,
     pub smooth: f64,
     pub target: Option<(usize, f64)>,
@@ -326,16 +328,23 @@ pub(crate) struct RowGrad<'a> {
 /// coefficients with values of at most about 1, which stay finite below this.
 const MAX_COEF: f64 = (1u128 << 100) as f64;
 
-impl<'a> RowGrad<'a> {
+impl<'a> GradCoefs<'a> {
     /// The coefficients for block `offset..offset + len` with the given exp scale and shift,
-    /// all times 2^−fit (see [`RowGrad::fit`]), each rounded once to f32, with the factors
+    /// all times 2^−fit (see [`GradCoefs::fit`]), each rounded once to f32, with the factors
     /// that scale the entries back up.
-    fn block(&self, offset: usize, len: usize, scale: f64, shift: f32, fit: i32) -> GradRow<'a> {
+    fn block(
+        &self,
+        offset: usize,
+        len: usize,
+        scale: f64,
+        shift: f32,
+        fit: i32,
+    ) -> GradCoefs32<'a> {
         let down = 2f64.powi(-fit);
         let unscale = self.weights.map_or(1.0, |w| w.unscale()) * down;
         // Powers of two of at most 2^127 each, so both are f32 (fit ≤ 254).
         let up = fit.min(127);
-        GradRow {
+        GradCoefs32 {
             shift,
             scale: (scale * down) as f32,
             smooth: (self.smooth * unscale) as f32,
@@ -378,7 +387,7 @@ impl<'a> RowGrad<'a> {
         if largest <= MAX_COEF {
             0
         } else {
-            // Two factors of at most 2^127 undo it (see `RowGrad::block`).
+            // Two factors of at most 2^127 undo it (see `GradCoefs::block`).
             (largest.log2().ceil() as i32 - 100).min(254)
         }
     }
@@ -425,7 +434,7 @@ impl<'s> Exps<'s> {
 pub(crate) fn write_row<K: RowKernels, E: Elem>(
     k: K,
     io: RowIo<'_, E>,
-    grad: &RowGrad<'_>,
+    grad: &GradCoefs<'_>,
     exps: Exps<'_>,
     parallel: bool,
 ) {

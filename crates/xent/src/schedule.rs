@@ -14,13 +14,74 @@ const CHUNK_ELEMS: usize = 1 << 16;
 /// Below this many elements a call runs on the calling thread without any rayon call.
 const PARALLEL_MIN_ELEMS: usize = 1 << 17;
 
-/// A batch that can be cut between two rows into two independent batches.
-pub(crate) trait SplitRows: Sized {
-    /// The number of rows.
-    fn rows(&self) -> usize;
+/// Something with a value (or a row) per row that can be cut between two rows: a view, the
+/// targets, a per-row slice, an optional one, a struct of them ([`split_fields!`]).
+pub(crate) trait SplitAtRow: Sized {
     /// Rows `0..at` and `at..`.
     fn split_at_row(self, at: usize) -> (Self, Self);
 }
+
+/// A batch [`for_each_chunk`] can cut into chunks: its rows, cut together.
+pub(crate) trait SplitRows: SplitAtRow {
+    /// The number of rows.
+    fn rows(&self) -> usize;
+}
+
+impl<T> SplitAtRow for &[T] {
+    fn split_at_row(self, at: usize) -> (Self, Self) {
+        self.split_at(at)
+    }
+}
+
+impl<T> SplitAtRow for &mut [T] {
+    fn split_at_row(self, at: usize) -> (Self, Self) {
+        self.split_at_mut(at)
+    }
+}
+
+impl<S: SplitAtRow> SplitAtRow for Option<S> {
+    fn split_at_row(self, at: usize) -> (Self, Self) {
+        match self {
+            Some(s) => {
+                let (a, b) = s.split_at_row(at);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        }
+    }
+}
+
+impl<T> SplitAtRow for crate::rows::Rows<'_, T> {
+    fn split_at_row(self, at: usize) -> (Self, Self) {
+        crate::rows::Rows::split_at_row(self, at)
+    }
+}
+
+impl<T> SplitAtRow for crate::rows::RowsMut<'_, T> {
+    fn split_at_row(self, at: usize) -> (Self, Self) {
+        crate::rows::RowsMut::split_at_row(self, at)
+    }
+}
+
+impl SplitAtRow for crate::rows::Targets<'_> {
+    fn split_at_row(self, at: usize) -> (Self, Self) {
+        crate::rows::Targets::split_at_row(self, at)
+    }
+}
+
+/// The body of [`SplitAtRow::split_at_row`] for a struct whose fields are each cut at the
+/// row: `split_fields!(Chunk { pass, targets, loss })`. Every field must be listed (the
+/// pattern is exhaustive), so a per-row field added to the struct is one name here.
+macro_rules! split_fields {
+    ($name:ident { $($field:ident),* $(,)? }) => {
+        fn split_at_row(self, at: usize) -> (Self, Self) {
+            let $name { $($field),* } = self;
+            $(let $field = $crate::schedule::SplitAtRow::split_at_row($field, at);)*
+            ($name { $($field: $field.0),* }, $name { $($field: $field.1),* })
+        }
+    };
+}
+pub(crate) use split_fields;
 
 /// Runs `work` over chunks of `batch` of about [`CHUNK_ELEMS`] elements each, and returns
 /// the chunks' results in row order.
@@ -106,29 +167,4 @@ const SPLIT_MIN_COLS: usize = 16_384;
 /// threads, long rows, and parallelism allowed. (Results do not depend on it.)
 pub(crate) fn split_rows(rows: usize, cols: usize) -> bool {
     cols >= SPLIT_MIN_COLS && !ON_CALLING_THREAD.get() && rows < rayon::current_num_threads()
-}
-
-/// Splits an optional per-row slice alongside its batch.
-pub(crate) fn split_opt<T>(s: Option<&[T]>, at: usize) -> (Option<&[T]>, Option<&[T]>) {
-    match s {
-        Some(s) => {
-            let (a, b) = s.split_at(at);
-            (Some(a), Some(b))
-        }
-        None => (None, None),
-    }
-}
-
-/// Splits an optional writable per-row slice alongside its batch.
-pub(crate) fn split_opt_mut<T>(
-    s: Option<&mut [T]>,
-    at: usize,
-) -> (Option<&mut [T]>, Option<&mut [T]>) {
-    match s {
-        Some(s) => {
-            let (a, b) = s.split_at_mut(at);
-            (Some(a), Some(b))
-        }
-        None => (None, None),
-    }
 }

@@ -1,12 +1,16 @@
 //! The standalone row kernels: softmax and log-softmax, in place or out of place.
 
+use core::marker::PhantomData;
+
+use half::{bf16, f16};
+
 use crate::dispatch::{Work, on_tier};
-use crate::dtype::{ExpBuffers, Logit};
+use crate::dtype::{ExpBuffers, Logit, Route};
 use crate::error::Result;
 use crate::kernels::{Elem, GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortStats};
 use crate::loss::f64_rows::normalize_chunk;
-use crate::pass::{Pass, Typed};
-use crate::row::{Exps, Gather, MAX_BLOCKS, RowGrad, RowSrc, exp_store, row_stats, write_row};
+use crate::pass::Pass;
+use crate::row::{Exps, Gather, GradCoefs, MAX_BLOCKS, RowSrc, exp_store, row_stats, write_row};
 use crate::rows::{Rows, RowsMut};
 use crate::schedule::{SplitRows, for_each_chunk, split_rows};
 
@@ -24,37 +28,61 @@ fn run<T: Logit>(pass: Pass<'_, T>, output: Output) -> Result<()> {
     let cols = pass.cols();
     let split = split_rows(pass.rows(), cols);
     let buffers = ExpBuffers::new::<T>(cols);
-    for_each_chunk(pass, cols, |chunk| match chunk.into_f64() {
-        Ok(chunk) => {
-            normalize_chunk(chunk, matches!(output, Output::LogProbabilities));
-        }
-        Err(chunk) => buffers.with(|buffer| rows_on_tier(chunk.typed(), output, split, buffer)),
+    for_each_chunk(pass, cols, |chunk| {
+        let route = NormalizeChunk {
+            output,
+            split,
+            buffers: &buffers,
+            chunk: PhantomData,
+        };
+        T::route(route, chunk)
     });
     Ok(())
 }
 
-/// [`rows_chunk`] on the tier in force. Not generic, so that its instances (one per type
-/// and tier) are compiled once, in this crate.
-fn rows_on_tier(chunk: Typed<'_>, output: Output, split: bool, buffer: Option<&mut [f32]>) {
-    match chunk {
-        Typed::F32(chunk) => on_tier(RowsChunk {
-            chunk,
-            output,
-            split,
-            buffer,
-        }),
-        Typed::Bf16(chunk) => on_tier(RowsChunk {
-            chunk,
-            output,
-            split,
-            buffer,
-        }),
-        Typed::F16(chunk) => on_tier(RowsChunk {
-            chunk,
-            output,
-            split,
-            buffer,
-        }),
+/// A chunk of each element type through its path: f64 rows one element at a time, the
+/// others through [`rows_chunk`] on the tier in force (`buffers` for a 16-bit row's
+/// exponentials). Not generic, so that its instances (one per type and tier) are compiled
+/// once, in this crate.
+struct NormalizeChunk<'b, 'c> {
+    output: Output,
+    split: bool,
+    buffers: &'b ExpBuffers,
+    chunk: PhantomData<Pass<'c>>,
+}
+
+impl<'c> NormalizeChunk<'_, 'c> {
+    fn on_tier<E: Logit + Elem>(self, chunk: Pass<'c, E>) {
+        let (output, split) = (self.output, self.split);
+        self.buffers.with(|buffer| {
+            on_tier(RowsChunk {
+                chunk,
+                output,
+                split,
+                buffer,
+            })
+        })
+    }
+}
+
+impl<'c> Route for NormalizeChunk<'_, 'c> {
+    type Of<T: Logit> = Pass<'c, T>;
+    type Output = ();
+
+    fn f32(self, chunk: Pass<'c, f32>) {
+        self.on_tier(chunk)
+    }
+
+    fn f64(self, chunk: Pass<'c, f64>) {
+        normalize_chunk(chunk, matches!(self.output, Output::LogProbabilities));
+    }
+
+    fn bf16(self, chunk: Pass<'c, bf16>) {
+        self.on_tier(chunk)
+    }
+
+    fn f16(self, chunk: Pass<'c, f16>) {
+        self.on_tier(chunk)
     }
 }
 
@@ -131,7 +159,7 @@ fn rows_chunk<K: RowKernels, E: Logit + Elem>(
             // p_c = exp(x_c − m) · (1/S): one rounding of 1/S instead of exp(x − lse),
             // whose argument loses the low bits of large logits.
             Output::Probabilities => {
-                let probs = RowGrad {
+                let probs = GradCoefs {
                     scale: 1.0 / stats.sum,
                     smooth: 0.0,
                     target: None,

@@ -16,8 +16,8 @@
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 use super::{
-    ClassWeights, Elem, ExpSums, GROUP, GROUPS_PER_CALL, GradRow, RowIo, RowKernels, SHORT_COLS,
-    SMALLEST_SUBNORMAL, ShortJob, ShortStats, SmoothedTargets, StridedIo, StridedRows,
+    ClassWeights, Elem, ExpSums, GROUP, GROUPS_PER_CALL, GradCoefs32, RowIo, RowKernels,
+    SHORT_COLS, SMALLEST_SUBNORMAL, ShortJob, ShortStats, SmoothedTargets, StridedIo, StridedRows,
 };
 
 /// How far ahead of the read position the exp passes prefetch, in bytes: they are
@@ -663,7 +663,7 @@ pub(crate) unsafe fn soft_target_sums<V: F32Vector, E: Elem>(
 /// The per-class terms subtracted from the scaled exponentials of lane block `i..i+lanes`:
 /// smooth·w_c + w_c·t'_c.
 #[inline(always)]
-unsafe fn class_terms<V: F32Vector>(coef: &GradRow<'_>, i: usize, lanes: usize) -> V {
+unsafe fn class_terms<V: F32Vector>(coef: &GradCoefs32<'_>, i: usize, lanes: usize) -> V {
     // SAFETY: weights and soft targets have the row's length; V's features: caller contract.
     unsafe {
         #[allow(
@@ -694,7 +694,7 @@ unsafe fn class_terms<V: F32Vector>(coef: &GradRow<'_>, i: usize, lanes: usize) 
 /// `i..i+lanes` (the entry is set as its vector is stored, never patched afterwards), then
 /// times the row's rescale factors.
 #[inline(always)]
-unsafe fn finish<V: F32Vector>(g: V, coef: &GradRow<'_>, i: usize, lanes: usize) -> V {
+unsafe fn finish<V: F32Vector>(g: V, coef: &GradCoefs32<'_>, i: usize, lanes: usize) -> V {
     // SAFETY: `y - i < lanes <= LANES`; V's features: caller contract.
     unsafe {
         let g = match coef.target {
@@ -707,9 +707,9 @@ unsafe fn finish<V: F32Vector>(g: V, coef: &GradRow<'_>, i: usize, lanes: usize)
     }
 }
 
-/// `g` times the row's rescale factors (see [`GradRow::rescale`]).
+/// `g` times the row's rescale factors (see [`GradCoefs32::rescale`]).
 #[inline(always)]
-unsafe fn rescaled<V: F32Vector>(g: V, coef: &GradRow<'_>) -> V {
+unsafe fn rescaled<V: F32Vector>(g: V, coef: &GradCoefs32<'_>) -> V {
     match coef.rescale {
         // SAFETY: V's features: caller contract.
         Some((a, b)) => unsafe { g.mul(V::splat(a)).mul(V::splat(b)) },
@@ -719,7 +719,7 @@ unsafe fn rescaled<V: F32Vector>(g: V, coef: &GradRow<'_>) -> V {
 
 /// Whether the row needs per-class terms at all (no smoothing and no soft targets).
 #[inline(always)]
-fn plain(coef: &GradRow<'_>) -> bool {
+fn plain(coef: &GradCoefs32<'_>) -> bool {
     coef.smooth == 0.0 && coef.soft.is_none()
 }
 
@@ -735,7 +735,7 @@ unsafe fn scale_plain<V: F32Vector, O: Elem, const RESCALE: bool>(
     range: core::ops::Range<usize>,
     n: usize,
     k: V,
-    coef: &GradRow<'_>,
+    coef: &GradCoefs32<'_>,
 ) {
     // SAFETY: `range` lies within the `n` values at `src` and `dst`; V's features: caller
     // contract.
@@ -762,7 +762,10 @@ unsafe fn scale_plain<V: F32Vector, O: Elem, const RESCALE: bool>(
 
 /// out_c = coef.scale·e_c − terms_c: the gradient from stored exponentials (no softcap).
 #[inline(always)]
-pub(crate) unsafe fn scale_exp<V: F32Vector, O: Elem>(io: RowIo<'_, f32, O>, coef: &GradRow<'_>) {
+pub(crate) unsafe fn scale_exp<V: F32Vector, O: Elem>(
+    io: RowIo<'_, f32, O>,
+    coef: &GradCoefs32<'_>,
+) {
     let (src, dst, n) = io.raw_parts();
     // SAFETY: `src` and `dst` each cover `n` values (equal in place, where every vector is
     // read before it is written); V's features: forwarded caller contract.
@@ -810,7 +813,7 @@ pub(crate) unsafe fn scale_exp<V: F32Vector, O: Elem>(io: RowIo<'_, f32, O>, coe
 /// recomputed from the logits (softcap, a backward from a saved lse, or a 16-bit row
 /// without room for its exponentials).
 #[inline(always)]
-pub(crate) unsafe fn write_grad<V: F32Vector, E: Elem>(io: RowIo<'_, E>, coef: &GradRow<'_>) {
+pub(crate) unsafe fn write_grad<V: F32Vector, E: Elem>(io: RowIo<'_, E>, coef: &GradCoefs32<'_>) {
     let (src, dst, n) = io.raw_parts();
     // SAFETY: `src` and `dst` each cover `n` values (equal for in place, where every value
     // is read before it is written); V's features: forwarded caller contract.
@@ -1094,7 +1097,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
     }
 
     #[inline]
-    fn write_grad<E: Elem>(&self, io: RowIo<'_, E>, coef: &GradRow<'_>) {
+    fn write_grad<E: Elem>(&self, io: RowIo<'_, E>, coef: &GradCoefs32<'_>) {
         // SAFETY: see above.
         unsafe {
             T::enter(
@@ -1105,7 +1108,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
     }
 
     #[inline]
-    fn scale_exp<O: Elem>(&self, io: RowIo<'_, f32, O>, coef: &GradRow<'_>) {
+    fn scale_exp<O: Elem>(&self, io: RowIo<'_, f32, O>, coef: &GradCoefs32<'_>) {
         // SAFETY: see above.
         unsafe {
             T::enter(

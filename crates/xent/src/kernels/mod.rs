@@ -183,7 +183,7 @@ impl<'a> ClassWeights<'a> {
 /// With weights, w_c is the scaled weight of [`ClassWeights`] and `smooth` and `soft`
 /// are the caller's coefficients times [`ClassWeights::unscale`].
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct GradRow<'a> {
+pub(crate) struct GradCoefs32<'a> {
     /// Subtracted from x' before exp: the row max (fused) or the lse (backward).
     pub shift: f32,
     /// Multiplies exp(x' − shift).
@@ -304,13 +304,13 @@ pub(crate) trait RowKernels: Copy + Send + Sync {
     /// ±∞ on overflow, NaN for NaN).
     fn convert<I: Elem, O: Elem>(&self, src: &[I], dst: &mut [O]);
 
-    /// Writes the gradient or probability row described by `coef` (see [`GradRow`]),
+    /// Writes the gradient or probability row described by `coef` (see [`GradCoefs32`]),
     /// computing exp(x'_c − coef.shift) from the logits.
-    fn write_grad<E: Elem>(&self, io: RowIo<'_, E>, coef: &GradRow<'_>);
+    fn write_grad<E: Elem>(&self, io: RowIo<'_, E>, coef: &GradCoefs32<'_>);
 
     /// Turns stored exponentials e_c into the gradient: out_c = coef.scale·e_c − terms_c
-    /// (the terms of [`GradRow`]; `coef.shift` and `coef.cap` are not used).
-    fn scale_exp<O: Elem>(&self, io: RowIo<'_, f32, O>, coef: &GradRow<'_>);
+    /// (the terms of [`GradCoefs32`]; `coef.shift` and `coef.cap` are not used).
+    fn scale_exp<O: Elem>(&self, io: RowIo<'_, f32, O>, coef: &GradCoefs32<'_>);
 
     /// Writes (x_c − max) − ln_sum (log-softmax), with no softcap: subtracting the max
     /// first keeps the low bits of large logits.

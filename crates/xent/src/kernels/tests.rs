@@ -98,7 +98,7 @@ impl Naive {
             // Σ_{c≠y} exp(x_c − m), for the target's entry (see ShortLoss).
             let target = target.map(|(y, b)| (y, x[y], f64::from(b), sums.rest));
             let io = rows.io(i);
-            let probs = |scale: f64, target| GradRow {
+            let probs = |scale: f64, target| GradCoefs32 {
                 shift: max,
                 scale: scale as f32,
                 smooth: 0.0,
@@ -189,7 +189,7 @@ impl Naive {
         (dot, total)
     }
 
-    fn write_grad(&self, io: RowIo<'_>, coef: &GradRow<'_>) {
+    fn write_grad(&self, io: RowIo<'_>, coef: &GradCoefs32<'_>) {
         assert!(
             coef.rescale.is_none(),
             "the naive rows scale back in scale_exp only"
@@ -209,7 +209,7 @@ impl Naive {
         });
     }
 
-    fn scale_exp(&self, out: &mut [f32], coef: &GradRow<'_>) {
+    fn scale_exp(&self, out: &mut [f32], coef: &GradCoefs32<'_>) {
         let up = coef.rescale.map_or(1.0, |(a, b)| a * b);
         map_row(RowIo::InPlace(out), |c, e| {
             let g = coef
@@ -239,7 +239,7 @@ impl SmoothedTargets<'_> {
     }
 }
 
-impl GradRow<'_> {
+impl GradCoefs32<'_> {
     /// What class `c` subtracts from its scaled exponential, one element at a time (the
     /// naive form of `generic::class_terms`): smooth·w_c + w_c·t'_c.
     fn class_term(&self, c: usize) -> f32 {
@@ -568,13 +568,17 @@ fn weighted_and_soft_target_sums_match_naive_on<K: RowKernels>(tier: &str, k: K)
 
 /// The gradient rows the passes write: plain with a hard target, smoothing with weights,
 /// soft targets, a softcap.
-fn grad_rows<'a>(row: &[f32], w: &'a [f32], probs: &'a [f32]) -> Vec<(&'static str, GradRow<'a>)> {
+fn grad_rows<'a>(
+    row: &[f32],
+    w: &'a [f32],
+    probs: &'a [f32],
+) -> Vec<(&'static str, GradCoefs32<'a>)> {
     let n = row.len();
     let max_w = w.iter().fold(0.0f32, |m, &v| m.max(v));
     let weights = ClassWeights::new(w, max_w);
     let shift = shift_of(Naive.row_max(row, 0.0));
     let scale = (1.0 / Naive.sum_exp(row, shift, 0.0, None).total()) as f32;
-    let plain = GradRow {
+    let plain = GradCoefs32 {
         shift,
         scale,
         smooth: 0.0,
@@ -589,7 +593,7 @@ fn grad_rows<'a>(row: &[f32], w: &'a [f32], probs: &'a [f32]) -> Vec<(&'static s
         ("plain", plain),
         (
             "smoothing, weights",
-            GradRow {
+            GradCoefs32 {
                 smooth: 0.01 / weights.scale,
                 weights: Some(weights),
                 target: Some((n - 1, 0.25)),
@@ -598,7 +602,7 @@ fn grad_rows<'a>(row: &[f32], w: &'a [f32], probs: &'a [f32]) -> Vec<(&'static s
         ),
         (
             "soft targets",
-            GradRow {
+            GradCoefs32 {
                 soft: Some(SmoothedTargets {
                     probs,
                     keep: 0.9,
@@ -610,7 +614,7 @@ fn grad_rows<'a>(row: &[f32], w: &'a [f32], probs: &'a [f32]) -> Vec<(&'static s
         ),
         (
             "softcap",
-            GradRow {
+            GradCoefs32 {
                 cap: 5.0,
                 shift: shift_of(capped_shift),
                 ..plain
@@ -624,7 +628,7 @@ fn grad_rows<'a>(row: &[f32], w: &'a [f32], probs: &'a [f32]) -> Vec<(&'static s
 fn check_grad(
     case: &str,
     row: &[f32],
-    coef: &GradRow<'_>,
+    coef: &GradCoefs32<'_>,
     exps: Option<&[f32]>,
     out: &[f32],
     want: &[f32],
@@ -683,7 +687,7 @@ fn write_grad_and_scale_exp_match_naive_on<K: RowKernels>(tier: &str, k: K) {
             }
             // Scaling back by powers of two is exact (to ±∞ where the entry overflows).
             let mut got = row.clone();
-            let coef = GradRow {
+            let coef = GradCoefs32 {
                 shift: 0.0,
                 scale: 2f32.powi(-60),
                 smooth: 0.0,
@@ -1078,9 +1082,9 @@ fn half_rows_match_f32_rows<K: RowKernels, E: Elem>(tier: &str, k: K) {
                 if coef.cap > 0.0 {
                     continue;
                 }
-                // Phase 2 from the buffer, and scaled back from a fit (see GradRow).
+                // Phase 2 from the buffer, and scaled back from a fit (see GradCoefs32).
                 for rescale in [None, Some((2f32.powi(127), 2f32.powi(3)))] {
-                    let coef = GradRow { rescale, ..coef };
+                    let coef = GradCoefs32 { rescale, ..coef };
                     let mut want = exps.clone();
                     k.scale_exp(RowIo::<f32>::InPlace(&mut want), &coef);
                     let mut got = vec![zero; n];

@@ -2,19 +2,21 @@
 //! phase 2 (the output) on the active kernel tier, short rows in groups, and the
 //! forward and backward calls that run them.
 
+use core::marker::PhantomData;
+
 use half::{bf16, f16};
 
 use crate::dispatch::{Work, on_tier};
-use crate::dtype::{ExpBuffers, Logit, Stat};
+use crate::dtype::{ExpBuffers, Logit, Route, Stat};
 use crate::error::{Error, Result};
 use crate::kernels::{
     Elem, GROUP, GROUPS_PER_CALL, RowKernels, ShortJob, ShortLoss, ShortStats, ShortTargets,
 };
 use crate::options::{Options, Reduction};
-use crate::pass::{self, Pass};
+use crate::pass::Pass;
 use crate::row::{Exps, RowSrc, RowStats, exp_store, row_stats, write_row};
 use crate::rows::Targets;
-use crate::schedule::{SplitRows, for_each_chunk, split_opt, split_opt_mut};
+use crate::schedule::{SplitAtRow, SplitRows, for_each_chunk, split_fields};
 
 use super::f64_rows;
 use super::{
@@ -34,153 +36,101 @@ pub(super) struct Chunk<'a, T = f32, S = f32> {
     pub(super) dloss: Option<&'a [S]>,
 }
 
+impl<T: Logit, S: Stat> SplitAtRow for Chunk<'_, T, S> {
+    split_fields!(Chunk {
+        pass,
+        targets,
+        loss,
+        lse_out,
+        lse_in,
+        dloss
+    });
+}
+
 impl<T: Logit, S: Stat> SplitRows for Chunk<'_, T, S> {
     fn rows(&self) -> usize {
         self.pass.rows()
     }
+}
 
-    fn split_at_row(self, at: usize) -> (Self, Self) {
-        let (pass_a, pass_b) = self.pass.split_at_row(at);
-        let (targets_a, targets_b) = self.targets.split_at_row(at);
-        let (loss_a, loss_b) = split_opt_mut(self.loss, at);
-        let (lse_out_a, lse_out_b) = split_opt_mut(self.lse_out, at);
-        let (lse_in_a, lse_in_b) = split_opt(self.lse_in, at);
-        let (dloss_a, dloss_b) = split_opt(self.dloss, at);
-        (
-            Chunk {
-                pass: pass_a,
-                targets: targets_a,
-                loss: loss_a,
-                lse_out: lse_out_a,
-                lse_in: lse_in_a,
-                dloss: dloss_a,
-            },
-            Chunk {
-                pass: pass_b,
-                targets: targets_b,
-                loss: loss_b,
-                lse_out: lse_out_b,
-                lse_in: lse_in_b,
-                dloss: dloss_b,
-            },
-        )
+/// [`forward_chunk`] for a chunk of each element type: f64 logits (with f64 statistics)
+/// take the f64 path, every other type the tier's kernels with f32 statistics and
+/// `buffers` for a 16-bit row's exponentials. Its methods are not generic, so that the
+/// driver's instances are compiled once, in this crate, not in every crate that calls the
+/// generic public functions.
+struct ForwardChunk<'p, 'c> {
+    plan: &'p Plan<'p>,
+    buffers: &'p ExpBuffers,
+    chunk: PhantomData<Chunk<'c>>,
+}
+
+impl<'c> ForwardChunk<'_, 'c> {
+    fn on_tier<E: Logit + Elem>(self, chunk: Chunk<'c, E>) -> Partial {
+        let plan = self.plan;
+        self.buffers.with(|buffer| {
+            on_tier(Forward {
+                plan,
+                chunk,
+                buffer,
+            })
+        })
     }
 }
 
-/// A chunk by path: f64 logits (with f64 statistics) take the f64 path, every other type
-/// the f32 kernels with f32 statistics.
-enum ChunkKind<'a, T> {
-    F64(Chunk<'a, f64, f64>),
-    F32(Chunk<'a, T, f32>),
-}
+impl<'c> Route for ForwardChunk<'_, 'c> {
+    type Of<T: Logit> = Chunk<'c, T, T::Stat>;
+    type Output = Partial;
 
-impl<'a, T: Logit, S: Stat> Chunk<'a, T, S> {
-    fn into_kind(self) -> ChunkKind<'a, T> {
-        // A Logit's Stat is f64 exactly when the logits are (see dtype.rs).
-        fn f64s<A, B>(values: Option<core::result::Result<A, B>>) -> Option<B> {
-            values.map(|v| v.err().expect("f64 logits have f64 statistics"))
-        }
-        fn f32s<A, B>(values: Option<core::result::Result<A, B>>) -> Option<A> {
-            values.map(|v| v.ok().expect("f32 and 16-bit logits have f32 statistics"))
-        }
-        let Chunk {
-            pass,
-            targets,
-            loss,
-            lse_out,
-            lse_in,
-            dloss,
-        } = self;
-        let (loss, lse_out) = (loss.map(S::f32s_mut), lse_out.map(S::f32s_mut));
-        let (lse_in, dloss) = (lse_in.map(S::f32s), dloss.map(S::f32s));
-        match pass.into_f64() {
-            Ok(pass) => ChunkKind::F64(Chunk {
-                pass,
-                targets,
-                loss: f64s(loss),
-                lse_out: f64s(lse_out),
-                lse_in: f64s(lse_in),
-                dloss: f64s(dloss),
-            }),
-            Err(pass) => ChunkKind::F32(Chunk {
-                pass,
-                targets,
-                loss: f32s(loss),
-                lse_out: f32s(lse_out),
-                lse_in: f32s(lse_in),
-                dloss: f32s(dloss),
-            }),
-        }
+    fn f32(self, chunk: Chunk<'c, f32>) -> Partial {
+        self.on_tier(chunk)
+    }
+
+    fn f64(self, chunk: Chunk<'c, f64, f64>) -> Partial {
+        f64_rows::forward_chunk(self.plan, chunk)
+    }
+
+    fn bf16(self, chunk: Chunk<'c, bf16>) -> Partial {
+        self.on_tier(chunk)
+    }
+
+    fn f16(self, chunk: Chunk<'c, f16>) -> Partial {
+        self.on_tier(chunk)
     }
 }
 
-/// A chunk of f32 or 16-bit logits by its element type (see [`pass::Typed`]).
-enum Typed<'a> {
-    F32(Chunk<'a, f32>),
-    Bf16(Chunk<'a, bf16>),
-    F16(Chunk<'a, f16>),
+/// [`backward_chunk`] for a chunk of each element type, as [`ForwardChunk`].
+struct BackwardChunk<'p, 'c> {
+    plan: &'p Plan<'p>,
+    chunk: PhantomData<Chunk<'c>>,
 }
 
-impl<'a, T: Logit> Chunk<'a, T> {
-    /// This chunk by element type (f64 chunks take the f64 path before this).
-    fn typed(self) -> Typed<'a> {
-        let Chunk {
-            pass,
-            targets,
-            loss,
-            lse_out,
-            lse_in,
-            dloss,
-        } = self;
-        macro_rules! with {
-            ($pass:expr) => {
-                Chunk {
-                    pass: $pass,
-                    targets,
-                    loss,
-                    lse_out,
-                    lse_in,
-                    dloss,
-                }
-            };
-        }
-        match pass.typed() {
-            pass::Typed::F32(p) => Typed::F32(with!(p)),
-            pass::Typed::Bf16(p) => Typed::Bf16(with!(p)),
-            pass::Typed::F16(p) => Typed::F16(with!(p)),
-        }
-    }
-}
+impl<'c> Route for BackwardChunk<'_, 'c> {
+    type Of<T: Logit> = Chunk<'c, T, T::Stat>;
+    type Output = ();
 
-/// [`forward_chunk`] on the tier in force, with `buffer` for a 16-bit row's exponentials.
-/// Not generic, so that the driver's instances are compiled once, in this crate, not in
-/// every crate that calls the generic public functions.
-fn forward_on_tier(plan: &Plan<'_>, chunk: Typed<'_>, buffer: Option<&mut [f32]>) -> Partial {
-    match chunk {
-        Typed::F32(chunk) => on_tier(Forward {
-            plan,
+    fn f32(self, chunk: Chunk<'c, f32>) {
+        on_tier(Backward {
+            plan: self.plan,
             chunk,
-            buffer,
-        }),
-        Typed::Bf16(chunk) => on_tier(Forward {
-            plan,
-            chunk,
-            buffer,
-        }),
-        Typed::F16(chunk) => on_tier(Forward {
-            plan,
-            chunk,
-            buffer,
-        }),
+        })
     }
-}
 
-/// [`backward_chunk`] on the tier in force; not generic, as [`forward_on_tier`].
-fn backward_on_tier(plan: &Plan<'_>, chunk: Typed<'_>) {
-    match chunk {
-        Typed::F32(chunk) => on_tier(Backward { plan, chunk }),
-        Typed::Bf16(chunk) => on_tier(Backward { plan, chunk }),
-        Typed::F16(chunk) => on_tier(Backward { plan, chunk }),
+    fn f64(self, chunk: Chunk<'c, f64, f64>) {
+        f64_rows::backward_chunk(self.plan, chunk)
+    }
+
+    fn bf16(self, chunk: Chunk<'c, bf16>) {
+        on_tier(Backward {
+            plan: self.plan,
+            chunk,
+        })
+    }
+
+    fn f16(self, chunk: Chunk<'c, f16>) {
+        on_tier(Backward {
+            plan: self.plan,
+            chunk,
+        })
     }
 }
 
@@ -528,9 +478,13 @@ pub(super) fn run_forward<T: Logit>(
         dloss: None,
     };
     let buffers = ExpBuffers::new::<T>(cols);
-    let partials = for_each_chunk(chunk, cols, |c| match c.into_kind() {
-        ChunkKind::F64(c) => f64_rows::forward_chunk(&plan, c),
-        ChunkKind::F32(c) => buffers.with(|buffer| forward_on_tier(&plan, c.typed(), buffer)),
+    let partials = for_each_chunk(chunk, cols, |c| {
+        let route = ForwardChunk {
+            plan: &plan,
+            buffers: &buffers,
+            chunk: PhantomData,
+        };
+        T::route(route, c)
     });
     if !per_row {
         let total = partials.iter().fold(Partial::default(), |acc, p| Partial {
@@ -562,14 +516,7 @@ pub(super) fn run_backward<T: Logit>(
     let counts = check_targets(&targets, rows, options, cols)?;
     let soft = matches!(targets, Targets::Soft(_));
     let per_row = options.reduction == Reduction::None;
-    let upstream = if per_row {
-        1.0
-    } else {
-        match T::Stat::f32s(dloss) {
-            Ok(d) => f64::from(d[0]),
-            Err(d) => d[0],
-        }
-    };
+    let upstream = if per_row { 1.0 } else { dloss[0].to_f64() };
     let plan = Plan::new(options, Columns::all(cols), soft, &counts, upstream);
     let chunk = Chunk {
         pass,
@@ -579,9 +526,12 @@ pub(super) fn run_backward<T: Logit>(
         lse_in: Some(lse),
         dloss: if per_row { Some(dloss) } else { None },
     };
-    for_each_chunk(chunk, cols, |c| match c.into_kind() {
-        ChunkKind::F64(c) => f64_rows::backward_chunk(&plan, c),
-        ChunkKind::F32(c) => backward_on_tier(&plan, c.typed()),
+    for_each_chunk(chunk, cols, |c| {
+        let route = BackwardChunk {
+            plan: &plan,
+            chunk: PhantomData,
+        };
+        T::route(route, c)
     });
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use super::{Chunk, Partial, Plan, RowSums, RowTarget, TargetProb, row_loss, row_target};
 use crate::pass::Pass;
-use crate::row::RowGrad;
+use crate::row::GradCoefs;
 use crate::schedule::SplitRows;
 
 /// x' = c·tanh(x/c) for c > 0, x itself for c = 0.
@@ -78,8 +78,8 @@ fn row_sums(plan: &Plan<'_>, x: &[f64], target: Option<RowTarget<'_>>) -> RowSum
 }
 
 /// out_c = (scale·exp(x'_c − shift) − smooth·w_c − w_c·t'_c)·(1 − (x'_c/c)²), and the hard
-/// target's entry as `grad` gives it: the f32 kernels' `GradRow` in f64.
-fn write_grad(pass: &mut Pass<'_, f64>, i: usize, grad: &RowGrad<'_>, shift: f64) {
+/// target's entry as `grad` gives it: the f32 kernels' `GradCoefs32` in f64.
+fn write_grad(pass: &mut Pass<'_, f64>, i: usize, grad: &GradCoefs<'_>, shift: f64) {
     let cap = grad.cap;
     let entry = |c: usize, v: f64| {
         if let Some((y, value)) = grad.target

@@ -15,8 +15,12 @@
 //! chunk of pass 1 is still in the buffer and is not recomputed.
 
 use super::shard::{ShardRow, hard, merge_shard_rows, merged_loss, slice_grad, slice_stats};
-use super::{Columns, Plan, check_targets};
-use crate::dtype::Logit;
+use super::{Columns, Counts, Plan, check_targets};
+use core::marker::PhantomData;
+
+use half::{bf16, f16};
+
+use crate::dtype::{Logit, Route};
 use crate::error::{Error, Result};
 use crate::matmul::{Mat, MatMut, matmul};
 use crate::options::Options;
@@ -56,12 +60,6 @@ impl<T> Default for LinearGrads<'_, T> {
             weight: None,
             bias: None,
         }
-    }
-}
-
-impl<T> LinearGrads<'_, T> {
-    fn any(&self) -> bool {
-        self.hidden.is_some() || self.weight.is_some() || self.bias.is_some()
     }
 }
 
@@ -213,41 +211,146 @@ pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
             plan.with_columns(columns, rows)
         })
         .collect();
-    let head32 = Head32::new(&head);
-    let mut logits = vec![0.0f32; rows * chunk];
-    let mut weight_scratch = Vec::new();
+    let route = Head32Route {
+        plan: &plan,
+        counts: &counts,
+        parts: &parts,
+        targets,
+        chunk,
+        rows,
+        dim,
+        args: PhantomData,
+    };
+    T::route(route, (head, grads, loss, lse))
+}
 
-    // Pass 1: each chunk's logits summed up and merged into the rows' summaries.
-    let mut merged = vec![ShardRow::EMPTY; rows];
-    let mut summary = vec![ShardRow::EMPTY; rows];
-    for part in &parts {
-        let Columns { offset, cols, .. } = part.columns;
-        let w = head32.weight_rows(offset, cols, &mut weight_scratch);
-        head32.logits(w, offset, &mut logits[..rows * cols]);
-        let view = Rows::new(&logits[..rows * cols], rows, cols, cols)?;
-        slice_stats(part, view, targets, &mut summary);
-        merge_shard_rows(&summary, &mut merged)?;
-    }
-    merged_loss(&plan, &counts, &targets, &merged, loss, lse);
-    if !grads.any() {
-        return Ok(());
+/// What [`Head32Route`] routes: the head, its gradients, `loss` and `lse`.
+type HeadArgs<'a, T> = (
+    LinearHead<'a, T>,
+    LinearGrads<'a, T>,
+    &'a mut [f32],
+    Option<&'a mut [f32]>,
+);
+
+/// The two passes over the vocabulary's chunks (`parts`, one plan each) for a head of each
+/// element type: an f32 head's matrices are borrowed, any other's widened to f32.
+struct Head32Route<'p, 't, 'a> {
+    /// The whole vocabulary's plan and target counts, for the loss.
+    plan: &'p Plan<'p>,
+    counts: &'p Counts,
+    parts: &'p [Plan<'p>],
+    targets: Targets<'t>,
+    chunk: usize,
+    rows: usize,
+    dim: usize,
+    args: PhantomData<HeadArgs<'a, f32>>,
+}
+
+impl<'a> Route for Head32Route<'_, '_, 'a> {
+    type Of<T: Logit> = HeadArgs<'a, T>;
+    type Output = Result<()>;
+
+    fn f32(self, (head, grads, loss, lse): HeadArgs<'a, f32>) -> Result<()> {
+        let head32 = Head32 {
+            hidden: Hidden32::F32(head.hidden),
+            weight: Weight32::F32(head.weight),
+            bias: head.bias.map(<[f32]>::to_vec),
+            rows: self.rows,
+            dim: self.dim,
+        };
+        let sinks = Sinks {
+            hidden: grads.hidden.map(Sink::F32),
+            weight: grads.weight.map(Sink::F32),
+            bias: grads.bias,
+            rows: self.rows,
+            dim: self.dim,
+        };
+        self.run(head32, sinks, loss, lse)
     }
 
-    // Pass 2, backwards: the last chunk's logits are still in the buffer.
-    let mut sinks = Sinks::new(grads, rows, dim);
-    for (k, part) in parts.iter().rev().enumerate() {
-        let Columns { offset, cols, .. } = part.columns;
-        let w = head32.weight_rows(offset, cols, &mut weight_scratch);
-        if k > 0 {
+    fn f64(self, args: HeadArgs<'a, f64>) -> Result<()> {
+        self.widened(args)
+    }
+
+    fn bf16(self, args: HeadArgs<'a, bf16>) -> Result<()> {
+        self.widened(args)
+    }
+
+    fn f16(self, args: HeadArgs<'a, f16>) -> Result<()> {
+        self.widened(args)
+    }
+}
+
+impl Head32Route<'_, '_, '_> {
+    /// A head of another type than f32, widened.
+    fn widened<T: Logit>(self, (head, grads, loss, lse): HeadArgs<'_, T>) -> Result<()> {
+        let (rows, dim) = (self.rows, self.dim);
+        let head32 = Head32 {
+            hidden: Hidden32::Widened(widened(head.hidden)),
+            weight: Weight32::Wide(head.weight),
+            bias: head.bias.map(|b| {
+                let mut out = vec![0.0f32; b.len()];
+                T::widen(b, &mut out);
+                out
+            }),
+            rows,
+            dim,
+        };
+        let sinks = Sinks {
+            hidden: grads
+                .hidden
+                .map(|out| Sink::Wide(out, vec![0.0; rows * dim])),
+            weight: grads.weight.map(|out| Sink::Wide(out, Vec::new())),
+            bias: grads.bias,
+            rows,
+            dim,
+        };
+        self.run(head32, sinks, loss, lse)
+    }
+
+    /// Pass 1 (the loss and lse), then pass 2 (the gradients) when any is asked for.
+    fn run<T: Logit>(
+        self,
+        head32: Head32<'_, T>,
+        mut sinks: Sinks<'_, T>,
+        loss: &mut [f32],
+        lse: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let (rows, parts, targets) = (self.rows, self.parts, self.targets);
+        let mut logits = vec![0.0f32; rows * self.chunk];
+        let mut weight_scratch = Vec::new();
+
+        // Pass 1: each chunk's logits summed up and merged into the rows' summaries.
+        let mut merged = vec![ShardRow::EMPTY; rows];
+        let mut summary = vec![ShardRow::EMPTY; rows];
+        for part in parts {
+            let Columns { offset, cols, .. } = part.columns;
+            let w = head32.weight_rows(offset, cols, &mut weight_scratch);
             head32.logits(w, offset, &mut logits[..rows * cols]);
+            let view = Rows::new(&logits[..rows * cols], rows, cols, cols)?;
+            slice_stats(part, view, targets, &mut summary);
+            merge_shard_rows(&summary, &mut merged)?;
         }
-        let view = RowsMut::new(&mut logits[..rows * cols], rows, cols, cols)?;
-        slice_grad(part, Pass::InPlace(view), targets, &merged);
-        let g = Mat::row_major(&logits[..rows * cols], rows, cols, cols);
-        sinks.add_chunk(g, w, head32.hidden(), offset, k == 0);
+        merged_loss(self.plan, self.counts, &targets, &merged, loss, lse);
+        if !sinks.any() {
+            return Ok(());
+        }
+
+        // Pass 2, backwards: the last chunk's logits are still in the buffer.
+        for (k, part) in parts.iter().rev().enumerate() {
+            let Columns { offset, cols, .. } = part.columns;
+            let w = head32.weight_rows(offset, cols, &mut weight_scratch);
+            if k > 0 {
+                head32.logits(w, offset, &mut logits[..rows * cols]);
+            }
+            let view = RowsMut::new(&mut logits[..rows * cols], rows, cols, cols)?;
+            slice_grad(part, Pass::InPlace(view), targets, &merged);
+            let g = Mat::row_major(&logits[..rows * cols], rows, cols, cols);
+            sinks.add_chunk(g, w, head32.hidden(), offset, k == 0);
+        }
+        sinks.finish();
+        Ok(())
     }
-    sinks.finish();
-    Ok(())
 }
 
 /// Checks the head's and the gradients' shapes; returns (rows, dim, classes).
@@ -311,37 +414,36 @@ fn widened<T: Logit>(view: Rows<'_, T>) -> Vec<f32> {
     out
 }
 
-/// The head as f32 matrices: borrowed when it is f32, widened otherwise (H and b once, W
-/// chunk by chunk into a scratch buffer).
-struct Head32<'a, T> {
-    head: LinearHead<'a, T>,
-    /// H widened (packed), for 16-bit heads.
-    hidden: Option<Vec<f32>>,
-    /// b as f32 (a copy: one value per class).
-    bias: Option<Vec<f32>>,
+/// H as the GEMMs read it: the caller's f32 rows, or widened to f32 once (packed).
+enum Hidden32<'a> {
+    F32(Rows<'a, f32>),
+    Widened(Vec<f32>),
 }
 
-impl<'a, T: Logit> Head32<'a, T> {
-    fn new(head: &LinearHead<'a, T>) -> Self {
-        let is_f32 = T::f32_rows(head.hidden).is_ok();
-        Head32 {
-            head: *head,
-            hidden: (!is_f32).then(|| widened(head.hidden)),
-            bias: head.bias.map(|b| {
-                let mut out = vec![0.0f32; b.len()];
-                T::widen(b, &mut out);
-                out
-            }),
-        }
-    }
+/// W as the GEMMs read it: the caller's f32 rows, or rows of another type, widened chunk
+/// by chunk into a scratch buffer.
+enum Weight32<'a, T> {
+    F32(Rows<'a, f32>),
+    Wide(Rows<'a, T>),
+}
 
+/// The head as f32 matrices: H whole, W chunk by chunk, b once.
+struct Head32<'a, T> {
+    hidden: Hidden32<'a>,
+    weight: Weight32<'a, T>,
+    /// b as f32 (a copy: one value per class).
+    bias: Option<Vec<f32>>,
+    rows: usize,
+    dim: usize,
+}
+
+impl<T: Logit> Head32<'_, T> {
     /// H (`rows × dim`), `rows ≥ 1`.
     fn hidden(&self) -> Mat<'_> {
-        let (rows, dim) = (self.head.hidden.rows(), self.head.hidden.cols());
-        match (&self.hidden, T::f32_rows(self.head.hidden)) {
-            (Some(h), _) => Mat::row_major(h, rows, dim, dim),
-            (None, Ok(h)) => Mat::row_major(h.span(0, rows), rows, dim, h.stride()),
-            (None, Err(_)) => unreachable!("16-bit hidden states are widened"),
+        let (rows, dim) = (self.rows, self.dim);
+        match &self.hidden {
+            Hidden32::F32(h) => Mat::row_major(h.span(0, rows), rows, dim, h.stride()),
+            Hidden32::Widened(h) => Mat::row_major(h, rows, dim, dim),
         }
     }
 
@@ -352,10 +454,10 @@ impl<'a, T: Logit> Head32<'a, T> {
 
     /// W's rows `start..start + n` (`n ≥ 1`): borrowed, or widened into `scratch`.
     fn weight_rows<'s>(&'s self, start: usize, n: usize, scratch: &'s mut Vec<f32>) -> Mat<'s> {
-        let (dim, stride) = (self.head.weight.cols(), self.head.weight.stride());
-        match T::f32_rows(self.head.weight) {
-            Ok(w) => Mat::row_major(w.span(start, n), n, dim, stride),
-            Err(w) => {
+        let dim = self.dim;
+        match &self.weight {
+            Weight32::F32(w) => Mat::row_major(w.span(start, n), n, dim, w.stride()),
+            Weight32::Wide(w) => {
                 scratch.resize(n * dim, 0.0);
                 for (c, row) in scratch.chunks_exact_mut(dim).enumerate() {
                     T::widen(w.row(start + c), row);
@@ -368,7 +470,7 @@ impl<'a, T: Logit> Head32<'a, T> {
     /// The logits of classes `start..start + n` (`w`, the weight's rows) into `out`
     /// (`rows × n`, packed): the bias broadcast, then H·W_cᵀ added by the GEMM.
     fn logits(&self, w: Mat<'_>, start: usize, out: &mut [f32]) {
-        let (rows, n) = (self.head.hidden.rows(), out.len() / self.head.hidden.rows());
+        let (rows, n) = (self.rows, out.len() / self.rows);
         let bias = self.bias(start, n);
         if let Some(bias) = bias {
             for row in out.chunks_exact_mut(n) {
@@ -384,77 +486,57 @@ impl<'a, T: Logit> Head32<'a, T> {
     }
 }
 
-/// Where pass 2 puts the gradients: the caller's f32 buffers directly, or f32 buffers that
-/// are rounded into the caller's 16-bit ones (∂loss/∂H once at the end, ∂loss/∂W per
-/// chunk).
+/// Where pass 2 writes a gradient matrix: the caller's f32 rows directly, or an f32 buffer
+/// rounded into the caller's rows of another type (∂loss/∂H once at the end, ∂loss/∂W
+/// chunk by chunk).
+enum Sink<'a, T> {
+    F32(RowsMut<'a, f32>),
+    Wide(RowsMut<'a, T>, Vec<f32>),
+}
+
+/// The gradients pass 2 writes.
 struct Sinks<'a, T> {
-    hidden: Option<RowsMut<'a, T>>,
-    /// ∂loss/∂H in f32 for a 16-bit head (packed).
-    hidden32: Option<Vec<f32>>,
-    weight: Option<RowsMut<'a, T>>,
-    /// One chunk of ∂loss/∂W in f32 for a 16-bit head.
-    weight32: Vec<f32>,
+    hidden: Option<Sink<'a, T>>,
+    weight: Option<Sink<'a, T>>,
     bias: Option<&'a mut [T]>,
     rows: usize,
     dim: usize,
 }
 
-impl<'a, T: Logit> Sinks<'a, T> {
-    fn new(grads: LinearGrads<'a, T>, rows: usize, dim: usize) -> Self {
-        let wide = |v: &RowsMut<'_, T>| T::f32_rows(v.as_rows()).is_err();
-        Sinks {
-            hidden32: grads
-                .hidden
-                .as_ref()
-                .filter(|v| wide(v))
-                .map(|_| vec![0.0; rows * dim]),
-            hidden: grads.hidden,
-            weight: grads.weight,
-            weight32: Vec::new(),
-            bias: grads.bias,
-            rows,
-            dim,
-        }
+impl<T: Logit> Sinks<'_, T> {
+    fn any(&self) -> bool {
+        self.hidden.is_some() || self.weight.is_some() || self.bias.is_some()
     }
 
     /// Adds one chunk's share: dH (+)= G·W_c, dW_c = Gᵀ·H, db_c = Σ_rows G, for the
     /// classes `start..start + G.cols`; `first` overwrites dH.
     fn add_chunk(&mut self, g: Mat<'_>, w: Mat<'_>, hidden: Mat<'_>, start: usize, first: bool) {
         let (rows, dim, n) = (self.rows, self.dim, g.cols());
-        if let Some(h32) = self.hidden32.as_mut() {
-            matmul(MatMut::row_major(h32, rows, dim, dim), g, w, !first);
-        } else if let Some(out) = self.hidden.as_mut() {
-            let stride = out.stride();
-            let mut out = f32_view(out);
-            matmul(
-                MatMut::row_major(out.span_mut(0, rows), rows, dim, stride),
-                g,
-                w,
-                !first,
-            );
+        match self.hidden.as_mut() {
+            Some(Sink::F32(out)) => {
+                let stride = out.stride();
+                let out = MatMut::row_major(out.span_mut(0, rows), rows, dim, stride);
+                matmul(out, g, w, !first);
+            }
+            Some(Sink::Wide(_, h32)) => {
+                matmul(MatMut::row_major(h32, rows, dim, dim), g, w, !first);
+            }
+            None => {}
         }
-        if let Some(out) = self.weight.as_mut() {
-            let stride = out.stride();
-            if T::f32_rows(out.as_rows()).is_ok() {
-                let mut out = f32_view(out);
-                matmul(
-                    MatMut::row_major(out.span_mut(start, n), n, dim, stride),
-                    g.t(),
-                    hidden,
-                    false,
-                );
-            } else {
-                self.weight32.resize(n * dim, 0.0);
-                matmul(
-                    MatMut::row_major(&mut self.weight32, n, dim, dim),
-                    g.t(),
-                    hidden,
-                    false,
-                );
-                for (c, row) in self.weight32.chunks_exact(dim).enumerate() {
+        match self.weight.as_mut() {
+            Some(Sink::F32(out)) => {
+                let stride = out.stride();
+                let out = MatMut::row_major(out.span_mut(start, n), n, dim, stride);
+                matmul(out, g.t(), hidden, false);
+            }
+            Some(Sink::Wide(out, w32)) => {
+                w32.resize(n * dim, 0.0);
+                matmul(MatMut::row_major(w32, n, dim, dim), g.t(), hidden, false);
+                for (c, row) in w32.chunks_exact(dim).enumerate() {
                     T::narrow(row, out.row_mut(start + c));
                 }
             }
+            None => {}
         }
         if let Some(out) = self.bias.as_deref_mut() {
             let sums = column_sums(g);
@@ -462,21 +544,13 @@ impl<'a, T: Logit> Sinks<'a, T> {
         }
     }
 
-    /// Rounds ∂loss/∂H into the caller's 16-bit rows.
+    /// Rounds ∂loss/∂H into the caller's rows when it went through f32.
     fn finish(self) {
-        if let (Some(h32), Some(mut out)) = (self.hidden32, self.hidden) {
+        if let Some(Sink::Wide(mut out, h32)) = self.hidden {
             for (i, row) in h32.chunks_exact(self.dim).enumerate() {
                 T::narrow(row, out.row_mut(i));
             }
         }
-    }
-}
-
-/// The view itself as f32 rows; only called when `T` is f32.
-fn f32_view<'b, T: Logit>(view: &'b mut RowsMut<'_, T>) -> RowsMut<'b, f32> {
-    match T::f32_rows_mut(view.reborrow()) {
-        Ok(view) => view,
-        Err(_) => unreachable!("16-bit gradients go through f32 buffers"),
     }
 }
 

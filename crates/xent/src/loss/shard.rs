@@ -23,7 +23,7 @@ use crate::options::{Options, Reduction};
 use crate::pass::Pass;
 use crate::row::{Exps, Gather, RowSrc, row_stats, write_row};
 use crate::rows::{Rows, RowsMut, Targets};
-use crate::schedule::{SplitRows, for_each_chunk};
+use crate::schedule::{SplitAtRow, SplitRows, for_each_chunk, split_fields};
 
 /// Where a shard's columns lie in the whole vocabulary: its columns are the global classes
 /// `class_offset..class_offset + cols`.
@@ -197,27 +197,17 @@ struct StatsChunk<'a> {
     out: &'a mut [ShardRow],
 }
 
+impl SplitAtRow for StatsChunk<'_> {
+    split_fields!(StatsChunk {
+        logits,
+        targets,
+        out
+    });
+}
+
 impl SplitRows for StatsChunk<'_> {
     fn rows(&self) -> usize {
         self.logits.rows()
-    }
-
-    fn split_at_row(self, at: usize) -> (Self, Self) {
-        let (logits_a, logits_b) = self.logits.split_at_row(at);
-        let (targets_a, targets_b) = self.targets.split_at_row(at);
-        let (out_a, out_b) = self.out.split_at_mut(at);
-        (
-            StatsChunk {
-                logits: logits_a,
-                targets: targets_a,
-                out: out_a,
-            },
-            StatsChunk {
-                logits: logits_b,
-                targets: targets_b,
-                out: out_b,
-            },
-        )
     }
 }
 
@@ -379,27 +369,17 @@ struct GradChunk<'a> {
     merged: &'a [ShardRow],
 }
 
+impl SplitAtRow for GradChunk<'_> {
+    split_fields!(GradChunk {
+        pass,
+        targets,
+        merged
+    });
+}
+
 impl SplitRows for GradChunk<'_> {
     fn rows(&self) -> usize {
         self.pass.rows()
-    }
-
-    fn split_at_row(self, at: usize) -> (Self, Self) {
-        let (pass_a, pass_b) = self.pass.split_at_row(at);
-        let (targets_a, targets_b) = self.targets.split_at_row(at);
-        let (merged_a, merged_b) = self.merged.split_at(at);
-        (
-            GradChunk {
-                pass: pass_a,
-                targets: targets_a,
-                merged: merged_a,
-            },
-            GradChunk {
-                pass: pass_b,
-                targets: targets_b,
-                merged: merged_b,
-            },
-        )
     }
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the tools the C install test (crates/xent-ffi/tests/install.rs) drives besides
+# Installs the tools the C install test (crates/libxent/tests/install.rs) drives besides
 # the C compiler: pkg-config and CMake. Debian's packages, as root; a tool already on PATH
 # is left alone. Outside CI the test skips a missing tool (and says so); under CI=true it
 # fails instead, so CI must run this script first.

@@ -8,7 +8,7 @@
 #   PREFIX/lib/cmake/xent/xentConfigVersion.cmake
 #
 # Usage: bash ci/install-c.sh PREFIX [LIB_DIR]
-#   Without LIB_DIR it first builds the release libraries (cargo build --release -p xent-ffi)
+#   Without LIB_DIR it first builds the release libraries (cargo build --release -p libxent)
 #   and installs those; with LIB_DIR it installs the libxent.so and libxent.a found there
 #   (the tests pass the directory cargo built them in).
 set -euo pipefail
@@ -23,7 +23,7 @@ lib_dir=${2:-}
 cd "$(dirname "$0")/.."
 
 if [ -z "$lib_dir" ]; then
-    cargo build --release --locked -p xent-ffi
+    cargo build --release --locked -p libxent
     lib_dir=${CARGO_TARGET_DIR:-target}/release
 fi
 for lib in libxent.so libxent.a; do
@@ -59,7 +59,7 @@ fill() {
         -e "s|@NATIVE_STATIC_LIBS@|$native_libs|g" \
         -e "s|@NATIVE_STATIC_LIBS_CMAKE@|$native_libs_cmake|g" "$1" > "$2"
 }
-templates=crates/xent-ffi/install
+templates=crates/libxent/install
 fill "$templates/xent.pc.in" "$prefix/lib/pkgconfig/xent.pc"
 fill "$templates/xentConfig.cmake.in" "$prefix/lib/cmake/xent/xentConfig.cmake"
 fill "$templates/xentConfigVersion.cmake.in" "$prefix/lib/cmake/xent/xentConfigVersion.cmake"

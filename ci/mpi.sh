@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs the vocabulary-parallel MPI example
-# (crates/xent-ffi/examples/mpi/vocab_parallel.c) with Open MPI on 2 and 3 ranks of this
+# (crates/libxent/examples/mpi/vocab_parallel.c) with Open MPI on 2 and 3 ranks of this
 # machine. The example checks the sharded cross-entropy against the unsharded call and
 # exits non-zero on any mismatch, which fails this script.
 #
@@ -15,7 +15,7 @@ if ! command -v mpicc > /dev/null || ! command -v mpirun > /dev/null; then
 fi
 mpirun --version | sed -n 1p
 
-cargo build --release --locked -p xent-ffi
+cargo build --release --locked -p libxent
 
 # The system libraries a program linking libxent.a needs, as rustc reports them for a
 # static library on this target (e.g. -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc).
@@ -31,7 +31,7 @@ mkdir -p "$target_dir/mpi"
 exe=$target_dir/mpi/vocab_parallel
 # shellcheck disable=SC2206 # native_libs is a list of -l flags, split on purpose
 compile=(mpicc -std=c99 -Wall -Wextra -Wpedantic -Werror -I include
-    crates/xent-ffi/examples/mpi/vocab_parallel.c "$target_dir/release/libxent.a" $native_libs
+    crates/libxent/examples/mpi/vocab_parallel.c "$target_dir/release/libxent.a" $native_libs
     -o "$exe")
 echo "\$ ${compile[*]}"
 "${compile[@]}"

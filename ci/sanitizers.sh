@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Memory and undefined-behaviour checks, in two parts:
 #
-# 1. Every C test program of crates/xent-ffi/tests/c/, the C and C++ examples and the
+# 1. Every C test program of crates/libxent/tests/c/, the C and C++ examples and the
 #    README's C example, built with GCC's AddressSanitizer (leaks included) and
 #    UndefinedBehaviorSanitizer against the release libxent.a, run, and judged as
-#    crates/xent-ffi/tests/c_programs.rs and examples.rs judge them. This instruments the C
+#    crates/libxent/tests/c_programs.rs and examples.rs judge them. This instruments the C
 #    side (the programs' own buffers, and every memcpy/memset the library does on them);
 #    the Rust code inside libxent.a is not instrumented.
 # 2. The Rust tests with the Rust code itself instrumented by AddressSanitizer, on the
@@ -37,7 +37,7 @@ trap 'rm -rf "$scratch"' EXIT
 
 # --- Tools --------------------------------------------------------------------------------
 
-# $CC and $CXX as the tests take them (crates/xent-ffi/tests/common/mod.rs).
+# $CC and $CXX as the tests take them (crates/libxent/tests/common/mod.rs).
 cc=${CC:-cc}
 cxx=${CXX:-c++}
 
@@ -67,7 +67,7 @@ fi
 
 # The release profile keeps line tables, so reports name the library's lines too; and
 # .ci/run's other steps (ci/mpi.sh, the digits job) build the same library.
-timeout 600 cargo build --release --locked -p xent-ffi
+timeout 600 cargo build --release --locked -p libxent
 # Cargo's target directory: CARGO_TARGET_DIR when set (relative to this root, as for cargo).
 target_dir=${CARGO_TARGET_DIR:-target}
 lib=$target_dir/release/libxent.a
@@ -179,7 +179,7 @@ readme_says() { grep -qF "\`$(cat "$1")\`" README.md; }
 
 # Every program of the directory, each with the -D, -l and -O flags c_programs.rs gives
 # it; one without an entry here fails the script rather than go unsanitized.
-for source in crates/xent-ffi/tests/c/*.c; do
+for source in crates/libxent/tests/c/*.c; do
     name=$(basename "$source" .c)
     case $name in
         bad_input)
@@ -231,7 +231,7 @@ for source in crates/xent-ffi/tests/c/*.c; do
     esac
 done
 
-examples=crates/xent-ffi/examples
+examples=crates/libxent/examples
 build example_c "$cc" -std=c99 "$examples/c/softmax_classifier.c" &&
     run example_c accurate c_example_lines
 build example_cpp "$cxx" -std=c++17 "$examples/cpp/softmax_classifier.cpp" -I "$examples/cpp" &&
@@ -274,7 +274,7 @@ echo "== Rust tests under AddressSanitizer ($nightly) $(elapsed)"
 # tests and the Rust callers of the exports). A test file added to crates/xent/tests must
 # be added here.
 #
-# Left out of xent-ffi: c_programs, examples and install compile C against libxent.a/.so,
+# Not run here: libxent's tests (c_programs, examples, install) compile C against libxent.a/.so,
 # here ASan-instrumented Rust without the ASan runtime (rustc links it into Rust
 # executables only); part 1 runs those programs. header regenerates include/xent.h with
 # cbindgen and compares text: nothing to sanitize.

@@ -6,7 +6,7 @@
 # - crates/xent/tests/determinism.rs: every entry point and element type on shapes that take
 #   the parallel paths, the same bits in rayon pools of 1, 2, 3, 4 and 8 threads as on the
 #   calling thread, and on repeated runs;
-# - crates/xent-ffi/tests/c/stress.c (through the c_programs test, against the static and
+# - crates/libxent/tests/c/stress.c (through the c_programs test, against the static and
 #   the shared library): 10,000 generated calls to every computing function of xent.h, the
 #   serial run against 8 POSIX threads under xent_set_num_threads 1, 2, 0 and 4.
 # `bash ci/test.sh` runs the same tests silently on every kernel tier; this reruns them on

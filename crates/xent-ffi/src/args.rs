@@ -5,7 +5,7 @@
 
 use core::ops::Range;
 
-use xent_core::{Rows, RowsMut, Targets};
+use xent::{Rows, RowsMut, Targets};
 
 use crate::raw::{Buffer, StridedBuffer};
 use crate::status::XentStatus;

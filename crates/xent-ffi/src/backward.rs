@@ -1,7 +1,7 @@
 //! `xent_cross_entropy_backward_<dtype>`: the gradient from the logsumexp a forward call
 //! saved and the upstream gradient.
 
-use xent_core::{Logit, bf16, f16};
+use xent::{Logit, bf16, f16};
 
 use crate::args::{CheckedTargets, TargetsArg, Write};
 use crate::boundary::status_call;
@@ -102,10 +102,10 @@ unsafe fn backward<T: Logit>(
     };
     threads::run(|| match write {
         Write::Separate(x, grad) => {
-            xent_core::cross_entropy_backward(x, targets, &options, lse, dloss, grad)
+            xent::cross_entropy_backward(x, targets, &options, lse, dloss, grad)
         }
         Write::InPlace(x) => {
-            xent_core::cross_entropy_backward_in_place(x, targets, &options, lse, dloss)
+            xent::cross_entropy_backward_in_place(x, targets, &options, lse, dloss)
         }
     })?;
     Ok(())

@@ -1,7 +1,7 @@
 //! `xent_cross_entropy_<dtype>`: the fused loss against hard targets, and its gradient in
 //! the same sweep when asked for. Its body, [`forward`], is also the soft-target form's.
 
-use xent_core::{Logit, bf16, f16};
+use xent::{Logit, bf16, f16};
 
 use crate::args::{CheckedTargets, Pass, TargetsArg, Write};
 use crate::boundary::status_call;
@@ -115,12 +115,12 @@ pub(crate) unsafe fn forward<T: Logit>(
         )
     };
     threads::run(|| match pass {
-        Pass::Read(x) => xent_core::cross_entropy(x, targets, &options, loss, lse),
+        Pass::Read(x) => xent::cross_entropy(x, targets, &options, loss, lse),
         Pass::Write(Write::Separate(x, grad)) => {
-            xent_core::cross_entropy_grad(x, targets, &options, loss, grad, lse)
+            xent::cross_entropy_grad(x, targets, &options, loss, grad, lse)
         }
         Pass::Write(Write::InPlace(x)) => {
-            xent_core::cross_entropy_grad_in_place(x, targets, &options, loss, lse)
+            xent::cross_entropy_grad_in_place(x, targets, &options, loss, lse)
         }
     })?;
     Ok(())

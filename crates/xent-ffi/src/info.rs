@@ -34,7 +34,7 @@ pub extern "C" fn xent_simd_level() -> *const c_char {
     // The core crate's name, made a C string once: the tier is chosen once per process.
     static LEVEL: OnceLock<CString> = OnceLock::new();
     catch_panic(UNKNOWN_LEVEL.as_ptr(), || {
-        let level = LEVEL.get_or_init(|| CString::new(xent_core::simd_level()).unwrap_or_default());
+        let level = LEVEL.get_or_init(|| CString::new(xent::simd_level()).unwrap_or_default());
         level.as_ptr()
     })
 }
@@ -53,7 +53,7 @@ mod tests {
             )
         };
         assert_eq!(version.to_str(), Ok(env!("CARGO_PKG_VERSION")));
-        assert_eq!(level.to_str(), Ok(xent_core::simd_level()));
+        assert_eq!(level.to_str(), Ok(xent::simd_level()));
         assert_eq!(
             xent_simd_level(),
             xent_simd_level(),

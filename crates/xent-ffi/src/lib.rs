@@ -1,5 +1,5 @@
-//! The C ABI of xent: `libxent.so` and `libxent.a`, declared by the generated
-//! header `include/xent.h`.
+//! The C ABI of xent: the functions `crates/libxent` links into `libxent.so` and
+//! `libxent.a`, declared by the generated header `include/xent.h`.
 //!
 //! Each exported function turns its C pointers into the core crate's checked views and calls
 //! it; it has no arithmetic of its own, so C gets exactly the Rust crate's results. Around
@@ -11,9 +11,9 @@
 //!   before the first slice exists and before anything is written (docs/bad-input.md's table);
 //! - the thread setting (`threads`): a pool owned by the library, or the calling thread.
 //!
-//! The Rust items are public so that Rust tests can call the C functions through the rlib;
-//! C programs use the header, whose text is generated from these doc comments (see
-//! `cbindgen.toml` and `tests/header.rs`).
+//! The Rust items are public so that Rust tests can call the C functions as C does; C
+//! programs use the header, whose text is generated from these doc comments (see
+//! `crates/libxent/cbindgen.toml` and `crates/libxent/tests/header.rs`).
 
 // The modules that export C functions, one per operation (each exports its element types'
 // forms from one definition). The header declares their functions in this order, so each

@@ -1,7 +1,7 @@
 //! `xent_linear_cross_entropy_<dtype>`: a language-model head's loss and gradients from its
 //! hidden states, weight and bias, without the `rows x classes` logits.
 
-use xent_core::{LinearGrads, LinearHead, bf16, f16};
+use xent::{LinearGrads, LinearHead, bf16, f16};
 
 use crate::boundary::status_call;
 use crate::options::{CallOptions, XentOptions};
@@ -122,7 +122,7 @@ macro_rules! export {
                     )
                 };
                 threads::run(|| {
-                    xent_core::linear_cross_entropy(head, targets, &options, loss, grads, lse)
+                    xent::linear_cross_entropy(head, targets, &options, loss, grads, lse)
                 })?;
                 Ok(())
             })

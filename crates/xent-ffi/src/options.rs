@@ -4,7 +4,7 @@
 
 use core::ops::Range;
 
-use xent_core::{Options, Reduction};
+use xent::{Options, Reduction};
 
 use crate::raw::Buffer;
 use crate::status::XentStatus;

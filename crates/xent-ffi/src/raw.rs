@@ -11,7 +11,7 @@
 
 use core::ops::Range;
 
-use xent_core::{Rows, RowsMut};
+use xent::{Rows, RowsMut};
 
 use crate::status::XentStatus;
 

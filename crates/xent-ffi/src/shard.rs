@@ -2,7 +2,7 @@
 //! process holds every row but only a slice of the columns, and one all-reduce of the rows'
 //! summaries gives every process the loss and its slice of the gradient.
 
-use xent_core::{Shard, ShardRow};
+use xent::{Shard, ShardRow};
 
 use crate::args::{Pass, Write};
 use crate::boundary::{catch_panic, status_call};
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn xent_shard_stats_f32(
                 out.as_mut_slice(),
             )
         };
-        threads::run(|| xent_core::shard_stats(logits, shard, targets, &options, out))?;
+        threads::run(|| xent::shard_stats(logits, shard, targets, &options, out))?;
         Ok(())
     })
 }
@@ -139,7 +139,7 @@ pub unsafe extern "C" fn xent_merge_shard_rows(
         // layouts, checked above); they were just checked disjoint.
         let (input, inout) = unsafe { (input.as_slice(), inout.as_mut_slice()) };
         // Cannot fail: both hold n rows.
-        let _ = xent_core::merge_shard_rows(input, inout);
+        let _ = xent::merge_shard_rows(input, inout);
     });
 }
 
@@ -217,12 +217,12 @@ pub unsafe extern "C" fn xent_shard_finish_f32(
         };
         let options = &options;
         threads::run(|| match pass {
-            Pass::Read(x) => xent_core::shard_finish(x, shard, targets, options, merged, loss, lse),
+            Pass::Read(x) => xent::shard_finish(x, shard, targets, options, merged, loss, lse),
             Pass::Write(Write::Separate(x, grad)) => {
-                xent_core::shard_finish_grad(x, shard, targets, options, merged, loss, grad, lse)
+                xent::shard_finish_grad(x, shard, targets, options, merged, loss, grad, lse)
             }
             Pass::Write(Write::InPlace(x)) => {
-                xent_core::shard_finish_grad_in_place(x, shard, targets, options, merged, loss, lse)
+                xent::shard_finish_grad_in_place(x, shard, targets, options, merged, loss, lse)
             }
         })?;
         Ok(())

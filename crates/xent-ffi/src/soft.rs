@@ -1,7 +1,7 @@
 //! `xent_cross_entropy_soft_<dtype>`: the fused loss against soft targets (a probability
 //! row per logits row), with the hard-target form's body.
 
-use xent_core::{bf16, f16};
+use xent::{bf16, f16};
 
 use crate::args::TargetsArg;
 use crate::boundary::status_call;

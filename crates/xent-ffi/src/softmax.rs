@@ -1,7 +1,7 @@
 //! `xent_softmax_<dtype>` and `xent_log_softmax_<dtype>`: each row normalized on its own,
 //! written to another batch or over the input.
 
-use xent_core::{Logit, Rows, RowsMut, bf16, f16};
+use xent::{Logit, Rows, RowsMut, bf16, f16};
 
 use crate::args::Write;
 use crate::boundary::status_call;
@@ -43,7 +43,7 @@ export! {
         /// `x + i * x_stride`) into `y` (row `i` at `y + i * y_stride`). `y == x` with
         /// `y_stride == x_stride` is in place; any other overlap is refused.
     }
-    xent_core::softmax, xent_core::softmax_in_place;
+    xent::softmax, xent::softmax_in_place;
     xent_softmax_f32: f32 as f32;
     xent_softmax_bf16: bf16 as u16;
     xent_softmax_f16: f16 as u16;
@@ -55,7 +55,7 @@ export! {
         /// The softmax function of the same element type writing each row's log-softmax,
         /// `x - logsumexp(x)`.
     }
-    xent_core::log_softmax, xent_core::log_softmax_in_place;
+    xent::log_softmax, xent::log_softmax_in_place;
     xent_log_softmax_f32: f32 as f32;
     xent_log_softmax_bf16: bf16 as u16;
     xent_log_softmax_f16: f16 as u16;
@@ -70,8 +70,8 @@ export! {
 unsafe fn normalize<T: Logit>(
     x: StridedBuffer<T>,
     (y, y_stride): (*mut T, usize),
-    separate: fn(Rows<'_, T>, RowsMut<'_, T>) -> xent_core::Result<()>,
-    in_place: fn(RowsMut<'_, T>) -> xent_core::Result<()>,
+    separate: fn(Rows<'_, T>, RowsMut<'_, T>) -> xent::Result<()>,
+    in_place: fn(RowsMut<'_, T>) -> xent::Result<()>,
 ) -> Result<(), XentStatus> {
     let y = x.write_to(y, y_stride)?;
     check_disjoint(&[Some(y.output_bytes())], &[y.input_bytes()])?;

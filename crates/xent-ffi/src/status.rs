@@ -1,5 +1,5 @@
 //! The status every call returns, its text, and the one mapping from the core crate's
-//! [`Error`](xent_core::Error) to it.
+//! [`Error`](xent::Error) to it.
 
 use core::ffi::{CStr, c_char, c_int};
 
@@ -89,10 +89,10 @@ impl XentStatus {
 /// The text of a status that no [`XentStatus`] has.
 const UNKNOWN_STATUS: &CStr = c"unknown status";
 
-impl From<xent_core::Error> for XentStatus {
+impl From<xent::Error> for XentStatus {
     /// The status of each way the core crate refuses a call.
-    fn from(error: xent_core::Error) -> Self {
-        use xent_core::Error;
+    fn from(error: xent::Error) -> Self {
+        use xent::Error;
         match error {
             Error::InvalidShape { .. } => XentStatus::InvalidShape,
             Error::TargetOutOfRange { .. } => XentStatus::TargetOutOfRange,
@@ -135,14 +135,14 @@ mod tests {
     fn every_core_error_has_its_status() {
         let cases = [
             (
-                xent_core::Error::InvalidShape {
+                xent::Error::InvalidShape {
                     buffer: "logits",
                     reason: String::new(),
                 },
                 XentStatus::InvalidShape,
             ),
             (
-                xent_core::Error::TargetOutOfRange {
+                xent::Error::TargetOutOfRange {
                     row: 0,
                     target: 9,
                     cols: 3,
@@ -151,14 +151,14 @@ mod tests {
                 XentStatus::TargetOutOfRange,
             ),
             (
-                xent_core::Error::InvalidOption {
+                xent::Error::InvalidOption {
                     option: "z_loss",
                     reason: String::new(),
                 },
                 XentStatus::InvalidOption,
             ),
             (
-                xent_core::Error::OverlappingBuffers {
+                xent::Error::OverlappingBuffers {
                     first: "loss",
                     second: "grad",
                 },

@@ -84,7 +84,7 @@ fn current_pool() -> Option<Arc<ThreadPool>> {
 pub(crate) fn run<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     match current_pool() {
         Some(pool) => pool.install(work),
-        None => xent_core::on_calling_thread(work),
+        None => xent::on_calling_thread(work),
     }
 }
 
@@ -125,7 +125,7 @@ fn build_pool(threads: usize) -> Result<ThreadPool, Refused> {
     let built = ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("xent-{i}"))
-        .start_handler(|_| xent_core::set_default_on_this_thread())
+        .start_handler(|_| xent::set_default_on_this_thread())
         .spawn_handler(move |thread| spawner.spawn(thread))
         .build();
     match built {

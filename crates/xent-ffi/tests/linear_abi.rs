@@ -13,12 +13,12 @@ mod common;
 use std::ptr;
 use std::sync::{Mutex, PoisonError};
 
-use xent::{
+use xent::{LinearGrads, LinearHead, Logit, Reduction, Rows, RowsMut, bf16, f16};
+use xent_ffi::{
     XentOptions, XentReduction, XentStatus, xent_linear_cross_entropy_bf16,
     xent_linear_cross_entropy_f16, xent_linear_cross_entropy_f32, xent_options_default,
     xent_set_num_threads,
 };
-use xent_core::{LinearGrads, LinearHead, Logit, Reduction, Rows, RowsMut, bf16, f16};
 
 use common::abi::{OptionSet, PAD, Rng, bits, option_sets};
 
@@ -388,7 +388,7 @@ fn core_outputs<T: Logit<Stat = f32>, C: Copy>(
             .then(|| RowsMut::new(&mut gw, classes, dim, gws).unwrap()),
         bias: want.bias.then_some(&mut gb[..]),
     };
-    xent_core::linear_cross_entropy(
+    xent::linear_cross_entropy(
         head,
         &c.targets[..],
         &options,

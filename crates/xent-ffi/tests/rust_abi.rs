@@ -6,7 +6,8 @@
 
 use std::ptr;
 
-use xent::{
+use xent::{Logit, Options, Reduction, Rows, RowsMut, Targets, bf16, f16};
+use xent_ffi::{
     XentOptions, XentReduction, XentStatus, xent_cross_entropy_backward_bf16,
     xent_cross_entropy_backward_f16, xent_cross_entropy_backward_f32,
     xent_cross_entropy_backward_f64, xent_cross_entropy_bf16, xent_cross_entropy_f16,
@@ -15,7 +16,6 @@ use xent::{
     xent_log_softmax_bf16, xent_log_softmax_f16, xent_log_softmax_f32, xent_log_softmax_f64,
     xent_options_default, xent_softmax_bf16, xent_softmax_f16, xent_softmax_f32, xent_softmax_f64,
 };
-use xent_core::{Logit, Options, Reduction, Rows, RowsMut, Targets, bf16, f16};
 use xent_oracle::RefTargets;
 
 /// Padding no call may read into a result or overwrite: a NaN with a payload.
@@ -277,7 +277,7 @@ fn check_forward(case: &Case) {
     );
     assert_eq!(status, XentStatus::Ok, "{name}: forward");
     let (mut core_loss, mut core_lse) = (vec![0.0f32; loss.len()], vec![0.0f32; rows]);
-    xent_core::cross_entropy(
+    xent::cross_entropy(
         case.logits_view(),
         case.core_targets(),
         &core_options,
@@ -322,7 +322,7 @@ fn check_forward(case: &Case) {
     );
     assert_padding_intact(&grad, cols, grad_stride, name);
     let mut core_grad = strided(rows, cols, grad_stride, || 0.0);
-    xent_core::cross_entropy_grad(
+    xent::cross_entropy_grad(
         case.logits_view(),
         case.core_targets(),
         &core_options,
@@ -354,7 +354,7 @@ fn check_forward(case: &Case) {
     assert_eq!(bits(&in_place_loss), bits(&loss), "{name}: in-place loss");
     assert_padding_intact(&in_place, cols, case.stride, name);
     let mut core_in_place = case.logits.clone();
-    xent_core::cross_entropy_grad_in_place(
+    xent::cross_entropy_grad_in_place(
         RowsMut::new(&mut core_in_place, rows, cols, case.stride).unwrap(),
         case.core_targets(),
         &core_options,
@@ -380,7 +380,7 @@ fn check_backward(case: &Case) {
     let core_options = case.core_options();
     let mut loss = vec![0.0f32; case.loss_len()];
     let mut lse = vec![0.0f32; rows];
-    xent_core::cross_entropy(
+    xent::cross_entropy(
         case.logits_view(),
         case.core_targets(),
         &core_options,
@@ -415,7 +415,7 @@ fn check_backward(case: &Case) {
     assert_eq!(status, XentStatus::Ok, "{name}: backward");
     assert_padding_intact(&grad, cols, grad_stride, name);
     let mut core_grad = strided(rows, cols, grad_stride, || 0.0);
-    xent_core::cross_entropy_backward(
+    xent::cross_entropy_backward(
         case.logits_view(),
         case.core_targets(),
         &core_options,
@@ -462,7 +462,7 @@ fn check_backward(case: &Case) {
     );
     assert_padding_intact(&in_place, cols, stride, name);
     let mut core_in_place = case.logits.clone();
-    xent_core::cross_entropy_backward_in_place(
+    xent::cross_entropy_backward_in_place(
         RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
         case.core_targets(),
         &core_options,
@@ -538,22 +538,22 @@ fn backward_matches_the_core_and_the_oracle() {
 fn softmax_and_log_softmax_match_the_core_and_the_oracle() {
     type Exported =
         unsafe extern "C" fn(*const f32, usize, usize, usize, *mut f32, usize) -> XentStatus;
-    type Core = fn(Rows<'_>, RowsMut<'_>) -> xent_core::Result<()>;
-    type CoreInPlace = fn(RowsMut<'_>) -> xent_core::Result<()>;
+    type Core = fn(Rows<'_>, RowsMut<'_>) -> xent::Result<()>;
+    type CoreInPlace = fn(RowsMut<'_>) -> xent::Result<()>;
     type Oracle = fn(&[f64], usize, usize) -> Vec<f64>;
     let kernels: [(&str, Exported, Core, CoreInPlace, Oracle); 2] = [
         (
             "softmax",
             xent_softmax_f32,
-            xent_core::softmax,
-            xent_core::softmax_in_place,
+            xent::softmax,
+            xent::softmax_in_place,
             xent_oracle::softmax,
         ),
         (
             "log_softmax",
             xent_log_softmax_f32,
-            xent_core::log_softmax,
-            xent_core::log_softmax_in_place,
+            xent::log_softmax,
+            xent::log_softmax_in_place,
             xent_oracle::log_softmax,
         ),
     ];
@@ -903,7 +903,7 @@ fn check_abi<T: Logit, C: Copy>(abi: &Abi<T, C>, case: &Case) {
     let status = forward(x.as_ptr(), &mut loss, ptr::null_mut(), 0, &mut lse);
     assert_eq!(status, XentStatus::Ok, "{name}: forward");
     let (mut core_loss, mut core_lse) = (abi.stats(loss_len), abi.stats(rows));
-    xent_core::cross_entropy(
+    xent::cross_entropy(
         view,
         case.core_targets(),
         &core_options,
@@ -935,7 +935,7 @@ fn check_abi<T: Logit, C: Copy>(abi: &Abi<T, C>, case: &Case) {
     );
     assert_eq!(status, XentStatus::Ok, "{name}: forward + grad");
     let mut core_grad = abi.core(&blank);
-    xent_core::cross_entropy_grad(
+    xent::cross_entropy_grad(
         view,
         case.core_targets(),
         &core_options,
@@ -967,7 +967,7 @@ fn check_abi<T: Logit, C: Copy>(abi: &Abi<T, C>, case: &Case) {
     let status = forward(p, &mut loss, p, stride, &mut lse);
     assert_eq!(status, XentStatus::Ok, "{name}: in place");
     let mut core_in_place = x_core.clone();
-    xent_core::cross_entropy_grad_in_place(
+    xent::cross_entropy_grad_in_place(
         RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
         case.core_targets(),
         &core_options,
@@ -1022,7 +1022,7 @@ fn check_abi<T: Logit, C: Copy>(abi: &Abi<T, C>, case: &Case) {
     let status = backward(x.as_ptr(), grad.as_mut_ptr(), grad_stride);
     assert_eq!(status, XentStatus::Ok, "{name}: backward");
     let mut core_grad = abi.core(&blank);
-    xent_core::cross_entropy_backward(
+    xent::cross_entropy_backward(
         view,
         case.core_targets(),
         &core_options,
@@ -1051,7 +1051,7 @@ fn check_abi<T: Logit, C: Copy>(abi: &Abi<T, C>, case: &Case) {
         "{name}: backward in place"
     );
     let mut core_in_place = x_core.clone();
-    xent_core::cross_entropy_backward_in_place(
+    xent::cross_entropy_backward_in_place(
         RowsMut::new(&mut core_in_place, rows, cols, stride).unwrap(),
         case.core_targets(),
         &core_options,
@@ -1069,21 +1069,21 @@ fn check_abi<T: Logit, C: Copy>(abi: &Abi<T, C>, case: &Case) {
 /// softmax and log_softmax of `abi`, separate (strided) and in place, agree with the core
 /// crate's bit for bit, padding untouched.
 fn check_abi_normalize<T: Logit, C: Copy>(abi: &Abi<T, C>) {
-    type Core<T> = fn(Rows<'_, T>, RowsMut<'_, T>) -> xent_core::Result<()>;
-    type CoreInPlace<T> = fn(RowsMut<'_, T>) -> xent_core::Result<()>;
+    type Core<T> = fn(Rows<'_, T>, RowsMut<'_, T>) -> xent::Result<()>;
+    type CoreInPlace<T> = fn(RowsMut<'_, T>) -> xent::Result<()>;
     type Kernel<T, C> = (&'static str, Normalize<C>, Core<T>, CoreInPlace<T>);
     let kernels: [Kernel<T, C>; 2] = [
         (
             "softmax",
             abi.softmax,
-            xent_core::softmax,
-            xent_core::softmax_in_place,
+            xent::softmax,
+            xent::softmax_in_place,
         ),
         (
             "log_softmax",
             abi.log_softmax,
-            xent_core::log_softmax,
-            xent_core::log_softmax_in_place,
+            xent::log_softmax,
+            xent::log_softmax_in_place,
         ),
     ];
     let (rows, cols, x_stride, y_stride) = (5, 11, 12, 14);

@@ -10,11 +10,11 @@ mod common;
 
 use std::ptr;
 
-use xent::{
+use xent::{Options, Reduction, Rows, RowsMut, Shard, ShardRow, merge_shard_rows};
+use xent_ffi::{
     XentOptions, XentReduction, XentShardRow, XentStatus, xent_merge_shard_rows,
     xent_options_default, xent_shard_finish_f32, xent_shard_stats_f32,
 };
-use xent_core::{Options, Reduction, Rows, RowsMut, Shard, ShardRow, merge_shard_rows};
 
 use common::abi::{OptionSet, PAD, Rng, bits, option_sets, weights};
 
@@ -206,7 +206,7 @@ fn c_stats(w: &Whole, s: &Slice, set: &OptionSet) -> Vec<XentShardRow> {
 fn core_stats(w: &Whole, s: &Slice, set: &OptionSet) -> Vec<ShardRow> {
     let mut out = vec![ShardRow::EMPTY; w.rows];
     let options = set.core_options();
-    xent_core::shard_stats(
+    xent::shard_stats(
         s.view(w.rows),
         s.shard(w),
         &w.targets[..],
@@ -288,7 +288,7 @@ fn check_finish(w: &Whole, s: &Slice, set: &OptionSet, merged: &[XentShardRow]) 
     // The core crate: separate gradient (packed), in place, forward only.
     let mut want_grad = vec![0.0f32; rows * s.cols];
     let (mut want_loss, mut want_lse) = (vec![0.0f32; loss_len], vec![0.0f32; rows]);
-    xent_core::shard_finish_grad(
+    xent::shard_finish_grad(
         s.view(rows),
         s.shard(w),
         &w.targets[..],
@@ -301,7 +301,7 @@ fn check_finish(w: &Whole, s: &Slice, set: &OptionSet, merged: &[XentShardRow]) 
     .unwrap();
     let mut want_in_place = s.logits.clone();
     let mut loss_ip = vec![0.0f32; loss_len];
-    xent_core::shard_finish_grad_in_place(
+    xent::shard_finish_grad_in_place(
         RowsMut::new(&mut want_in_place, rows, s.cols, s.stride).unwrap(),
         s.shard(w),
         &w.targets[..],
@@ -313,7 +313,7 @@ fn check_finish(w: &Whole, s: &Slice, set: &OptionSet, merged: &[XentShardRow]) 
     .unwrap();
     assert_eq!(bits(&loss_ip), bits(&want_loss), "{name}: core in place");
     let (mut loss_fw, mut lse_fw) = (vec![0.0f32; loss_len], vec![0.0f32; rows]);
-    xent_core::shard_finish(
+    xent::shard_finish(
         s.view(rows),
         s.shard(w),
         &w.targets[..],
@@ -711,7 +711,7 @@ fn zero_rows_need_no_buffers_but_loss() {
             };
             let empty: [f32; 0] = [];
             let no_targets: [i64; 0] = [];
-            xent_core::shard_finish(
+            xent::shard_finish(
                 Rows::new(&empty, 0, cols, cols).unwrap(),
                 Shard {
                     class_offset: offset,

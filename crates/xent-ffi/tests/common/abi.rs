@@ -3,8 +3,8 @@
 
 use std::ptr;
 
-use xent::{XentOptions, XentReduction, xent_options_default};
-use xent_core::{Options, Reduction};
+use xent::{Options, Reduction};
+use xent_ffi::{XentOptions, XentReduction, xent_options_default};
 
 /// Padding no call may read into a result or overwrite: a NaN with a payload.
 pub const PAD: f32 = f32::from_bits(0x7fc0_dead);

@@ -2,7 +2,7 @@
 //! `-Wall -Wextra -Wpedantic -Werror`), link against the static and the shared library,
 //! run, reach their accuracy, and print the same thing either way.
 //!
-//! `cargo test -p xent-ffi --test examples -- --nocapture` shows each compile line and the
+//! `cargo test -p libxent --test examples -- --nocapture` shows each compile line and the
 //! programs' output.
 
 mod common;

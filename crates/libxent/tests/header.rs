@@ -2,7 +2,7 @@
 //! and it compiles on its own as C99 and as C++17 without a warning.
 //!
 //! After changing the C ABI, rewrite the header with
-//! `XENT_BLESS=1 cargo test -p xent-ffi --test header`.
+//! `XENT_BLESS=1 cargo test -p libxent --test header`.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Lang, STRICT, Scratch, crate_dir, include_dir, run};
+use common::{Lang, STRICT, Scratch, crate_dir, include_dir, repo_root, run};
 
 fn header_path() -> PathBuf {
     include_dir().join("xent.h")
@@ -36,7 +36,7 @@ fn expanded_source() -> PathBuf {
             "xent-ffi",
         ])
         .arg("--manifest-path")
-        .arg(crate_dir().join("Cargo.toml"))
+        .arg(repo_root().join("crates/xent-ffi/Cargo.toml"))
         .args(["--", "-Zunpretty=expanded"])
         .env("CARGO_TARGET_DIR", out.join("target"))
         .env("RUSTC_BOOTSTRAP", "1")
@@ -117,7 +117,7 @@ fn committed_header_is_what_cbindgen_generates() {
     }
     panic!(
         "{} is stale: it differs from what cbindgen generates now.\n\
-         Rewrite it with `XENT_BLESS=1 cargo test -p xent-ffi --test header` and commit it.\n\
+         Rewrite it with `XENT_BLESS=1 cargo test -p libxent --test header` and commit it.\n\
          Changes (- committed, + generated):\n{}",
         path.display(),
         diff(&committed, &generated)

@@ -26,9 +26,9 @@
  *
  * Build and run from the repository root (ci/mpi.sh does this):
  *
- *   cargo build --release -p xent-ffi
+ *   cargo build --release -p libxent
  *   mpicc -std=c99 -Wall -Wextra -Wpedantic -Werror -I include \
- *       crates/xent-ffi/examples/mpi/vocab_parallel.c target/release/libxent.a \
+ *       crates/libxent/examples/mpi/vocab_parallel.c target/release/libxent.a \
  *       -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o vocab_parallel
  *   mpirun -np 3 ./vocab_parallel
  */

@@ -9,10 +9,10 @@
  * and b. It prints the mean training loss of every epoch, then the held-out loss and
  * accuracy, and exits with status 1 if any call fails.
  *
- * Build (from the repository root, after `cargo build --release -p xent-ffi`):
+ * Build (from the repository root, after `cargo build --release -p libxent`):
  *
  *   cc -std=c99 -Wall -Wextra -Wpedantic -Werror -I include \
- *      crates/xent-ffi/examples/c/softmax_classifier.c \
+ *      crates/libxent/examples/c/softmax_classifier.c \
  *      -L target/release -lxent -Wl,-rpath,"$PWD/target/release" -o softmax_classifier
  */
 #include <stdint.h>

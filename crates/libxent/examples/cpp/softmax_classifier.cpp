@@ -7,10 +7,10 @@
 // xent::error. It prints the loss per epoch, the held-out accuracy, the softmax of one
 // held-out point, and what a refused call looks like.
 //
-// Build (from the repository root, after `cargo build --release -p xent-ffi`), one line:
+// Build (from the repository root, after `cargo build --release -p libxent`), one line:
 //
 //   c++ -std=c++17 -Wall -Wextra -Wpedantic -Werror -I include
-//       -I crates/xent-ffi/examples/cpp crates/xent-ffi/examples/cpp/softmax_classifier.cpp
+//       -I crates/libxent/examples/cpp crates/libxent/examples/cpp/softmax_classifier.cpp
 //       -L target/release -lxent -Wl,-rpath,"$PWD/target/release" -o softmax_classifier_cpp
 #include <algorithm>
 #include <cstdint>

@@ -178,6 +178,44 @@ impl Logit for f64 {
 /// The longest row whose exponentials a 16-bit call keeps in f32: 1 MiB of them.
 pub(crate) const EXP_BUFFER_MAX: usize = (1 << 20) / size_of::<f32>();
 
+/// The length of a call's exponential buffers by its element type: the row length for
+/// 16-bit rows of at most [`EXP_BUFFER_MAX`] values, else 0 (f32 rows keep their
+/// exponentials in their output, f64 rows take their own path).
+struct BufferLen {
+    cols: usize,
+}
+
+impl BufferLen {
+    fn half(self) -> usize {
+        if self.cols <= EXP_BUFFER_MAX {
+            self.cols
+        } else {
+            0
+        }
+    }
+}
+
+impl Route for BufferLen {
+    type Of<T: Logit> = ();
+    type Output = usize;
+
+    fn f32(self, (): ()) -> usize {
+        0
+    }
+
+    fn f64(self, (): ()) -> usize {
+        0
+    }
+
+    fn bf16(self, (): ()) -> usize {
+        self.half()
+    }
+
+    fn f16(self, (): ()) -> usize {
+        self.half()
+    }
+}
+
 /// The f32 buffers in which a 16-bit call keeps a row's exponentials between its two
 /// phases: one per thread of the pool the call runs on (and one for a thread outside it),
 /// each allocated at its first use and all freed with the call.
@@ -191,13 +229,7 @@ pub(crate) struct ExpBuffers {
 impl ExpBuffers {
     /// Buffers for the rows of `cols` values of a call with logits of type `T`.
     pub(crate) fn new<T: Logit>(cols: usize) -> Self {
-        let half = core::any::TypeId::of::<T>() == core::any::TypeId::of::<bf16>()
-            || core::any::TypeId::of::<T>() == core::any::TypeId::of::<f16>();
-        let len = if half && cols <= EXP_BUFFER_MAX {
-            cols
-        } else {
-            0
-        };
+        let len = T::route(BufferLen { cols }, ());
         let threads = if len > 0 {
             rayon::current_num_threads() + 1
         } else {

@@ -58,7 +58,7 @@ impl<T: Logit> Pass<'_, T> {
         match self {
             Pass::Forward(_) => None,
             Pass::Separate(x, out) => Some(RowIo::Separate(x.row(i), out.row_mut(i))),
-            Pass::InPlace(x) => Some(RowIo::InPlace(x.row_mut(i))),
+            Pass::InPlace(x) => Some(RowIo::in_place(x.row_mut(i))),
         }
     }
 

@@ -13,9 +13,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{
-    ClassWeights, Elem, GradCoefs32, RowIo, RowKernels, SmoothedTargets, same_type,
-};
+use crate::kernels::{ClassWeights, Elem, GradCoefs32, RowIo, RowKernels, SmoothedTargets};
 
 /// At most this many blocks per row (their statistics live on the stack).
 pub(crate) const MAX_BLOCKS: usize = 64;
@@ -81,14 +79,9 @@ pub(crate) fn exp_store<'r, E: Elem>(
     io: RowIo<'r, E>,
     buffer: Option<&'r mut [f32]>,
 ) -> Option<(RowIo<'r, E, f32>, StoredIn)> {
-    if E::IS_F32 {
-        let io = match io {
-            RowIo::InPlace(row) => RowIo::InPlace(row),
-            RowIo::Separate(x, out) => RowIo::Separate(x, same_type(out)),
-        };
-        Some((io, StoredIn::Output))
-    } else {
-        buffer.map(|b| (RowIo::Separate(io.into_input(), b), StoredIn::Buffer))
+    match E::f32_output(io) {
+        Ok(io) => Some((io, StoredIn::Output)),
+        Err(io) => buffer.map(|b| (RowIo::Separate(io.into_input(), b), StoredIn::Buffer)),
     }
 }
 
@@ -444,13 +437,23 @@ pub(crate) fn write_row<K: RowKernels, E: Elem>(
         match exps {
             Exps::Stored { stats, buffer } => {
                 let coef = grad.block(offset, len, grad.scale * stats.factors.get(b), 0.0, fit);
-                let exps = match buffer {
+                match buffer {
                     Some(buffer) => {
-                        RowIo::Separate(&buffer[offset..offset + len], io.into_output())
+                        let exps = &buffer[offset..offset + len];
+                        k.scale_exp(RowIo::Separate(exps, io.into_output()), &coef);
                     }
-                    None => RowIo::InPlace(same_type(io.into_output())),
-                };
-                k.scale_exp(exps, &coef);
+                    // Stored over the output itself, read back and overwritten.
+                    None => match E::f32_output(io) {
+                        Ok(io) => k.scale_exp(RowIo::in_place(io.into_output()), &coef),
+                        // Only f32 rows store over their output (`exp_store`); a row of
+                        // another type without a buffer computes from its logits, as it
+                        // then does.
+                        Err(io) => {
+                            let coef = grad.block(offset, len, grad.scale, stats.max, fit);
+                            k.write_grad(io, &coef);
+                        }
+                    },
+                }
             }
             Exps::FromLogits { shift } => {
                 k.write_grad(io, &grad.block(offset, len, grad.scale, shift, fit));

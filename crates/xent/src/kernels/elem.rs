@@ -7,6 +7,7 @@ use core::ptr;
 use half::{bf16, f16};
 
 use super::vector::{F32Vector, MAX_LANES};
+use super::{RowIo, StridedRows};
 
 /// An element type of the rows the passes read and write.
 ///
@@ -14,9 +15,14 @@ use super::vector::{F32Vector, MAX_LANES};
 ///
 /// `load` and `store` access exactly `V::LANES` values, and the partial forms exactly `n`.
 pub(crate) unsafe trait Elem: Copy + Send + Sync + 'static {
-    /// Whether this is f32 itself (the passes may then keep stored exponentials in an
-    /// output row, which a 16-bit row would round).
-    const IS_F32: bool;
+    /// The row pair with its output as f32 when this is f32 (phase 1 may then keep a row's
+    /// exponentials in its output, which a 16-bit row would round), or back as it is.
+    fn f32_output(io: RowIo<'_, Self>) -> Result<RowIo<'_, Self, f32>, RowIo<'_, Self>>;
+
+    /// The rows as f32 rows when this is f32 (the short-row kernels take them directly), or
+    /// back as they are.
+    fn f32_rows(rows: StridedRows<'_, Self>)
+    -> Result<StridedRows<'_, f32>, StridedRows<'_, Self>>;
 
     /// The value as f32 (exact).
     fn to_f32(self) -> f32;
@@ -77,7 +83,13 @@ pub(crate) unsafe trait Elem: Copy + Send + Sync + 'static {
 
 // SAFETY: each method forwards to the vector's own f32 access of the same extent.
 unsafe impl Elem for f32 {
-    const IS_F32: bool = true;
+    fn f32_output(io: RowIo<'_>) -> Result<RowIo<'_>, RowIo<'_>> {
+        Ok(io)
+    }
+
+    fn f32_rows(rows: StridedRows<'_>) -> Result<StridedRows<'_>, StridedRows<'_>> {
+        Ok(rows)
+    }
 
     #[inline(always)]
     fn to_f32(self) -> f32 {
@@ -115,7 +127,15 @@ macro_rules! half_elem {
     ($t:ty, $load:ident, $store:ident) => {
         // SAFETY: `$t` is its u16 bits; the conversions access `LANES` of them.
         unsafe impl Elem for $t {
-            const IS_F32: bool = false;
+            fn f32_output(io: RowIo<'_, $t>) -> Result<RowIo<'_, $t, f32>, RowIo<'_, $t>> {
+                Err(io)
+            }
+
+            fn f32_rows(
+                rows: StridedRows<'_, $t>,
+            ) -> Result<StridedRows<'_, f32>, StridedRows<'_, $t>> {
+                Err(rows)
+            }
 
             #[inline(always)]
             fn to_f32(self) -> f32 {

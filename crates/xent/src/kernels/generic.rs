@@ -1030,7 +1030,7 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         job: &ShortJob<'_>,
         stats: &mut [ShortStats],
     ) {
-        let mut rows = match rows.into_f32() {
+        let mut rows = match E::f32_rows(rows) {
             Ok(rows) => {
                 // SAFETY: see above.
                 return unsafe {

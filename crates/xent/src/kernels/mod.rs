@@ -33,37 +33,53 @@ pub(crate) use short::{
 /// element types may differ apart: 16-bit logits whose exponentials go to an f32 buffer,
 /// or stored f32 exponentials turned into a 16-bit gradient.
 pub(crate) enum RowIo<'r, I = f32, O = I> {
-    /// Read each element, then overwrite it (`I` and `O` are one type).
-    InPlace(&'r mut [I]),
+    /// Read each element, then overwrite it: `I` and `O` are one type, which the [`Same`]
+    /// proves (build it with [`RowIo::in_place`]).
+    InPlace(&'r mut [I], Same<I, O>),
     /// Read from the first row, write the second.
     Separate(&'r [I], &'r mut [O]),
 }
 
-/// `row` as a slice of `O`, which must be `I` itself: the output of an in-place pair.
-pub(crate) fn same_type<I: 'static, O: 'static>(row: &mut [I]) -> &mut [O] {
-    assert!(
-        core::any::TypeId::of::<I>() == core::any::TypeId::of::<O>(),
-        "a row written in place has one element type"
-    );
-    // SAFETY: `I` and `O` are the same type (checked above), so this is the same slice.
-    unsafe { core::slice::from_raw_parts_mut(row.as_mut_ptr().cast::<O>(), row.len()) }
+/// The proof that `I` and `O` are one type, so that a row read as `I` is written as `O`:
+/// only `Same<T, T>` can be built ([`Same::PROOF`]), and its conversion is the identity.
+pub(crate) struct Same<I, O>(fn(&mut [I]) -> &mut [O]);
+
+impl<I, O> Clone for Same<I, O> {
+    fn clone(&self) -> Self {
+        *self
+    }
 }
 
-/// [`same_type`] for a row only read.
-pub(crate) fn same_type_ref<I: 'static, O: 'static>(row: &[I]) -> &[O] {
-    assert!(
-        core::any::TypeId::of::<I>() == core::any::TypeId::of::<O>(),
-        "a row cast to its own type"
-    );
-    // SAFETY: `I` and `O` are the same type (checked above), so this is the same slice.
-    unsafe { core::slice::from_raw_parts(row.as_ptr().cast::<O>(), row.len()) }
+impl<I, O> Copy for Same<I, O> {}
+
+impl<T> Same<T, T> {
+    /// The one proof: `T` is `T`.
+    pub(crate) const PROOF: Self = Same(identity);
 }
 
-impl<'r, I: 'static, O: 'static> RowIo<'r, I, O> {
+fn identity<T>(row: &mut [T]) -> &mut [T] {
+    row
+}
+
+impl<I, O> Same<I, O> {
+    /// `row` as the slice of `O` it is.
+    pub(crate) fn cast(self, row: &mut [I]) -> &mut [O] {
+        (self.0)(row)
+    }
+}
+
+impl<'r, T> RowIo<'r, T> {
+    /// A row overwritten with its result.
+    pub(crate) fn in_place(row: &'r mut [T]) -> Self {
+        RowIo::InPlace(row, Same::PROOF)
+    }
+}
+
+impl<'r, I, O> RowIo<'r, I, O> {
     /// The input row, read-only (for a stats pass before the write pass).
     pub(crate) fn input(&self) -> &[I] {
         match self {
-            RowIo::InPlace(row) => row,
+            RowIo::InPlace(row, _) => row,
             RowIo::Separate(x, _) => x,
         }
     }
@@ -71,7 +87,7 @@ impl<'r, I: 'static, O: 'static> RowIo<'r, I, O> {
     /// The output row, to overwrite without reading the input (ignored rows get zeros).
     pub(crate) fn output(&mut self) -> &mut [O] {
         match self {
-            RowIo::InPlace(row) => same_type(row),
+            RowIo::InPlace(row, same) => same.cast(row),
             RowIo::Separate(_, out) => out,
         }
     }
@@ -79,7 +95,7 @@ impl<'r, I: 'static, O: 'static> RowIo<'r, I, O> {
     /// The input row, consuming the pair.
     pub(crate) fn into_input(self) -> &'r [I] {
         match self {
-            RowIo::InPlace(row) => row,
+            RowIo::InPlace(row, _) => row,
             RowIo::Separate(x, _) => x,
         }
     }
@@ -87,7 +103,7 @@ impl<'r, I: 'static, O: 'static> RowIo<'r, I, O> {
     /// The output row, consuming the pair.
     pub(crate) fn into_output(self) -> &'r mut [O] {
         match self {
-            RowIo::InPlace(row) => same_type(row),
+            RowIo::InPlace(row, same) => same.cast(row),
             RowIo::Separate(_, out) => out,
         }
     }
@@ -96,10 +112,10 @@ impl<'r, I: 'static, O: 'static> RowIo<'r, I, O> {
     /// same pointer in place.
     pub(crate) fn raw_parts(self) -> (*const I, *mut O, usize) {
         match self {
-            RowIo::InPlace(row) => {
-                let row = same_type::<I, O>(row);
-                let p = row.as_mut_ptr();
-                (p.cast_const().cast::<I>(), p, row.len())
+            RowIo::InPlace(row, same) => {
+                let src = row.as_ptr();
+                let out = same.cast(row);
+                (src, out.as_mut_ptr(), out.len())
             }
             RowIo::Separate(x, out) => {
                 assert_eq!(x.len(), out.len(), "a row pair of two lengths");
@@ -111,7 +127,10 @@ impl<'r, I: 'static, O: 'static> RowIo<'r, I, O> {
     /// The pair cut into blocks of `len` values (the last one shorter).
     pub(crate) fn into_blocks(self, len: usize) -> Vec<RowIo<'r, I, O>> {
         match self {
-            RowIo::InPlace(row) => row.chunks_mut(len).map(RowIo::InPlace).collect(),
+            RowIo::InPlace(row, same) => row
+                .chunks_mut(len)
+                .map(|block| RowIo::InPlace(block, same))
+                .collect(),
             RowIo::Separate(x, out) => x
                 .chunks(len)
                 .zip(out.chunks_mut(len))

@@ -133,29 +133,6 @@ impl<'r, E> StridedRows<'r, E> {
         }
     }
 
-    /// The same rows as f32 rows if `E` is f32, else themselves.
-    pub(crate) fn into_f32(self) -> Result<StridedRows<'r, f32>, Self>
-    where
-        E: 'static,
-    {
-        if core::any::TypeId::of::<E>() != core::any::TypeId::of::<f32>() {
-            return Err(self);
-        }
-        let io = match self.io {
-            StridedIo::Read(x) => StridedIo::Read(super::same_type_ref(x)),
-            StridedIo::InPlace(x) => StridedIo::InPlace(super::same_type(x)),
-            StridedIo::Separate(x, out, out_stride) => {
-                StridedIo::Separate(super::same_type_ref(x), super::same_type(out), out_stride)
-            }
-        };
-        Ok(StridedRows {
-            io,
-            cols: self.cols,
-            stride: self.stride,
-            groups: self.groups,
-        })
-    }
-
     /// Values per row.
     pub(crate) fn cols(&self) -> usize {
         self.cols
@@ -182,7 +159,7 @@ impl<'r, E> StridedRows<'r, E> {
         let (cols, at) = (self.cols, i * self.stride);
         match &mut self.io {
             StridedIo::Read(_) => None,
-            StridedIo::InPlace(x) => Some(RowIo::InPlace(&mut x[at..at + cols])),
+            StridedIo::InPlace(x) => Some(RowIo::in_place(&mut x[at..at + cols])),
             StridedIo::Separate(x, out, out_stride) => {
                 let o = i * *out_stride;
                 Some(RowIo::Separate(&x[at..at + cols], &mut out[o..o + cols]))

@@ -40,7 +40,7 @@ struct Naive;
 #[inline(always)]
 fn map_row(io: RowIo<'_>, mut f: impl FnMut(usize, f32) -> f32) {
     match io {
-        RowIo::InPlace(row) => {
+        RowIo::InPlace(row, _) => {
             for (c, v) in row.iter_mut().enumerate() {
                 *v = f(c, *v);
             }
@@ -211,7 +211,7 @@ impl Naive {
 
     fn scale_exp(&self, out: &mut [f32], coef: &GradCoefs32<'_>) {
         let up = coef.rescale.map_or(1.0, |(a, b)| a * b);
-        map_row(RowIo::InPlace(out), |c, e| {
+        map_row(RowIo::in_place(out), |c, e| {
             let g = coef
                 .target_value(c)
                 .unwrap_or_else(|| coef.scale * e - coef.class_term(c));
@@ -456,11 +456,11 @@ fn exp_store_sum_matches_naive_in_place_and_apart_on<K: RowKernels>(tier: &str, 
             };
             let target = Some(n / 3);
             let mut want_out = row.clone();
-            let want = Naive.exp_store_sum(RowIo::InPlace(&mut want_out), shift, target);
+            let want = Naive.exp_store_sum(RowIo::in_place(&mut want_out), shift, target);
             for offset in [0, 3] {
                 let case = format!("{tier}, n {n}, {pattern}, offset {offset}");
                 let mut in_place = placed(&row, offset);
-                let got = k.exp_store_sum(RowIo::InPlace(&mut in_place[offset..]), shift, target);
+                let got = k.exp_store_sum(RowIo::in_place(&mut in_place[offset..]), shift, target);
                 let mut apart = vec![7.0f32; n + offset + 1];
                 let got_apart = k.exp_store_sum(
                     RowIo::Separate(&row, &mut apart[offset..offset + n]),
@@ -664,18 +664,18 @@ fn write_grad_and_scale_exp_match_naive_on<K: RowKernels>(tier: &str, k: K) {
                 let mut want = vec![0.0f32; n];
                 Naive.write_grad(RowIo::Separate(&row, &mut want), &coef);
                 let mut got = placed(&row, 5);
-                k.write_grad(RowIo::InPlace(&mut got[5..]), &coef);
+                k.write_grad(RowIo::in_place(&mut got[5..]), &coef);
                 check_grad(&case, &row, &coef, None, &got[5..], &want);
                 if coef.cap > 0.0 {
                     continue;
                 }
                 // From stored exponentials, as phase 2 runs.
                 let mut exps = row.clone();
-                Naive.exp_store_sum(RowIo::InPlace(&mut exps), coef.shift, None);
+                Naive.exp_store_sum(RowIo::in_place(&mut exps), coef.shift, None);
                 let mut want = exps.clone();
                 Naive.scale_exp(&mut want, &coef);
                 let mut got = placed(&exps, 1);
-                k.scale_exp(RowIo::<f32>::InPlace(&mut got[1..]), &coef);
+                k.scale_exp(RowIo::<f32>::in_place(&mut got[1..]), &coef);
                 check_grad(
                     &format!("{case}, stored"),
                     &row,
@@ -697,7 +697,7 @@ fn write_grad_and_scale_exp_match_naive_on<K: RowKernels>(tier: &str, k: K) {
                 cap: 0.0,
                 rescale: Some((2f32.powi(127), 2f32.powi(33))),
             };
-            k.scale_exp(RowIo::<f32>::InPlace(&mut got), &coef);
+            k.scale_exp(RowIo::<f32>::in_place(&mut got), &coef);
             for (c, (&g, &x)) in got.iter().zip(&row).enumerate() {
                 let want = (f64::from(x) * 2f64.powi(100)) as f32;
                 assert!(
@@ -721,7 +721,7 @@ fn write_log_probs_matches_naive_bit_for_bit_on<K: RowKernels>(tier: &str, k: K)
             let mut want = vec![0.0f32; n];
             Naive.write_log_probs(RowIo::Separate(&row, &mut want), max, ln_sum);
             let mut got = placed(&row, 2);
-            k.write_log_probs(RowIo::InPlace(&mut got[2..]), max, ln_sum);
+            k.write_log_probs(RowIo::in_place(&mut got[2..]), max, ln_sum);
             for (c, (&g, &w)) in got[2..].iter().zip(&want).enumerate() {
                 assert!(
                     g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
@@ -1060,7 +1060,7 @@ fn half_rows_match_f32_rows<K: RowKernels, E: Elem>(tier: &str, k: K) {
                 Some(n / 3),
             );
             let mut exps = xf.clone();
-            let want = k.exp_store_sum(RowIo::InPlace(&mut exps), shift, Some(n / 3));
+            let want = k.exp_store_sum(RowIo::in_place(&mut exps), shift, Some(n / 3));
             assert!(
                 same64(got.rest, want.rest) && same64(got.target, want.target),
                 "{case}: stored sums"
@@ -1072,9 +1072,9 @@ fn half_rows_match_f32_rows<K: RowKernels, E: Elem>(tier: &str, k: K) {
             for &(kind, coef) in grads.iter().take(cases_under_miri(grads.len())) {
                 let case = format!("{case}, {kind}");
                 let mut want = xf.clone();
-                k.write_grad(RowIo::InPlace(&mut want), &coef);
+                k.write_grad(RowIo::in_place(&mut want), &coef);
                 let mut in_place = xe.clone();
-                k.write_grad(RowIo::InPlace(&mut in_place), &coef);
+                k.write_grad(RowIo::in_place(&mut in_place), &coef);
                 check_rounded(&format!("{case}, in place"), &in_place, &want);
                 let mut apart = vec![zero; n];
                 k.write_grad(RowIo::Separate(&xe, &mut apart), &coef);
@@ -1086,7 +1086,7 @@ fn half_rows_match_f32_rows<K: RowKernels, E: Elem>(tier: &str, k: K) {
                 for rescale in [None, Some((2f32.powi(127), 2f32.powi(3)))] {
                     let coef = GradCoefs32 { rescale, ..coef };
                     let mut want = exps.clone();
-                    k.scale_exp(RowIo::<f32>::InPlace(&mut want), &coef);
+                    k.scale_exp(RowIo::<f32>::in_place(&mut want), &coef);
                     let mut got = vec![zero; n];
                     k.scale_exp(RowIo::Separate(&exps, &mut got), &coef);
                     check_rounded(&format!("{case}, stored, {rescale:?}"), &got, &want);
@@ -1094,9 +1094,9 @@ fn half_rows_match_f32_rows<K: RowKernels, E: Elem>(tier: &str, k: K) {
             }
             let (max, ln_sum) = (k.row_max(&xf, 0.0), 1.75f32);
             let mut want = xf.clone();
-            k.write_log_probs(RowIo::InPlace(&mut want), max, ln_sum);
+            k.write_log_probs(RowIo::in_place(&mut want), max, ln_sum);
             let mut got = xe.clone();
-            k.write_log_probs(RowIo::InPlace(&mut got), max, ln_sum);
+            k.write_log_probs(RowIo::in_place(&mut got), max, ln_sum);
             check_rounded(&format!("{case}, log-probabilities"), &got, &want);
         }
     }

@@ -11,7 +11,7 @@ use crate::raw::{Buffer, StridedBuffer};
 use crate::status::XentStatus;
 
 /// The logits of a forward call: only read, or with the gradient written too.
-pub(crate) enum Pass<'a, T> {
+pub(crate) enum BatchIo<'a, T> {
     Read(Rows<'a, T>),
     Write(Write<'a, T>),
 }
@@ -61,12 +61,12 @@ impl<T: Copy> StridedBuffer<T> {
     pub(crate) unsafe fn pass<'a>(
         &self,
         grad: Option<Written<T>>,
-    ) -> Result<Pass<'a, T>, XentStatus> {
+    ) -> Result<BatchIo<'a, T>, XentStatus> {
         // SAFETY: forwarded to the caller.
         Ok(unsafe {
             match grad {
-                None => Pass::Read(self.as_rows()?),
-                Some(grad) => Pass::Write(grad.views()?),
+                None => BatchIo::Read(self.as_rows()?),
+                Some(grad) => BatchIo::Write(grad.views()?),
             }
         })
     }

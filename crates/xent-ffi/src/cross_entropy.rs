@@ -3,7 +3,7 @@
 
 use xent::{Logit, bf16, f16};
 
-use crate::args::{CheckedTargets, Pass, TargetsArg, Write};
+use crate::args::{BatchIo, CheckedTargets, TargetsArg, Write};
 use crate::boundary::status_call;
 use crate::options::{CallOptions, XentOptions};
 use crate::raw::{Buffer, StridedBuffer, check_disjoint};
@@ -115,11 +115,11 @@ pub(crate) unsafe fn forward<T: Logit>(
         )
     };
     threads::run(|| match pass {
-        Pass::Read(x) => xent::cross_entropy(x, targets, &options, loss, lse),
-        Pass::Write(Write::Separate(x, grad)) => {
+        BatchIo::Read(x) => xent::cross_entropy(x, targets, &options, loss, lse),
+        BatchIo::Write(Write::Separate(x, grad)) => {
             xent::cross_entropy_grad(x, targets, &options, loss, grad, lse)
         }
-        Pass::Write(Write::InPlace(x)) => {
+        BatchIo::Write(Write::InPlace(x)) => {
             xent::cross_entropy_grad_in_place(x, targets, &options, loss, lse)
         }
     })?;

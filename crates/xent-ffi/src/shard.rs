@@ -4,7 +4,7 @@
 
 use xent::{Shard, ShardRow};
 
-use crate::args::{Pass, Write};
+use crate::args::{BatchIo, Write};
 use crate::boundary::{catch_panic, status_call};
 use crate::options::{CallOptions, XentOptions};
 use crate::raw::{Buffer, StridedBuffer, check_disjoint};
@@ -217,11 +217,11 @@ pub unsafe extern "C" fn xent_shard_finish_f32(
         };
         let options = &options;
         threads::run(|| match pass {
-            Pass::Read(x) => xent::shard_finish(x, shard, targets, options, merged, loss, lse),
-            Pass::Write(Write::Separate(x, grad)) => {
+            BatchIo::Read(x) => xent::shard_finish(x, shard, targets, options, merged, loss, lse),
+            BatchIo::Write(Write::Separate(x, grad)) => {
                 xent::shard_finish_grad(x, shard, targets, options, merged, loss, grad, lse)
             }
-            Pass::Write(Write::InPlace(x)) => {
+            BatchIo::Write(Write::InPlace(x)) => {
                 xent::shard_finish_grad_in_place(x, shard, targets, options, merged, loss, lse)
             }
         })?;

@@ -37,6 +37,7 @@ pub mod docs {
     pub mod performance {}
 }
 
+mod batch_io;
 mod dispatch;
 mod dtype;
 mod error;
@@ -45,7 +46,6 @@ mod kernels;
 mod loss;
 mod matmul;
 mod options;
-mod pass;
 mod row;
 mod rows;
 mod schedule;

@@ -3,11 +3,11 @@
 //! reductions. Data flows one way: validate → plan → per-row passes (`driver.rs`) →
 //! reduce; the public functions are in `api.rs`.
 
+use crate::batch_io::BatchIo;
 use crate::dtype::{Logit, Stat};
 use crate::error::{Error, Result};
 use crate::kernels::{ClassWeights, SHORT_COLS, SmoothedTargets};
 use crate::options::{Options, Reduction};
-use crate::pass::Pass;
 use crate::row::{Gather, GradCoefs, MAX_BLOCKS, RowStats, block_weight_sums};
 use crate::rows::Targets;
 use crate::schedule::split_rows;
@@ -322,7 +322,7 @@ impl<'o> Plan<'o> {
 
     /// Whether the chunk's rows get a gradient (else an output, if any, gets zeros).
     fn writes<T: Logit, S: Stat>(&self, chunk: &Chunk<'_, T, S>) -> bool {
-        !matches!(chunk.pass, Pass::Forward(_)) && !self.zero_grad
+        !matches!(chunk.pass, BatchIo::Forward(_)) && !self.zero_grad
     }
 
     /// The reduced loss from the chunks' sums.

@@ -4,24 +4,19 @@ use core::marker::PhantomData;
 
 use half::{bf16, f16};
 
+use crate::batch_io::BatchIo;
 use crate::dispatch::{Work, on_tier};
 use crate::dtype::{ExpBuffers, Logit, Route};
 use crate::error::Result;
-use crate::kernels::{Elem, GROUP, GROUPS_PER_CALL, RowKernels, SHORT_COLS, ShortJob, ShortStats};
+use crate::kernels::{
+    Elem, GROUP, GROUPS_PER_CALL, Normalization, RowKernels, SHORT_COLS, ShortJob, ShortStats,
+};
 use crate::loss::f64_rows::normalize_chunk;
-use crate::pass::Pass;
 use crate::row::{Exps, Gather, GradCoefs, MAX_BLOCKS, RowSrc, exp_store, row_stats, write_row};
 use crate::rows::{Rows, RowsMut};
 use crate::schedule::{SplitRows, for_each_chunk, split_rows};
 
-/// What a standalone call writes per row.
-#[derive(Clone, Copy)]
-enum Output {
-    Probabilities,
-    LogProbabilities,
-}
-
-fn run<T: Logit>(pass: Pass<'_, T>, output: Output) -> Result<()> {
+fn run<T: Logit>(pass: BatchIo<'_, T>, output: Normalization) -> Result<()> {
     // Every call computes in the default floating-point environment (see `fpenv.rs`).
     let _fp = crate::fpenv::enter();
     pass.check("output")?;
@@ -45,14 +40,14 @@ fn run<T: Logit>(pass: Pass<'_, T>, output: Output) -> Result<()> {
 /// exponentials). Not generic, so that its instances (one per type and tier) are compiled
 /// once, in this crate.
 struct NormalizeChunk<'b, 'c> {
-    output: Output,
+    output: Normalization,
     split: bool,
     buffers: &'b ExpBuffers,
-    chunk: PhantomData<Pass<'c>>,
+    chunk: PhantomData<BatchIo<'c>>,
 }
 
 impl<'c> NormalizeChunk<'_, 'c> {
-    fn on_tier<E: Logit + Elem>(self, chunk: Pass<'c, E>) {
+    fn on_tier<E: Logit + Elem>(self, chunk: BatchIo<'c, E>) {
         let (output, split) = (self.output, self.split);
         self.buffers.with(|buffer| {
             on_tier(RowsChunk {
@@ -66,30 +61,30 @@ impl<'c> NormalizeChunk<'_, 'c> {
 }
 
 impl<'c> Route for NormalizeChunk<'_, 'c> {
-    type Of<T: Logit> = Pass<'c, T>;
+    type Of<T: Logit> = BatchIo<'c, T>;
     type Output = ();
 
-    fn f32(self, chunk: Pass<'c, f32>) {
+    fn f32(self, chunk: BatchIo<'c, f32>) {
         self.on_tier(chunk)
     }
 
-    fn f64(self, chunk: Pass<'c, f64>) {
-        normalize_chunk(chunk, matches!(self.output, Output::LogProbabilities));
+    fn f64(self, chunk: BatchIo<'c, f64>) {
+        normalize_chunk(chunk, matches!(self.output, Normalization::LogSoftmax));
     }
 
-    fn bf16(self, chunk: Pass<'c, bf16>) {
+    fn bf16(self, chunk: BatchIo<'c, bf16>) {
         self.on_tier(chunk)
     }
 
-    fn f16(self, chunk: Pass<'c, f16>) {
+    fn f16(self, chunk: BatchIo<'c, f16>) {
         self.on_tier(chunk)
     }
 }
 
 /// [`rows_chunk`] with its arguments, for [`on_tier`].
 struct RowsChunk<'c, E> {
-    chunk: Pass<'c, E>,
-    output: Output,
+    chunk: BatchIo<'c, E>,
+    output: Normalization,
     split: bool,
     buffer: Option<&'c mut [f32]>,
 }
@@ -106,8 +101,8 @@ impl<E: Logit + Elem> Work for RowsChunk<'_, E> {
 /// row's exponentials between its two phases).
 fn rows_chunk<K: RowKernels, E: Logit + Elem>(
     k: K,
-    mut chunk: Pass<'_, E>,
-    output: Output,
+    mut chunk: BatchIo<'_, E>,
+    output: Normalization,
     split: bool,
     mut buffer: Option<&mut [f32]>,
 ) {
@@ -116,10 +111,7 @@ fn rows_chunk<K: RowKernels, E: Logit + Elem>(
     let mut first = 0;
     // Short rows: a group at a time, no per-row calls.
     if chunk.cols() <= SHORT_COLS {
-        let job = match output {
-            Output::Probabilities => ShortJob::Probabilities,
-            Output::LogProbabilities => ShortJob::LogProbabilities,
-        };
+        let job = ShortJob::Normalize(output);
         // The kernels fill per-row lse values, which nothing here wants.
         let mut stats = [ShortStats::default(); GROUPS_PER_CALL];
         while rows - first >= GROUP {
@@ -143,8 +135,8 @@ fn rows_chunk<K: RowKernels, E: Logit + Elem>(
         // Probabilities are the stored exponentials scaled; log-probabilities need the
         // logits (and a 16-bit row without a buffer recomputes its exponentials).
         let exps = match output {
-            Output::Probabilities => exp_store(io, buffer.as_deref_mut()),
-            Output::LogProbabilities => None,
+            Normalization::Softmax => exp_store(io, buffer.as_deref_mut()),
+            Normalization::LogSoftmax => None,
         };
         let stored = exps.as_ref().map(|&(_, stored)| stored);
         let src = match exps {
@@ -158,7 +150,7 @@ fn rows_chunk<K: RowKernels, E: Logit + Elem>(
         match output {
             // p_c = exp(x_c − m) · (1/S): one rounding of 1/S instead of exp(x − lse),
             // whose argument loses the low bits of large logits.
-            Output::Probabilities => {
+            Normalization::Softmax => {
                 let probs = GradCoefs {
                     scale: 1.0 / stats.sum,
                     smooth: 0.0,
@@ -170,7 +162,7 @@ fn rows_chunk<K: RowKernels, E: Logit + Elem>(
                 let exps = Exps::after(&stats, stored, buffer.as_deref());
                 write_row(k, io, &probs, exps, split);
             }
-            Output::LogProbabilities => {
+            Normalization::LogSoftmax => {
                 k.write_log_probs(io, stats.max, stats.sum.ln() as f32);
             }
         }
@@ -189,7 +181,7 @@ fn rows_chunk<K: RowKernels, E: Logit + Elem>(
 /// # Ok::<(), xent::Error>(())
 /// ```
 pub fn softmax<T: Logit>(x: Rows<'_, T>, y: RowsMut<'_, T>) -> Result<()> {
-    run(Pass::Separate(x, y), Output::Probabilities)
+    run(BatchIo::Separate(x, y), Normalization::Softmax)
 }
 
 /// Replaces each row of `x` by its softmax.
@@ -201,7 +193,7 @@ pub fn softmax<T: Logit>(x: Rows<'_, T>, y: RowsMut<'_, T>) -> Result<()> {
 /// # Ok::<(), xent::Error>(())
 /// ```
 pub fn softmax_in_place<T: Logit>(x: RowsMut<'_, T>) -> Result<()> {
-    run(Pass::InPlace(x), Output::Probabilities)
+    run(BatchIo::InPlace(x), Normalization::Softmax)
 }
 
 /// Writes log_softmax(x) = x − logsumexp(x) of each row of `x` into `y`.
@@ -216,7 +208,7 @@ pub fn softmax_in_place<T: Logit>(x: RowsMut<'_, T>) -> Result<()> {
 /// # Ok::<(), xent::Error>(())
 /// ```
 pub fn log_softmax<T: Logit>(x: Rows<'_, T>, y: RowsMut<'_, T>) -> Result<()> {
-    run(Pass::Separate(x, y), Output::LogProbabilities)
+    run(BatchIo::Separate(x, y), Normalization::LogSoftmax)
 }
 
 /// Replaces each row of `x` by its log-softmax.
@@ -228,5 +220,5 @@ pub fn log_softmax<T: Logit>(x: Rows<'_, T>, y: RowsMut<'_, T>) -> Result<()> {
 /// # Ok::<(), xent::Error>(())
 /// ```
 pub fn log_softmax_in_place<T: Logit>(x: RowsMut<'_, T>) -> Result<()> {
-    run(Pass::InPlace(x), Output::LogProbabilities)
+    run(BatchIo::InPlace(x), Normalization::LogSoftmax)
 }

@@ -16,8 +16,9 @@
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 use super::{
-    ClassWeights, Elem, ExpSums, GROUP, GROUPS_PER_CALL, GradCoefs32, RowIo, RowKernels,
-    SHORT_COLS, SMALLEST_SUBNORMAL, ShortJob, ShortStats, SmoothedTargets, StridedIo, StridedRows,
+    ClassWeights, Elem, ExpSums, GROUP, GROUPS_PER_CALL, GradCoefs32, Normalization, RowIo,
+    RowKernels, SHORT_COLS, SMALLEST_SUBNORMAL, ShortJob, ShortStats, SmoothedTargets, StridedIo,
+    StridedRows,
 };
 
 /// How far ahead of the read position the exp passes prefetch, in bytes: they are
@@ -505,13 +506,13 @@ unsafe fn short_run<V: RowGroups, const COLS: usize>(
 
         let mut out = e;
         match job {
-            ShortJob::Probabilities => {
+            ShortJob::Normalize(Normalization::Softmax) => {
                 let scale = V::splat(1.0).div(sum);
                 for v in out.iter_mut().take(cols) {
                     *v = v.mul(scale);
                 }
             }
-            ShortJob::LogProbabilities => {
+            ShortJob::Normalize(Normalization::LogSoftmax) => {
                 for (o, v) in out.iter_mut().zip(&shifted).take(cols) {
                     *o = v.sub(ln_sum);
                 }

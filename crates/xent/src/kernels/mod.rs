@@ -24,8 +24,8 @@ pub(crate) mod avx512;
 pub(crate) use elem::Elem;
 pub(crate) use generic::{Simd, SimdTier};
 pub(crate) use short::{
-    GROUP, GROUPS_PER_CALL, SHORT_COLS, ShortJob, ShortLoss, ShortStats, ShortTargets, StridedIo,
-    StridedRows,
+    GROUP, GROUPS_PER_CALL, Normalization, SHORT_COLS, ShortJob, ShortLoss, ShortStats,
+    ShortTargets, StridedIo, StridedRows,
 };
 
 /// Where a write pass reads its input and writes its result: the same row (in place, one

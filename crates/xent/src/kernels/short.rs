@@ -18,12 +18,19 @@ pub(crate) const GROUPS_PER_CALL: usize = 16;
 /// with m the row max and S = Σ_c exp(x_c − m).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ShortJob<'a> {
-    /// Softmax: exp(x_c − m)·(1/S).
-    Probabilities,
-    /// Log-softmax: (x_c − m) − ln S.
-    LogProbabilities,
+    /// Softmax or log-softmax.
+    Normalize(Normalization),
     /// The hard-target loss and its gradient ([`ShortLoss`]), with each group's targets.
     Loss(ShortLoss, &'a [ShortTargets]),
+}
+
+/// What a standalone row call writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Normalization {
+    /// Softmax: exp(x_c − m)·(1/S).
+    Softmax,
+    /// Log-softmax: (x_c − m) − ln S.
+    LogSoftmax,
 }
 
 /// The hard-target cross-entropy without label smoothing or softcap (docs/semantics.md with ε = 0

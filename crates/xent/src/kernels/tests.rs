@@ -109,12 +109,12 @@ impl Naive {
                 rescale: None,
             };
             match (job, target) {
-                (ShortJob::Probabilities, _) => {
+                (ShortJob::Normalize(Normalization::Softmax), _) => {
                     if let Some(io) = io {
                         self.write_grad(io, &probs(1.0 / sum, None));
                     }
                 }
-                (ShortJob::LogProbabilities, _) => {
+                (ShortJob::Normalize(Normalization::LogSoftmax), _) => {
                     if let Some(io) = io {
                         self.write_log_probs(io, max, ln_sum as f32);
                     }
@@ -845,8 +845,11 @@ fn short_targets(groups: usize, cols: usize) -> Vec<ShortTargets> {
 /// Every short-row job, by name.
 fn short_jobs(targets: &[ShortTargets]) -> [(&'static str, ShortJob<'_>); 5] {
     [
-        ("probabilities", ShortJob::Probabilities),
-        ("log-probabilities", ShortJob::LogProbabilities),
+        ("probabilities", ShortJob::Normalize(Normalization::Softmax)),
+        (
+            "log-probabilities",
+            ShortJob::Normalize(Normalization::LogSoftmax),
+        ),
         (
             "loss",
             ShortJob::Loss(

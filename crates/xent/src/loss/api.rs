@@ -1,9 +1,9 @@
 //! The public cross-entropy functions: each checks its arguments and runs the driver.
 
+use crate::batch_io::BatchIo;
 use crate::dtype::Logit;
 use crate::error::Result;
 use crate::options::Options;
-use crate::pass::Pass;
 use crate::rows::{Rows, RowsMut, Targets};
 
 use super::driver::{run_backward, run_forward};
@@ -33,7 +33,7 @@ pub fn cross_entropy<'t, T: Logit>(
     loss: &mut [T::Stat],
     lse: Option<&mut [T::Stat]>,
 ) -> Result<()> {
-    run_forward(Pass::Forward(logits), targets.into(), options, loss, lse)
+    run_forward(BatchIo::Forward(logits), targets.into(), options, loss, lse)
 }
 
 /// The loss of a batch and its gradient with respect to the logits, in one sweep, with the
@@ -67,7 +67,7 @@ pub fn cross_entropy_grad<'t, T: Logit>(
     lse: Option<&mut [T::Stat]>,
 ) -> Result<()> {
     run_forward(
-        Pass::Separate(logits, grad),
+        BatchIo::Separate(logits, grad),
         targets.into(),
         options,
         loss,
@@ -101,7 +101,7 @@ pub fn cross_entropy_grad_in_place<'t, T: Logit>(
     loss: &mut [T::Stat],
     lse: Option<&mut [T::Stat]>,
 ) -> Result<()> {
-    run_forward(Pass::InPlace(logits), targets.into(), options, loss, lse)
+    run_forward(BatchIo::InPlace(logits), targets.into(), options, loss, lse)
 }
 
 /// The gradient with respect to the logits from the `lse` a forward call saved, written
@@ -133,7 +133,7 @@ pub fn cross_entropy_backward<'t, T: Logit>(
     grad: RowsMut<'_, T>,
 ) -> Result<()> {
     run_backward(
-        Pass::Separate(logits, grad),
+        BatchIo::Separate(logits, grad),
         targets.into(),
         options,
         lse,
@@ -162,5 +162,11 @@ pub fn cross_entropy_backward_in_place<'t, T: Logit>(
     lse: &[T::Stat],
     dloss: &[T::Stat],
 ) -> Result<()> {
-    run_backward(Pass::InPlace(logits), targets.into(), options, lse, dloss)
+    run_backward(
+        BatchIo::InPlace(logits),
+        targets.into(),
+        options,
+        lse,
+        dloss,
+    )
 }

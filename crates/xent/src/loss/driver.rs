@@ -6,6 +6,7 @@ use core::marker::PhantomData;
 
 use half::{bf16, f16};
 
+use crate::batch_io::BatchIo;
 use crate::dispatch::{Work, on_tier};
 use crate::dtype::{ExpBuffers, Logit, Route, Stat};
 use crate::error::{Error, Result};
@@ -13,7 +14,6 @@ use crate::kernels::{
     Elem, GROUP, GROUPS_PER_CALL, RowKernels, ShortJob, ShortLoss, ShortStats, ShortTargets,
 };
 use crate::options::{Options, Reduction};
-use crate::pass::Pass;
 use crate::row::{Exps, RowSrc, RowStats, exp_store, row_stats, write_row};
 use crate::rows::Targets;
 use crate::schedule::{SplitAtRow, SplitRows, for_each_chunk, split_fields};
@@ -25,7 +25,7 @@ use super::{
 
 /// One chunk's share of a cross-entropy call: its rows and every per-row buffer.
 pub(super) struct Chunk<'a, T = f32, S = f32> {
-    pub(super) pass: Pass<'a, T>,
+    pub(super) pass: BatchIo<'a, T>,
     pub(super) targets: Targets<'a>,
     /// Per-row losses (reduction `none`, forward only).
     pub(super) loss: Option<&'a mut [S]>,
@@ -442,7 +442,7 @@ fn backward_chunk<K: RowKernels, E: Logit + Elem>(k: K, plan: &Plan<'_>, mut chu
 /// Runs a validated forward call: f64 logits on the f64 path, others on the active kernel
 /// tier.
 pub(super) fn run_forward<T: Logit>(
-    pass: Pass<'_, T>,
+    pass: BatchIo<'_, T>,
     targets: Targets<'_>,
     options: &Options<'_>,
     loss: &mut [T::Stat],
@@ -499,7 +499,7 @@ pub(super) fn run_forward<T: Logit>(
 /// Runs a validated backward call: f64 logits on the f64 path, others on the active
 /// kernel tier.
 pub(super) fn run_backward<T: Logit>(
-    pass: Pass<'_, T>,
+    pass: BatchIo<'_, T>,
     targets: Targets<'_>,
     options: &Options<'_>,
     lse: &[T::Stat],

@@ -6,7 +6,7 @@
 //! f32 kernels. No SIMD: f64 is for work that needs its precision, not for speed.
 
 use super::{Chunk, Partial, Plan, RowSums, RowTarget, TargetProb, row_loss, row_target};
-use crate::pass::Pass;
+use crate::batch_io::BatchIo;
 use crate::row::GradCoefs;
 use crate::schedule::SplitRows;
 
@@ -79,7 +79,7 @@ fn row_sums(plan: &Plan<'_>, x: &[f64], target: Option<RowTarget<'_>>) -> RowSum
 
 /// out_c = (scale·exp(x'_c − shift) − smooth·w_c − w_c·t'_c)·(1 − (x'_c/c)²), and the hard
 /// target's entry as `grad` gives it: the f32 kernels' `GradCoefs32` in f64.
-fn write_grad(pass: &mut Pass<'_, f64>, i: usize, grad: &GradCoefs<'_>, shift: f64) {
+fn write_grad(pass: &mut BatchIo<'_, f64>, i: usize, grad: &GradCoefs<'_>, shift: f64) {
     let cap = grad.cap;
     let entry = |c: usize, v: f64| {
         if let Some((y, value)) = grad.target
@@ -103,15 +103,15 @@ fn write_grad(pass: &mut Pass<'_, f64>, i: usize, grad: &GradCoefs<'_>, shift: f
 }
 
 /// Overwrites row `i`'s output with `f(c, x_c)`, reading x_c first.
-fn map_row(pass: &mut Pass<'_, f64>, i: usize, mut f: impl FnMut(usize, f64) -> f64) {
+fn map_row(pass: &mut BatchIo<'_, f64>, i: usize, mut f: impl FnMut(usize, f64) -> f64) {
     match pass {
-        Pass::Forward(_) => {}
-        Pass::InPlace(x) => {
+        BatchIo::Forward(_) => {}
+        BatchIo::InPlace(x) => {
             for (c, v) in x.row_mut(i).iter_mut().enumerate() {
                 *v = f(c, *v);
             }
         }
-        Pass::Separate(x, out) => {
+        BatchIo::Separate(x, out) => {
             for (c, (o, &v)) in out.row_mut(i).iter_mut().zip(x.row(i)).enumerate() {
                 *o = f(c, v);
             }
@@ -196,7 +196,7 @@ pub(super) fn backward_chunk(plan: &Plan<'_>, mut chunk: Chunk<'_, f64, f64>) {
 
 /// softmax (p_c = exp(x_c − m)/S) or, with `log`, log_softmax ((x_c − m) − ln S) of each
 /// row of an f64 pass.
-pub(crate) fn normalize_chunk(mut pass: Pass<'_, f64>, log: bool) {
+pub(crate) fn normalize_chunk(mut pass: BatchIo<'_, f64>, log: bool) {
     for i in 0..pass.rows() {
         let x = pass.input(i);
         let max = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));

@@ -20,11 +20,11 @@ use core::marker::PhantomData;
 
 use half::{bf16, f16};
 
+use crate::batch_io::BatchIo;
 use crate::dtype::{Logit, Route};
 use crate::error::{Error, Result};
 use crate::matmul::{Mat, MatMut, matmul};
 use crate::options::Options;
-use crate::pass::Pass;
 use crate::rows::{Rows, RowsMut, Targets};
 
 /// The inputs of a linear layer that produces the logits: `logits = hidden·weightᵀ + bias`.
@@ -344,7 +344,7 @@ impl Head32Route<'_, '_, '_> {
                 head32.logits(w, offset, &mut logits[..rows * cols]);
             }
             let view = RowsMut::new(&mut logits[..rows * cols], rows, cols, cols)?;
-            slice_grad(part, Pass::InPlace(view), targets, &merged);
+            slice_grad(part, BatchIo::InPlace(view), targets, &merged);
             let g = Mat::row_major(&logits[..rows * cols], rows, cols, cols);
             sinks.add_chunk(g, w, head32.hidden(), offset, k == 0);
         }

@@ -16,11 +16,11 @@ use super::{
     Columns, Counts, Partial, Plan, RowSums, RowTarget, TargetProb, check_targets, row_loss,
     row_target,
 };
+use crate::batch_io::BatchIo;
 use crate::dispatch::{Work, on_tier};
 use crate::error::{Error, Result};
 use crate::kernels::RowKernels;
 use crate::options::{Options, Reduction};
-use crate::pass::Pass;
 use crate::row::{Exps, Gather, RowSrc, row_stats, write_row};
 use crate::rows::{Rows, RowsMut, Targets};
 use crate::schedule::{SplitAtRow, SplitRows, for_each_chunk, split_fields};
@@ -364,7 +364,7 @@ fn merged_sums(row: &ShardRow) -> (f64, f64, f64) {
 
 /// A chunk of rows of a gradient from merged rows.
 struct GradChunk<'a> {
-    pass: Pass<'a>,
+    pass: BatchIo<'a>,
     targets: Targets<'a>,
     merged: &'a [ShardRow],
 }
@@ -385,7 +385,7 @@ impl SplitRows for GradChunk<'_> {
 
 /// The loss, lse and (for a pass with an output) this slice's gradient from merged rows.
 fn finish(
-    pass: Pass<'_>,
+    pass: BatchIo<'_>,
     shard: Shard,
     targets: Targets<'_>,
     options: &Options<'_>,
@@ -407,7 +407,7 @@ fn finish(
     let (plan, counts) = plan_shard(options, pass.cols(), shard, &targets, rows, upstream)?;
 
     merged_loss(&plan, &counts, &targets, merged, loss, lse);
-    if !matches!(pass, Pass::Forward(_)) {
+    if !matches!(pass, BatchIo::Forward(_)) {
         slice_grad(&plan, pass, targets, merged);
     }
     Ok(())
@@ -457,10 +457,10 @@ pub(super) fn merged_loss(
     }
 }
 
-/// The gradient of the slice `plan` holds, from the merged rows, into the pass's output.
+/// The gradient of the slice `plan` holds, from the merged rows, into the batch's output.
 pub(super) fn slice_grad(
     plan: &Plan<'_>,
-    pass: Pass<'_>,
+    pass: BatchIo<'_>,
     targets: Targets<'_>,
     merged: &[ShardRow],
 ) {
@@ -548,7 +548,7 @@ pub fn shard_finish<'t>(
     loss: &mut [f32],
     lse: Option<&mut [f32]>,
 ) -> Result<()> {
-    let pass = Pass::Forward(logits);
+    let pass = BatchIo::Forward(logits);
     finish(pass, shard, targets.into(), options, merged, loss, lse)
 }
 
@@ -568,7 +568,7 @@ pub fn shard_finish_grad<'t>(
     grad: RowsMut<'_>,
     lse: Option<&mut [f32]>,
 ) -> Result<()> {
-    let pass = Pass::Separate(logits, grad);
+    let pass = BatchIo::Separate(logits, grad);
     finish(pass, shard, targets.into(), options, merged, loss, lse)
 }
 
@@ -583,6 +583,6 @@ pub fn shard_finish_grad_in_place<'t>(
     loss: &mut [f32],
     lse: Option<&mut [f32]>,
 ) -> Result<()> {
-    let pass = Pass::InPlace(logits);
+    let pass = BatchIo::InPlace(logits);
     finish(pass, shard, targets.into(), options, merged, loss, lse)
 }

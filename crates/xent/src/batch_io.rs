@@ -7,8 +7,9 @@ use crate::kernels::{GROUP, RowIo, StridedIo, StridedRows};
 use crate::rows::{Rows, RowsMut};
 use crate::schedule::{SplitAtRow, SplitRows};
 
-/// The logits of a call and where its output (a gradient, probabilities) goes.
-pub(crate) enum Pass<'a, T = f32> {
+/// The logits of a call and where its output (a gradient, probabilities) goes: the
+/// batch's [`RowIo`], which its rows yield one by one.
+pub(crate) enum BatchIo<'a, T = f32> {
     /// Read the logits, write no gradient.
     Forward(Rows<'a, T>),
     /// Read the logits, write the gradient into a separate buffer.
@@ -17,25 +18,25 @@ pub(crate) enum Pass<'a, T = f32> {
     InPlace(RowsMut<'a, T>),
 }
 
-impl<'a, T: Logit> Pass<'a, T> {
+impl<'a, T: Logit> BatchIo<'a, T> {
     pub(crate) fn cols(&self) -> usize {
         match self {
-            Pass::Forward(x) | Pass::Separate(x, _) => x.cols(),
-            Pass::InPlace(x) => x.cols(),
+            BatchIo::Forward(x) | BatchIo::Separate(x, _) => x.cols(),
+            BatchIo::InPlace(x) => x.cols(),
         }
     }
 
     pub(crate) fn input(&self, i: usize) -> &[T] {
         match self {
-            Pass::Forward(x) | Pass::Separate(x, _) => x.row(i),
-            Pass::InPlace(x) => x.row(i),
+            BatchIo::Forward(x) | BatchIo::Separate(x, _) => x.row(i),
+            BatchIo::InPlace(x) => x.row(i),
         }
     }
 
     /// Checks that a separate output buffer (named `output` in the error) has the
     /// logits' shape.
     pub(crate) fn check(&self, output: &'static str) -> Result<()> {
-        if let Pass::Separate(x, out) = self
+        if let BatchIo::Separate(x, out) = self
             && (out.rows(), out.cols()) != (x.rows(), x.cols())
         {
             return Err(Error::shape(
@@ -53,12 +54,12 @@ impl<'a, T: Logit> Pass<'a, T> {
     }
 }
 
-impl<T: Logit> Pass<'_, T> {
+impl<T: Logit> BatchIo<'_, T> {
     pub(crate) fn io(&mut self, i: usize) -> Option<RowIo<'_, T>> {
         match self {
-            Pass::Forward(_) => None,
-            Pass::Separate(x, out) => Some(RowIo::Separate(x.row(i), out.row_mut(i))),
-            Pass::InPlace(x) => Some(RowIo::in_place(x.row_mut(i))),
+            BatchIo::Forward(_) => None,
+            BatchIo::Separate(x, out) => Some(RowIo::Separate(x.row(i), out.row_mut(i))),
+            BatchIo::InPlace(x) => Some(RowIo::in_place(x.row_mut(i))),
         }
     }
 
@@ -66,13 +67,13 @@ impl<T: Logit> Pass<'_, T> {
     pub(crate) fn groups(&mut self, first: usize, groups: usize) -> StridedRows<'_, T> {
         let (n, cols) = (GROUP * groups, self.cols());
         let (io, stride) = match self {
-            Pass::Forward(x) => (StridedIo::Read(x.span(first, n)), x.stride()),
-            Pass::Separate(x, out) => {
+            BatchIo::Forward(x) => (StridedIo::Read(x.span(first, n)), x.stride()),
+            BatchIo::Separate(x, out) => {
                 let out_stride = out.stride();
                 let io = StridedIo::Separate(x.span(first, n), out.span_mut(first, n), out_stride);
                 (io, x.stride())
             }
-            Pass::InPlace(x) => {
+            BatchIo::InPlace(x) => {
                 let stride = x.stride();
                 (StridedIo::InPlace(x.span_mut(first, n)), stride)
             }
@@ -81,30 +82,30 @@ impl<T: Logit> Pass<'_, T> {
     }
 }
 
-impl<T: Logit> SplitRows for Pass<'_, T> {
+impl<T: Logit> SplitRows for BatchIo<'_, T> {
     fn rows(&self) -> usize {
         match self {
-            Pass::Forward(x) | Pass::Separate(x, _) => x.rows(),
-            Pass::InPlace(x) => x.rows(),
+            BatchIo::Forward(x) | BatchIo::Separate(x, _) => x.rows(),
+            BatchIo::InPlace(x) => x.rows(),
         }
     }
 }
 
-impl<T> SplitAtRow for Pass<'_, T> {
+impl<T> SplitAtRow for BatchIo<'_, T> {
     fn split_at_row(self, at: usize) -> (Self, Self) {
         match self {
-            Pass::Forward(x) => {
+            BatchIo::Forward(x) => {
                 let (a, b) = x.split_at_row(at);
-                (Pass::Forward(a), Pass::Forward(b))
+                (BatchIo::Forward(a), BatchIo::Forward(b))
             }
-            Pass::Separate(x, out) => {
+            BatchIo::Separate(x, out) => {
                 let (xa, xb) = x.split_at_row(at);
                 let (oa, ob) = out.split_at_row(at);
-                (Pass::Separate(xa, oa), Pass::Separate(xb, ob))
+                (BatchIo::Separate(xa, oa), BatchIo::Separate(xb, ob))
             }
-            Pass::InPlace(x) => {
+            BatchIo::InPlace(x) => {
                 let (a, b) = x.split_at_row(at);
-                (Pass::InPlace(a), Pass::InPlace(b))
+                (BatchIo::InPlace(a), BatchIo::InPlace(b))
             }
         }
     }

@@ -113,9 +113,11 @@ impl<'r, I, O> RowIo<'r, I, O> {
     pub(crate) fn raw_parts(self) -> (*const I, *mut O, usize) {
         match self {
             RowIo::InPlace(row, same) => {
-                let src = row.as_ptr();
+                // Both pointers come from the one exclusive borrow (a pointer taken from
+                // `row` before the cast would be invalidated by it); `I` is `O` (`same`).
                 let out = same.cast(row);
-                (src, out.as_mut_ptr(), out.len())
+                let p = out.as_mut_ptr();
+                (p.cast_const().cast::<I>(), p, out.len())
             }
             RowIo::Separate(x, out) => {
                 assert_eq!(x.len(), out.len(), "a row pair of two lengths");

@@ -20,7 +20,7 @@ use xent::{
     ShardRow, Stat, Targets, bf16, f16,
 };
 use xent_fuzz::common::{self, Case, CaseTargets, PAD};
-use xent_fuzz::{Bits, Faults, Gen, assert_same, assert_verdict};
+use xent_fuzz::{Bits, Faults, Gen, assert_same, assert_same_values, assert_verdict};
 
 fuzz_target!(|data: &[u8]| {
     let mut g = Gen::new(data);
@@ -474,10 +474,10 @@ fn check_loss<T: Elem>(call: &LossCall, style: Style, faults: &Faults) {
                 .map(|&v| T::Stat::from_f64(f64::from(v)))
                 .collect::<Vec<_>>()
         };
-        assert_same(&got.loss, &stat(&want.loss), "loss vs f32");
-        assert_same(&got.lse, &stat(&want.lse), "lse vs f32");
+        assert_same_values(&got.loss, &stat(&want.loss), "loss vs f32");
+        assert_same_values(&got.lse, &stat(&want.lse), "lse vs f32");
         let rounded: Vec<T> = want.grad.iter().map(|&v| T::from_f32(v)).collect();
-        assert_same(&got.grad, &rounded, "gradient vs f32 rounded");
+        assert_same_values(&got.grad, &rounded, "gradient vs f32 rounded");
     }
 }
 
@@ -747,7 +747,7 @@ fn check_normalize<T: Elem>(call: &Normalize, x32: &[f32]) {
         let widened: Vec<f32> = x.iter().map(|&v| v.to_f64() as f32).collect();
         let (_, want) = call.run::<f32>(&widened);
         let rounded: Vec<T> = want.iter().map(|&v| T::from_f32(v)).collect();
-        assert_same(&out, &rounded, "16-bit softmax vs f32 rounded");
+        assert_same_values(&out, &rounded, "16-bit softmax vs f32 rounded");
         return;
     }
     let packed: Vec<f64> = (0..rows)
@@ -1301,19 +1301,19 @@ fn check_linear<T: Elem + Logit<Stat = f32>>(g: &mut Gen<'_>) {
                 gb: out.gb.iter().map(|&v| zero(v)).collect(),
                 ..out
             };
-            assert_same(&out.loss, &want.loss, "16-bit head loss vs f32");
-            assert_same(&out.lse, &want.lse, "16-bit head lse vs f32");
-            assert_same(
+            assert_same_values(&out.loss, &want.loss, "16-bit head loss vs f32");
+            assert_same_values(&out.lse, &want.lse, "16-bit head lse vs f32");
+            assert_same_values(
                 &out.gh,
                 &round(&want.gh),
                 "16-bit grad_hidden vs f32 rounded",
             );
-            assert_same(
+            assert_same_values(
                 &out.gw,
                 &round(&want.gw),
                 "16-bit grad_weight vs f32 rounded",
             );
-            assert_same(&out.gb, &round(&want.gb), "16-bit grad_bias vs f32 rounded");
+            assert_same_values(&out.gb, &round(&want.gb), "16-bit grad_bias vs f32 rounded");
         }
         return;
     }

@@ -176,11 +176,20 @@ pub fn assert_verdict(result: &Result<(), Error>, faults: &Faults, what: &str) {
 pub trait Bits: Copy {
     /// The value's bits, widened.
     fn bits(self) -> u128;
+
+    /// Whether the value is a NaN (a float's; never for a struct of them).
+    fn is_nan(self) -> bool {
+        false
+    }
 }
 
 impl Bits for f32 {
     fn bits(self) -> u128 {
         self.to_bits().into()
+    }
+
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
     }
 }
 
@@ -188,17 +197,29 @@ impl Bits for f64 {
     fn bits(self) -> u128 {
         self.to_bits().into()
     }
+
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
 }
 
 impl Bits for bf16 {
     fn bits(self) -> u128 {
         self.to_bits().into()
     }
+
+    fn is_nan(self) -> bool {
+        bf16::is_nan(self)
+    }
 }
 
 impl Bits for f16 {
     fn bits(self) -> u128 {
         self.to_bits().into()
+    }
+
+    fn is_nan(self) -> bool {
+        f16::is_nan(self)
     }
 }
 
@@ -218,8 +239,22 @@ impl Bits for xent::ShardRow {
 
 /// Asserts that two buffers hold the same bits.
 pub fn assert_same<T: Bits>(got: &[T], want: &[T], what: &str) {
+    assert_matching(got, want, what, |a, b| a.bits() == b.bits());
+}
+
+/// Asserts that two results are the same values: the same bits, where every NaN is one
+/// value. Rust leaves the sign and payload of a NaN that arithmetic makes to the compiler,
+/// so code compiled for another element type may give a NaN of the other sign
+/// (docs/semantics.md); untouched buffers and the shard merge are held to [`assert_same`].
+pub fn assert_same_values<T: Bits>(got: &[T], want: &[T], what: &str) {
+    assert_matching(got, want, what, |a, b| {
+        a.bits() == b.bits() || (a.is_nan() && b.is_nan())
+    });
+}
+
+fn assert_matching<T: Bits>(got: &[T], want: &[T], what: &str, same: impl Fn(T, T) -> bool) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    if let Some(k) = (0..got.len()).find(|&k| got[k].bits() != want[k].bits()) {
+    if let Some(k) = (0..got.len()).find(|&k| !same(got[k], want[k])) {
         panic!(
             "{what}: element {k} differs ({:#x} vs {:#x})",
             got[k].bits(),

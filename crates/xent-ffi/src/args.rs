@@ -5,7 +5,7 @@
 
 use core::ops::Range;
 
-use xent::{Rows, RowsMut, Targets};
+use xent::{Logit, Rows, RowsMut, Targets};
 
 use crate::raw::{Buffer, StridedBuffer};
 use crate::status::XentStatus;
@@ -33,42 +33,76 @@ impl<T: Copy> StridedBuffer<T> {
             in_place: !out.is_null() && self.is_exactly(out, stride),
         })
     }
+}
 
-    /// [`write_to`](Self::write_to), or `None` when `out` is NULL (nothing to write).
-    pub(crate) fn write_to_given(
-        &self,
-        out: *mut T,
-        stride: usize,
-    ) -> Result<Option<Written<T>>, XentStatus> {
-        (!out.is_null())
-            .then(|| self.write_to(out, stride))
-            .transpose()
+/// A forward call's outputs, checked in the header's order: the loss (never NULL), the
+/// gradient (NULL for none; over the logits in place) and the lse (NULL for none).
+pub(crate) struct ForwardOut<T: Logit> {
+    logits: StridedBuffer<T>,
+    loss: Buffer<T::Stat>,
+    grad: Option<Written<T>>,
+    lse: Option<Buffer<T::Stat>>,
+}
+
+impl<T: Logit> ForwardOut<T> {
+    /// The outputs of a call on `logits`: `loss` holds `loss_len` values, `grad` the logits'
+    /// shape with its stride, `lse` one value per row.
+    pub(crate) fn new(
+        logits: StridedBuffer<T>,
+        (loss, loss_len): (*mut T::Stat, usize),
+        (grad, grad_stride): (*mut T, usize),
+        lse: *mut T::Stat,
+    ) -> Result<Self, XentStatus> {
+        Ok(ForwardOut {
+            loss: Buffer::required(loss, loss_len)?,
+            grad: (!grad.is_null())
+                .then(|| logits.write_to(grad, grad_stride))
+                .transpose()?,
+            lse: Buffer::optional(lse, logits.rows())?,
+            logits,
+        })
     }
 
-    /// The bytes a forward call reads: none when `grad` overwrites the logits.
-    pub(crate) fn read_bytes(&self, grad: Option<&Written<T>>) -> Option<Range<usize>> {
-        match grad {
+    /// The bytes written.
+    pub(crate) fn output_bytes(&self) -> [Option<Range<usize>>; 3] {
+        [
+            Some(self.loss.bytes()),
+            self.grad.as_ref().map(Written::output_bytes),
+            self.lse.as_ref().map(Buffer::bytes),
+        ]
+    }
+
+    /// The logits' bytes, read unless the gradient overwrites them.
+    pub(crate) fn logit_bytes(&self) -> Option<Range<usize>> {
+        match &self.grad {
             Some(grad) => grad.input_bytes(),
-            None => Some(self.bytes()),
+            None => Some(self.logits.bytes()),
         }
     }
 
-    /// A forward call's views: the logits, with `grad`'s when it writes.
+    /// The core crate's views: the logits (with the gradient's rows when it is written),
+    /// the loss and the lse.
     ///
     /// # Safety
     ///
-    /// As [`Written::views`].
-    pub(crate) unsafe fn pass<'a>(
+    /// Every buffer is valid for `'a` (the logits readable, the outputs writable), and the
+    /// outputs were checked disjoint from each other and from every input of the call.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the three outputs, named by the caller"
+    )]
+    pub(crate) unsafe fn views<'a>(
         &self,
-        grad: Option<Written<T>>,
-    ) -> Result<BatchIo<'a, T>, XentStatus> {
+    ) -> Result<(BatchIo<'a, T>, &'a mut [T::Stat], Option<&'a mut [T::Stat]>), XentStatus> {
         // SAFETY: forwarded to the caller.
-        Ok(unsafe {
-            match grad {
-                None => BatchIo::Read(self.as_rows()?),
+        unsafe {
+            let io = match &self.grad {
+                None => BatchIo::Read(self.logits.as_rows()?),
                 Some(grad) => BatchIo::Write(grad.views()?),
-            }
-        })
+            };
+            let lse = self.lse.as_ref().map(|lse| lse.as_mut_slice());
+            Ok((io, self.loss.as_mut_slice(), lse))
+        }
     }
 }
 

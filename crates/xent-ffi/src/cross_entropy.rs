@@ -3,10 +3,10 @@
 
 use xent::{Logit, bf16, f16};
 
-use crate::args::{BatchIo, CheckedTargets, TargetsArg, Write};
+use crate::args::{BatchIo, CheckedTargets, ForwardOut, TargetsArg, Write};
 use crate::boundary::status_call;
 use crate::options::{CallOptions, XentOptions};
-use crate::raw::{Buffer, StridedBuffer, check_disjoint};
+use crate::raw::{StridedBuffer, check_disjoint};
 use crate::status::XentStatus;
 use crate::threads;
 
@@ -79,41 +79,26 @@ pub(crate) unsafe fn forward<T: Logit>(
     targets: TargetsArg,
     options: *const XentOptions,
     loss: *mut T::Stat,
-    (grad, grad_stride): (*mut T, usize),
+    grad: (*mut T, usize),
     lse: *mut T::Stat,
 ) -> Result<(), XentStatus> {
     let (rows, cols) = (logits.rows(), logits.cols());
     let targets = CheckedTargets::new(targets, rows, cols)?;
     // SAFETY: C's contract: NULL or a readable xent_options.
     let options = unsafe { CallOptions::read(options, cols) }?;
-    let loss = Buffer::required(loss, options.reduction.loss_len(rows))?;
-    let grad = logits.write_to_given(grad, grad_stride)?;
-    let lse = Buffer::optional(lse, rows)?;
-    check_disjoint(
-        &[
-            Some(loss.bytes()),
-            grad.as_ref().map(|grad| grad.output_bytes()),
-            lse.as_ref().map(Buffer::bytes),
-        ],
-        &[
-            logits.read_bytes(grad.as_ref()),
-            Some(targets.bytes()),
-            options.weight_bytes(),
-        ],
-    )?;
+    let out = ForwardOut::new(logits, (loss, options.reduction.loss_len(rows)), grad, lse)?;
+    let inputs = [
+        out.logit_bytes(),
+        Some(targets.bytes()),
+        options.weight_bytes(),
+    ];
+    check_disjoint(&out.output_bytes(), &inputs)?;
     // SAFETY: C's contract makes every buffer valid for this call; the outputs (loss, grad,
     // lse) were just checked disjoint from each other and from every input, so each
     // exclusive view is the only reference to its memory (in place, the logits the
     // gradient replaces have no other view).
-    let (pass, targets, options, loss, lse) = unsafe {
-        (
-            logits.pass(grad)?,
-            targets.view()?,
-            options.to_core(),
-            loss.as_mut_slice(),
-            lse.map(|lse| lse.as_mut_slice()),
-        )
-    };
+    let ((pass, loss, lse), targets, options) =
+        unsafe { (out.views()?, targets.view()?, options.to_core()) };
     threads::run(|| match pass {
         BatchIo::Read(x) => xent::cross_entropy(x, targets, &options, loss, lse),
         BatchIo::Write(Write::Separate(x, grad)) => {

@@ -4,7 +4,7 @@
 
 use xent::{Shard, ShardRow};
 
-use crate::args::{BatchIo, Write};
+use crate::args::{BatchIo, ForwardOut, Write};
 use crate::boundary::{catch_panic, status_call};
 use crate::options::{CallOptions, XentOptions};
 use crate::raw::{Buffer, StridedBuffer, check_disjoint};
@@ -70,12 +70,10 @@ pub unsafe extern "C" fn xent_shard_stats_f32(
     out: *mut XentShardRow,
 ) -> XentStatus {
     status_call(|| {
-        let logits = StridedBuffer::new(logits, rows, cols, logits_stride)?;
-        let shard = shard(class_offset, cols, total_cols)?;
-        let targets = Buffer::new(targets, rows)?;
-        // SAFETY: C's contract: NULL or a readable xent_options; its weights cover the
-        // whole vocabulary.
-        let options = unsafe { CallOptions::read(options, total_cols) }?;
+        let logits = (logits, rows, cols, logits_stride);
+        // SAFETY: C's contract: NULL or a readable xent_options.
+        let (logits, shard, targets, options) =
+            unsafe { shard_args(logits, (class_offset, total_cols), targets, options) }?;
         let out = Buffer::new(out.cast::<ShardRow>(), rows)?;
         check_disjoint(
             &[Some(out.bytes())],
@@ -178,41 +176,34 @@ pub unsafe extern "C" fn xent_shard_finish_f32(
     lse: *mut f32,
 ) -> XentStatus {
     status_call(|| {
-        let logits = StridedBuffer::new(logits, rows, cols, logits_stride)?;
-        let shard = shard(class_offset, cols, total_cols)?;
-        let targets = Buffer::new(targets, rows)?;
-        // SAFETY: C's contract: NULL or a readable xent_options; its weights cover the
-        // whole vocabulary.
-        let options = unsafe { CallOptions::read(options, total_cols) }?;
+        let logits = (logits, rows, cols, logits_stride);
+        // SAFETY: C's contract: NULL or a readable xent_options.
+        let (logits, shard, targets, options) =
+            unsafe { shard_args(logits, (class_offset, total_cols), targets, options) }?;
         let merged = Buffer::new(merged.cast::<ShardRow>(), rows)?;
-        let loss = Buffer::required(loss, options.reduction.loss_len(rows))?;
-        let grad = logits.write_to_given(grad, grad_stride)?;
-        let lse = Buffer::optional(lse, rows)?;
-        check_disjoint(
-            &[
-                Some(loss.bytes()),
-                grad.as_ref().map(|grad| grad.output_bytes()),
-                lse.as_ref().map(Buffer::bytes),
-            ],
-            &[
-                logits.read_bytes(grad.as_ref()),
-                Some(targets.bytes()),
-                Some(merged.bytes()),
-                options.weight_bytes(),
-            ],
+        let out = ForwardOut::new(
+            logits,
+            (loss, options.reduction.loss_len(rows)),
+            (grad, grad_stride),
+            lse,
         )?;
+        let inputs = [
+            out.logit_bytes(),
+            Some(targets.bytes()),
+            Some(merged.bytes()),
+            options.weight_bytes(),
+        ];
+        check_disjoint(&out.output_bytes(), &inputs)?;
         // SAFETY: C's contract makes every buffer valid for this call (the cast is between
         // identical layouts, checked above); the outputs (loss, grad, lse) were just
         // checked disjoint from each other and from every input (in place, the logits the
         // gradient replaces have no other view).
-        let (pass, targets, options, merged, loss, lse) = unsafe {
+        let ((pass, loss, lse), targets, options, merged) = unsafe {
             (
-                logits.pass(grad)?,
+                out.views()?,
                 targets.as_slice(),
                 options.to_core(),
                 merged.as_slice(),
-                loss.as_mut_slice(),
-                lse.map(|lse| lse.as_mut_slice()),
             )
         };
         let options = &options;
@@ -229,14 +220,33 @@ pub unsafe extern "C" fn xent_shard_finish_f32(
     })
 }
 
-/// Where a shard's `cols` columns lie in the vocabulary; refuses (INVALID_SHAPE) a slice
-/// that does not fit: a shape check, so it runs with the others, before the overlap checks.
-fn shard(class_offset: usize, cols: usize, total_cols: usize) -> Result<Shard, XentStatus> {
-    match class_offset.checked_add(cols) {
-        Some(end) if end <= total_cols => Ok(Shard {
-            class_offset,
-            total_cols,
-        }),
-        _ => Err(XentStatus::InvalidShape),
+/// The arguments both steps start with, checked in the header's order: the logits, where
+/// their columns lie in the vocabulary (a slice that does not fit is INVALID_SHAPE, a shape
+/// check like the others), the targets and the options, whose weights cover the whole
+/// vocabulary.
+///
+/// # Safety
+///
+/// `options` is NULL or points to a readable `xent_options`.
+unsafe fn shard_args(
+    (logits, rows, cols, stride): (*const f32, usize, usize, usize),
+    (class_offset, total_cols): (usize, usize),
+    targets: *const i64,
+    options: *const XentOptions,
+) -> Result<(StridedBuffer<f32>, Shard, Buffer<i64>, CallOptions), XentStatus> {
+    let logits = StridedBuffer::new(logits, rows, cols, stride)?;
+    if class_offset
+        .checked_add(cols)
+        .is_none_or(|end| end > total_cols)
+    {
+        return Err(XentStatus::InvalidShape);
     }
+    let shard = Shard {
+        class_offset,
+        total_cols,
+    };
+    let targets = Buffer::new(targets, rows)?;
+    // SAFETY: forwarded to the caller.
+    let options = unsafe { CallOptions::read(options, total_cols) }?;
+    Ok((logits, shard, targets, options))
 }

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use xent::bf16;
 
 pub mod lm_head;
+pub mod peak;
 
 /// Elements per rayon task in the roofline loops.
 const CHUNK: usize = 1 << 16;

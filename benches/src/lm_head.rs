@@ -5,8 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use gemm::{Parallelism, gemm};
-use xent::{LinearGrads, LinearHead, Options, Rows, RowsMut};
+use xent::{LinearGrads, LinearHead, Matrix, Options, Rows, RowsMut};
 
 /// The system allocator, counting live bytes and their peak. A binary installs it with
 /// `#[global_allocator] static ALLOC: PeakAlloc = PeakAlloc;`.
@@ -162,7 +161,8 @@ impl Grads {
 }
 
 /// `dst (m × n) = a (m × k) · b (k × n)`, all packed row-major, or with `b_transposed` b
-/// given as `n × k`, or with `a_transposed` a given as `k × m`. On the current rayon pool.
+/// given as `n × k`, or with `a_transposed` a given as `k × m`: xent's `matmul`, on the
+/// current rayon pool.
 fn matmul(
     dst: &mut [f32],
     a: &[f32],
@@ -172,34 +172,18 @@ fn matmul(
     b_transposed: bool,
     accumulate: bool,
 ) {
-    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n);
-    let (a_rs, a_cs) = if a_transposed { (1, m) } else { (k, 1) };
-    let (b_rs, b_cs) = if b_transposed { (1, k) } else { (n, 1) };
-    // SAFETY: the asserts above make every (row, col) of each packed matrix an index inside
-    // its slice; dst is exclusive and a, b shared, so nothing aliases the output.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::Rayon(0),
-        );
-    }
+    let operand = |x, rows, cols, transposed| {
+        if transposed {
+            Matrix::Transposed(Rows::packed(x, rows).unwrap())
+        } else {
+            Matrix::Rows(Rows::packed(x, cols).unwrap())
+        }
+    };
+    let (a, b) = (
+        operand(a, m, k, a_transposed),
+        operand(b, k, n, b_transposed),
+    );
+    xent::matmul(RowsMut::packed(dst, n).unwrap(), a, b, accumulate).unwrap();
 }
 
 /// `logits` (`rows × classes`) = H·Wᵀ, plus b broadcast when `bias`.

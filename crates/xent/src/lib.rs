@@ -68,6 +68,7 @@ pub use loss::{
     cross_entropy, cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_grad,
     cross_entropy_grad_in_place,
 };
+pub use matmul::{Matrix, matmul};
 pub use options::{Options, Reduction};
 pub use rows::{Rows, RowsMut, Targets};
 pub use schedule::on_calling_thread;

@@ -1,8 +1,12 @@
-//! Matrix products over checked strided views, done by the `gemm` crate (rayon-parallel on
-//! the current pool, kernels chosen at run time).
+//! Matrix products over checked strided views: packed into the panels of the kernel tier's
+//! micro-tile and multiplied by its kernel, rayon-parallel over blocks of rows.
 
-use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
 
+use crate::dispatch::{Work, on_tier};
+use crate::error::{Error, Result};
+use crate::kernels::{GemmBlock, RowKernels};
+use crate::rows::{Rows, RowsMut};
 use crate::schedule::calling_thread_only;
 
 /// Whether a `rows × cols` matrix with these strides lies inside `len` elements.
@@ -18,14 +22,15 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
         && col_stride <= isize::MAX as usize
 }
 
-/// A read-only matrix inside a slice: element (i, j) at `i·row_stride + j·col_stride`.
-/// The stride of a dimension of `len` elements, as gemm gets it: a dimension of one element
-/// never steps, and its stride can be anything a view accepts (a one-row batch with stride
-/// `usize::MAX` is valid, and gemm takes `isize` strides), so it becomes 1 (found by the
-/// fuzzer: such a hidden-state view panicked in `fits`).
+/// The stride of a dimension of `len` elements as a matrix keeps it: a dimension of one
+/// element never steps, and its stride can be anything a view accepts (a one-row batch with
+/// stride `usize::MAX` is valid), so it becomes 1 (found by the fuzzer: such a hidden-state
+/// view panicked in `fits`).
 fn unused_step(len: usize, stride: usize) -> usize {
     if len <= 1 { 1 } else { stride }
 }
+
+/// A read-only matrix inside a slice: element (i, j) at `i·row_stride + j·col_stride`.
 
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<'a> {
@@ -110,14 +115,138 @@ impl<'a> MatMut<'a> {
     }
 }
 
-/// `dst = a·b`, or `dst += a·b` with `accumulate`.
-pub(crate) fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
-    let (m, n, k) = (dst.rows, dst.cols, a.cols);
-    assert!(a.rows == m && b.cols == n && b.rows == k, "matmul shapes");
+/// An operand of [`matmul`]: a batch of f32 rows as the matrix it holds, or transposed.
+#[derive(Debug, Clone, Copy)]
+pub enum Matrix<'a> {
+    /// The `rows × cols` matrix the view holds.
+    Rows(Rows<'a, f32>),
+    /// Its transpose, `cols × rows` (no data moves: the product reads the view by columns).
+    Transposed(Rows<'a, f32>),
+}
+
+impl<'a> Matrix<'a> {
+    fn mat(self) -> Mat<'a> {
+        match self {
+            Matrix::Rows(x) => Mat::row_major(x.span(0, x.rows()), x.rows(), x.cols(), x.stride()),
+            Matrix::Transposed(x) => Matrix::Rows(x).mat().t(),
+        }
+    }
+}
+
+/// `out = a·b`, or `out += a·b` with `accumulate`: the f32 matrix product the
+/// [linear head](crate::docs::linear_head) runs, on the active kernel tier and the current
+/// rayon pool. Each operand can be a view's transpose, read in place.
+///
+/// Every entry of `out` is summed in blocks of 256 products along the inner dimension, each
+/// block one chain of FMAs in order, then added to the entry: on one kernel tier the result
+/// is the same bits on any number of threads and whatever the strides or transposition of
+/// the operands.
+///
+/// ```
+/// use xent::{Matrix, Rows, RowsMut};
+///
+/// let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2 × 3
+/// let b = [1.0f32, 0.0, 1.0, 1.0, 0.0, 2.0]; // 2 × 3, used transposed (3 × 2)
+/// let mut out = [0.0f32; 4];
+/// xent::matmul(
+///     RowsMut::packed(&mut out, 2)?,
+///     Matrix::Rows(Rows::packed(&a, 3)?),
+///     Matrix::Transposed(Rows::packed(&b, 3)?),
+///     false,
+/// )?;
+/// assert_eq!(out, [4.0, 7.0, 10.0, 16.0]);
+/// # Ok::<(), xent::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::InvalidShape`] when the shapes do not chain: `a` is `m × k`, `b` must be
+/// `k × n` and `out` `m × n`.
+pub fn matmul(out: RowsMut<'_, f32>, a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) -> Result<()> {
+    let (a, b) = (a.mat(), b.mat());
+    if b.rows != a.cols {
+        return Err(Error::shape(
+            "b",
+            format!("has {} rows, a has {} columns", b.rows, a.cols),
+        ));
+    }
+    if (out.rows(), out.cols()) != (a.rows, b.cols) {
+        return Err(Error::shape(
+            "out",
+            format!(
+                "is {}×{}, it must be {}×{}",
+                out.rows(),
+                out.cols(),
+                a.rows,
+                b.cols
+            ),
+        ));
+    }
+    let (rows, cols, stride) = (out.rows(), out.cols(), out.stride());
+    let mut out = out;
+    let dst = MatMut::row_major(out.span_mut(0, rows), rows, cols, stride);
+    let _fp = crate::fpenv::enter();
+    multiply(dst, a, b, accumulate);
+    Ok(())
+}
+
+/// `dst = a·b`, or `dst += a·b` with `accumulate`, on the active kernel tier and the
+/// current rayon pool.
+pub(crate) fn multiply(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+    on_tier(Product {
+        dst,
+        a,
+        b,
+        accumulate,
+    });
+}
+
+/// The depth of one block of a product: each C entry is summed in blocks of this many
+/// products (an FMA chain each, in order), whatever the shapes, layouts and threads. A
+/// packed B panel of this depth (32 KiB at 32 columns) stays in L1.
+const DEPTH: usize = 256;
+
+/// The rows of C one task computes, about: its packed A (96 KiB at depth 256) stays in L2.
+const BLOCK_ROWS: usize = 96;
+
+/// The columns of one packed B block: 2 MiB at depth 256, for the last-level cache.
+const BLOCK_COLS: usize = 2048;
+
+/// A product with its operands, for [`on_tier`].
+struct Product<'a> {
+    dst: MatMut<'a>,
+    a: Mat<'a>,
+    b: Mat<'a>,
+    accumulate: bool,
+}
+
+impl Work for Product<'_> {
+    type Output = ();
+
+    fn run<K: RowKernels>(self, k: K) {
+        product(k, self);
+    }
+}
+
+/// The blocked product (the BLIS loop order): for each block of B's columns and each block
+/// of the depth, B packed once into panels of the tile's width, then the rows of C in
+/// blocks, in parallel, each packing its rows of A and running the tier's kernel.
+fn product<K: RowKernels>(k: K, p: Product<'_>) {
+    let Product {
+        dst,
+        a,
+        b,
+        accumulate,
+    } = p;
+    let (m, n, depth) = (dst.rows, dst.cols, a.cols);
+    assert!(
+        a.rows == m && b.cols == n && b.rows == depth,
+        "matmul shapes"
+    );
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
+    if depth == 0 {
         if !accumulate {
             for i in 0..m {
                 dst.data[i * dst.stride..i * dst.stride + n].fill(0.0);
@@ -125,39 +254,91 @@ pub(crate) fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool) 
         }
         return;
     }
-    let parallelism = if calling_thread_only() {
-        Parallelism::None
+    let (mr, nr) = k.gemm_tile();
+    let threads = if calling_thread_only() {
+        1
     } else {
-        // 0: every thread of the current rayon pool.
-        Parallelism::Rayon(0)
+        rayon::current_num_threads()
     };
-    // Strides fit in isize: checked by `fits`.
-    let s = |stride: usize| stride as isize;
-    // SAFETY: `fits` checked that every element (i, j) of each matrix lies inside its
-    // slice, so gemm reads and writes nothing else; `dst` is an exclusive borrow and `a`
-    // and `b` shared ones, so the output aliases neither input.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr(),
-            1,
-            s(dst.stride),
-            accumulate,
-            a.data.as_ptr(),
-            s(a.col_stride),
-            s(a.row_stride),
-            b.data.as_ptr(),
-            s(b.col_stride),
-            s(b.row_stride),
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    // Row blocks of whole tiles, as many as a multiple of the threads (the cut does not
+    // change any sum, only who computes it).
+    let blocks = m.div_ceil(BLOCK_ROWS).next_multiple_of(threads);
+    let block_rows = m.div_ceil(blocks).next_multiple_of(mr);
+    let block_cols = BLOCK_COLS.min(n.next_multiple_of(nr));
+    let mut packed_b = vec![0.0f32; block_cols * DEPTH.min(depth)];
+    // A single row's stride is never stepped (and may be anything): its blocks are one row.
+    let stride = if m == 1 { n } else { dst.stride };
+    for col in (0..n).step_by(block_cols) {
+        let cols = block_cols.min(n - col);
+        for first in (0..depth).step_by(DEPTH) {
+            let steps = DEPTH.min(depth - first);
+            let packed_b = &mut packed_b[..cols.next_multiple_of(nr) * steps];
+            pack(packed_b, b.t(), col, cols, first, steps, nr);
+            let overwrite = first == 0 && !accumulate;
+            let packed_b = &*packed_b;
+            let task = |(q, c): (usize, &mut [f32])| {
+                let row = q * block_rows;
+                let rows = block_rows.min(m - row);
+                let mut packed_a = vec![0.0f32; rows.next_multiple_of(mr) * steps];
+                pack(&mut packed_a, a, row, rows, first, steps, mr);
+                k.gemm_block(GemmBlock {
+                    a: &packed_a,
+                    b: packed_b,
+                    depth: steps,
+                    c: &mut c[col..],
+                    ldc: stride,
+                    m: rows,
+                    n: cols,
+                    overwrite,
+                });
+            };
+            // C's rows end at its last element (the slice may hold more).
+            let c = &mut dst.data[..(m - 1) * stride + n];
+            if threads == 1 {
+                c.chunks_mut(block_rows * stride).enumerate().for_each(task);
+            } else {
+                let blocks = c.par_chunks_mut(block_rows * stride).enumerate();
+                // A pool thread computes in the default environment too.
+                blocks.for_each(|block| crate::fpenv::run(|| task(block)));
+            }
+        }
+    }
+}
+
+/// Packs rows `row .. row + rows` of `x`, columns `first .. first + steps`, into panels of
+/// `width` rows: step `p` of panel `q` holds rows `q·width ..` at `(q·steps + p)·width`,
+/// rows past the end zero. (B is packed as Bᵀ, its columns as rows.)
+fn pack(
+    out: &mut [f32],
+    x: Mat<'_>,
+    row: usize,
+    rows: usize,
+    first: usize,
+    steps: usize,
+    width: usize,
+) {
+    let at = |i: usize, p: usize| x.data[(row + i) * x.row_stride + (first + p) * x.col_stride];
+    for (q, panel) in out.chunks_exact_mut(steps * width).enumerate() {
+        let here = width.min(rows - q * width);
+        if x.col_stride == 1 {
+            // Each row is contiguous: read along it.
+            for r in 0..here {
+                for (p, v) in panel.iter_mut().skip(r).step_by(width).enumerate() {
+                    *v = at(q * width + r, p);
+                }
+            }
+        } else {
+            for (p, step) in panel.chunks_exact_mut(width).enumerate() {
+                for (r, v) in step.iter_mut().enumerate().take(here) {
+                    *v = at(q * width + r, p);
+                }
+            }
+        }
+        if here < width {
+            for step in panel.chunks_exact_mut(width) {
+                step[here..].fill(0.0);
+            }
+        }
     }
 }
 
@@ -179,39 +360,105 @@ mod tests {
         out
     }
 
-    #[test]
-    fn products_over_strides_and_transposes_match_the_triple_loop() {
-        // Under Miri, which interprets each operation about a million times slower (40 s
-        // for these shapes), smaller products of the same odd shapes.
-        let shapes = if cfg!(miri) {
-            [(1, 1, 1), (3, 5, 7), (17, 5, 9), (9, 3, 40), (5, 0, 3)]
-        } else {
-            [(1, 1, 1), (3, 5, 7), (17, 65, 33), (64, 3, 130), (5, 0, 3)]
-        };
-        for (m, n, k) in shapes {
-            let a_data: Vec<f32> = (0..m * (k + 2)).map(|v| (v % 13) as f32 - 6.0).collect();
-            let b_data: Vec<f32> = (0..n * (k + 1)).map(|v| (v % 7) as f32 * 0.5).collect();
-            let a = Mat::row_major(&a_data, m, k, k + 2);
-            // b is given transposed: n rows of k values, read as k × n.
-            let b = Mat::row_major(&b_data, n, k, k + 1).t();
-            let want = naive(&a, &b);
-            for accumulate in [false, true] {
-                let stride = n + 3;
-                let mut out = vec![1.0f32; m * stride];
-                matmul(MatMut::row_major(&mut out, m, n, stride), a, b, accumulate);
-                for i in 0..m {
-                    for j in 0..n {
-                        let expected = want[i * n + j] + if accumulate { 1.0 } else { 0.0 };
-                        assert_eq!(f64::from(out[i * stride + j]), expected, "({i}, {j})");
-                    }
-                    assert!(
-                        out[i * stride + n..(i + 1) * stride]
-                            .iter()
-                            .all(|&v| v == 1.0)
-                    );
+    /// The products of [`products_match_the_triple_loop_on_every_tier`] on one tier.
+    struct Check {
+        tier: &'static str,
+    }
+
+    impl Work for Check {
+        type Output = ();
+
+        fn run<K: RowKernels>(self, k: K) {
+            // Odd sizes around the tiles (up to 14 × 32), the depth blocks (256), the row
+            // blocks (96) and the column blocks (2048). Under Miri, which interprets each
+            // operation about a million times slower, smaller products of odd shapes.
+            let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
+                &[
+                    (1, 1, 1),
+                    (1, 40, 3),
+                    (3, 5, 7),
+                    (17, 5, 9),
+                    (9, 3, 40),
+                    (5, 0, 3),
+                    (4, 3, 0),
+                ]
+            } else {
+                &[
+                    (1, 1, 1),
+                    (1, 70, 5),
+                    (3, 5, 7),
+                    (17, 65, 33),
+                    (64, 3, 130),
+                    (15, 33, 257),
+                    (197, 40, 300),
+                    (5, 2061, 3),
+                    (5, 0, 3),
+                    (4, 3, 0),
+                ]
+            };
+            for &(m, n, depth) in shapes {
+                for (a_t, b_t) in [(false, false), (false, true), (true, false), (true, true)] {
+                    check(k, self.tier, (m, n, depth), a_t, b_t);
                 }
             }
         }
+    }
+
+    /// One product of small integers (exact in f32, so every tier must give the triple
+    /// loop's values exactly), with `a` or `b` stored transposed, into a padded `dst`.
+    fn check<K: RowKernels>(
+        k: K,
+        tier: &str,
+        (m, n, depth): (usize, usize, usize),
+        a_t: bool,
+        b_t: bool,
+    ) {
+        let value = |v: usize, modulus: usize| (v % modulus) as f32 - (modulus / 2) as f32;
+        // Stored as rows of `depth + 2` (a) and `n + 1` (b) values, or of their transposes.
+        let stored = |rows: usize, cols: usize, t: bool, pad: usize, modulus: usize| {
+            let (r, c) = if t { (cols, rows) } else { (rows, cols) };
+            let data: Vec<f32> = (0..r * (c + pad)).map(|v| value(v, modulus)).collect();
+            (data, r, c, c + pad)
+        };
+        let (a_data, ar, ac, a_stride) = stored(m, depth, a_t, 2, 13);
+        let (b_data, br, bc, b_stride) = stored(depth, n, b_t, 1, 7);
+        let a = Mat::row_major(&a_data, ar, ac, a_stride);
+        let a = if a_t { a.t() } else { a };
+        let b = Mat::row_major(&b_data, br, bc, b_stride);
+        let b = if b_t { b.t() } else { b };
+        let want = naive(&a, &b);
+        for accumulate in [false, true] {
+            let stride = n + 3;
+            let mut out = vec![1.0f32; m * stride];
+            let dst = MatMut::row_major(&mut out, m, n, stride);
+            product(
+                k,
+                Product {
+                    dst,
+                    a,
+                    b,
+                    accumulate,
+                },
+            );
+            let what = format!("{tier}: {m}×{n}×{depth}, a_t {a_t}, b_t {b_t}, acc {accumulate}");
+            for i in 0..m {
+                for j in 0..n {
+                    let expected = want[i * n + j] + if accumulate { 1.0 } else { 0.0 };
+                    assert_eq!(
+                        f64::from(out[i * stride + j]),
+                        expected,
+                        "{what}: ({i}, {j})"
+                    );
+                }
+                let padding = &out[i * stride + n..(i + 1) * stride];
+                assert!(padding.iter().all(|&v| v == 1.0), "{what}: padding");
+            }
+        }
+    }
+
+    #[test]
+    fn products_match_the_triple_loop_on_every_tier() {
+        crate::dispatch::on_every_tier(|tier| Check { tier });
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use core::arch::x86_64::*;
 
 use super::SimdTier;
+use super::gemm::{self, GemmBlock};
 use super::vector::F32Vector;
 
 /// Eight f32 lanes in an AVX register.
@@ -293,6 +294,18 @@ unsafe impl SimdTier for Avx2 {
     unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
         f()
     }
+    // 12 accumulators, two vectors of B and a broadcast: 15 of the 16 registers.
+    const GEMM_ROWS: usize = 6;
+
+    unsafe fn gemm_block(block: GemmBlock<'_>) {
+        // SAFETY: the caller's contract: this CPU has the tier's features.
+        unsafe {
+            Self::enter(
+                #[inline(always)]
+                move || gemm::block::<F32x8, { Self::GEMM_ROWS }>(block),
+            )
+        }
+    }
 }
 
 /// Whether this CPU has AVX2 and FMA (and F16C, which every AVX2 CPU has, for f16
@@ -315,6 +328,18 @@ unsafe impl SimdTier for Avx512Vl {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
     unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
         f()
+    }
+    // AVX-512's 32 registers: 28 accumulators, two vectors of B and a broadcast.
+    const GEMM_ROWS: usize = 14;
+
+    unsafe fn gemm_block(block: GemmBlock<'_>) {
+        // SAFETY: the caller's contract: this CPU has the tier's features.
+        unsafe {
+            Self::enter(
+                #[inline(always)]
+                move || gemm::block::<F32x8, { Self::GEMM_ROWS }>(block),
+            )
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use core::arch::x86_64::*;
 
 use super::SimdTier;
+use super::gemm::{self, GemmBlock};
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 
 /// Sixteen f32 lanes in a ZMM register.
@@ -258,6 +259,18 @@ unsafe impl SimdTier for Avx512 {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
     unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
         f()
+    }
+    // 28 accumulators, two vectors of B and a broadcast: 31 of the 32 registers.
+    const GEMM_ROWS: usize = 14;
+
+    unsafe fn gemm_block(block: GemmBlock<'_>) {
+        // SAFETY: the caller's contract: this CPU has the tier's features.
+        unsafe {
+            Self::enter(
+                #[inline(always)]
+                move || gemm::block::<F32x16, { Self::GEMM_ROWS }>(block),
+            )
+        }
     }
 }
 

@@ -16,9 +16,9 @@
 use super::exp::{exp, exp_n, ln_short_sum, softcap};
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 use super::{
-    ClassWeights, Elem, ExpSums, GROUP, GROUPS_PER_CALL, GradCoefs32, Normalization, RowIo,
-    RowKernels, SHORT_COLS, SMALLEST_SUBNORMAL, ShortJob, ShortStats, SmoothedTargets, StridedIo,
-    StridedRows,
+    ClassWeights, Elem, ExpSums, GROUP, GROUPS_PER_CALL, GemmBlock, GradCoefs32, Normalization,
+    RowIo, RowKernels, SHORT_COLS, SMALLEST_SUBNORMAL, ShortJob, ShortStats, SmoothedTargets,
+    StridedIo, StridedRows,
 };
 
 /// How far ahead of the read position the exp passes prefetch, in bytes: they are
@@ -923,6 +923,19 @@ pub(crate) unsafe trait SimdTier: Copy + Send + Sync + 'static {
     ///
     /// This CPU has the tier's features.
     unsafe fn enter<R>(f: impl FnOnce() -> R) -> R;
+
+    /// Rows of the tier's matrix-product micro-tile, whose columns are two vectors: as many
+    /// as its registers hold as `2·GEMM_ROWS` accumulators beside two vectors of B and a
+    /// broadcast.
+    const GEMM_ROWS: usize;
+
+    /// [`gemm::block`] with the tier's vectors and [`SimdTier::GEMM_ROWS`], compiled with
+    /// the tier's features.
+    ///
+    /// # Safety
+    ///
+    /// This CPU has the tier's features.
+    unsafe fn gemm_block(block: GemmBlock<'_>);
 }
 
 /// The kernels of the vector tier `T`. A value exists only on a CPU with `T`'s features
@@ -1131,6 +1144,15 @@ impl<T: SimdTier> RowKernels for Simd<T> {
     }
 
     #[inline]
+    fn gemm_tile(&self) -> (usize, usize) {
+        (T::GEMM_ROWS, 2 * T::Vector::LANES)
+    }
+
+    fn gemm_block(&self, block: GemmBlock<'_>) {
+        // SAFETY: see above.
+        unsafe { T::gemm_block(block) }
+    }
+
     fn softcap(&self, x: f32, cap: f32) -> f32 {
         // SAFETY: see above.
         unsafe {

@@ -7,6 +7,7 @@
 
 pub(crate) mod elem;
 pub(crate) mod exp;
+pub(crate) mod gemm;
 pub(crate) mod generic;
 pub(crate) mod portable;
 pub(crate) mod scalar;
@@ -22,6 +23,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 
 pub(crate) use elem::Elem;
+pub(crate) use gemm::GemmBlock;
 pub(crate) use generic::{Simd, SimdTier};
 pub(crate) use short::{
     GROUP, GROUPS_PER_CALL, Normalization, SHORT_COLS, ShortJob, ShortLoss, ShortStats,
@@ -341,4 +343,11 @@ pub(crate) trait RowKernels: Copy + Send + Sync {
     /// bits every pass of this tier computes for that logit, so that a value taken out of a
     /// row (the target's x'_y) is the one its row's sums were made of.
     fn softcap(&self, x: f32, cap: f32) -> f32;
+
+    /// The (rows, columns) of the tier's matrix-product micro-tile: the widths of the
+    /// panels [`RowKernels::gemm_block`] takes its packed operands in.
+    fn gemm_tile(&self) -> (usize, usize);
+
+    /// C (+)= A·B over one block of packed panels (see [`GemmBlock`]).
+    fn gemm_block(&self, block: GemmBlock<'_>);
 }

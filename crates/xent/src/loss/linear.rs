@@ -23,7 +23,7 @@ use half::{bf16, f16};
 use crate::batch_io::BatchIo;
 use crate::dtype::{Logit, Route};
 use crate::error::{Error, Result};
-use crate::matmul::{Mat, MatMut, matmul};
+use crate::matmul::{Mat, MatMut, multiply};
 use crate::options::Options;
 use crate::rows::{Rows, RowsMut, Targets};
 
@@ -477,7 +477,7 @@ impl<T: Logit> Head32<'_, T> {
                 row.copy_from_slice(bias);
             }
         }
-        matmul(
+        multiply(
             MatMut::row_major(out, rows, n, n),
             self.hidden(),
             w.t(),
@@ -516,10 +516,10 @@ impl<T: Logit> Sinks<'_, T> {
             Some(Sink::F32(out)) => {
                 let stride = out.stride();
                 let out = MatMut::row_major(out.span_mut(0, rows), rows, dim, stride);
-                matmul(out, g, w, !first);
+                multiply(out, g, w, !first);
             }
             Some(Sink::Wide(_, h32)) => {
-                matmul(MatMut::row_major(h32, rows, dim, dim), g, w, !first);
+                multiply(MatMut::row_major(h32, rows, dim, dim), g, w, !first);
             }
             None => {}
         }
@@ -527,11 +527,11 @@ impl<T: Logit> Sinks<'_, T> {
             Some(Sink::F32(out)) => {
                 let stride = out.stride();
                 let out = MatMut::row_major(out.span_mut(start, n), n, dim, stride);
-                matmul(out, g.t(), hidden, false);
+                multiply(out, g.t(), hidden, false);
             }
             Some(Sink::Wide(out, w32)) => {
                 w32.resize(n * dim, 0.0);
-                matmul(MatMut::row_major(w32, n, dim, dim), g.t(), hidden, false);
+                multiply(MatMut::row_major(w32, n, dim, dim), g.t(), hidden, false);
                 for (c, row) in w32.chunks_exact(dim).enumerate() {
                     T::narrow(row, out.row_mut(start + c));
                 }

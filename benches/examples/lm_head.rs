@@ -5,12 +5,16 @@
 //! ```sh
 //! cargo run --release --example lm_head                      # 2048 rows, dim 512, 32000 classes
 //! cargo run --release --example lm_head -- 4096 2048 128256  # rows dim classes
+//! cargo run --release --example lm_head -- 2048 1024 32000 plain  # no smoothing, no z-loss
 //! ```
+//! The step has label smoothing 0.1 and z-loss 1e-4 unless `plain` (PyTorch's chunked
+//! `F.linear_cross_entropy` takes neither, `benches/compare/run.sh` uses it).
 
 use std::time::Instant;
 
 use xent::Options;
-use xent_benches::lm_head::{Grads, Head, PeakAlloc, fused, peak_extra_bytes, unfused};
+use xent_benches::lm_head::{Grads, Head, PeakAlloc, fused, gemms_only, peak_extra_bytes, unfused};
+use xent_benches::peak::fma_peak;
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -34,20 +38,29 @@ fn mib(bytes: usize) -> f64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("rows dim classes: whole numbers"))
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let plain = args.last().is_some_and(|a| a == "plain");
+    if plain {
+        args.pop();
+    }
+    let args: Vec<usize> = args
+        .iter()
+        .map(|a| a.parse().expect("rows dim classes [plain]: whole numbers"))
         .collect();
     let (rows, dim, classes) = match args[..] {
         [] => (2048, 512, 32_000),
         [r, d, c] => (r, d, c),
-        _ => panic!("usage: lm_head [rows dim classes]"),
+        _ => panic!("usage: lm_head [rows dim classes] [plain]"),
     };
     let mut head = Head::generate(rows, dim, classes);
-    let options = Options {
-        label_smoothing: 0.1,
-        z_loss: 1e-4,
-        ..Options::default()
+    let options = if plain {
+        Options::default()
+    } else {
+        Options {
+            label_smoothing: 0.1,
+            z_loss: 1e-4,
+            ..Options::default()
+        }
     };
     let logits_mib = mib(rows * classes * 4);
     println!(
@@ -83,6 +96,29 @@ fn main() {
         max_diff(&fused_r.1.hidden, &unfused_r.1.hidden),
         max_diff(&fused_r.1.weight, &unfused_r.1.weight),
         max_diff(&fused_r.1.bias, &unfused_r.1.bias),
+    );
+
+    // The yardsticks: the three GEMMs of the step alone (at the head's whole shape), and the
+    // machine's FMA peak. Recomputing the logits makes four GEMMs of the fused step, so 4/3
+    // of the three is its floor.
+    let mut logits = vec![0.0f32; rows * classes];
+    let mut scratch = Grads::new(&head);
+    // The second of two runs: the first also pays for mapping the logits' pages.
+    let gemm_seconds = (0..2)
+        .map(|_| {
+            let start = Instant::now();
+            gemms_only(&head, &mut logits, &mut scratch);
+            start.elapsed().as_secs_f64()
+        })
+        .last()
+        .unwrap();
+    drop(logits);
+    let (peak, width) = fma_peak();
+    let rate = 3.0 * 2.0 * (rows * dim * classes) as f64 / gemm_seconds / 1e9;
+    println!(
+        "three GEMMs alone: {gemm_seconds:.3} s, {rate:.0} GFLOP/s = {:.0}% of the FMA peak ({peak:.0} GFLOP/s, {width}); fused / three GEMMs {:.2}x (floor 1.33x)",
+        100.0 * rate / peak,
+        fused_r.2 / gemm_seconds
     );
 
     // The step: plain SGD on W and b with the fused gradients, then the loss again.

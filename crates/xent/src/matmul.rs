@@ -273,7 +273,22 @@ fn product<K: RowKernels>(k: K, p: Product<'_>) {
         for first in (0..depth).step_by(DEPTH) {
             let steps = DEPTH.min(depth - first);
             let packed_b = &mut packed_b[..cols.next_multiple_of(nr) * steps];
-            pack(packed_b, b.t(), col, cols, first, steps, nr);
+            // Bᵀ's rows are B's columns: panel q holds columns col + q·nr ...
+            let pack_panel = |(q, panel): (usize, &mut [f32])| {
+                let here = nr.min(cols - q * nr);
+                pack(panel, b.t(), col + q * nr, here, first, steps, nr);
+            };
+            if threads == 1 {
+                packed_b
+                    .chunks_mut(nr * steps)
+                    .enumerate()
+                    .for_each(pack_panel);
+            } else {
+                packed_b
+                    .par_chunks_mut(nr * steps)
+                    .enumerate()
+                    .for_each(pack_panel);
+            }
             let overwrite = first == 0 && !accumulate;
             let packed_b = &*packed_b;
             let task = |(q, c): (usize, &mut [f32])| {
@@ -317,26 +332,71 @@ fn pack(
     steps: usize,
     width: usize,
 ) {
-    let at = |i: usize, p: usize| x.data[(row + i) * x.row_stride + (first + p) * x.col_stride];
-    for (q, panel) in out.chunks_exact_mut(steps * width).enumerate() {
-        let here = width.min(rows - q * width);
-        if x.col_stride == 1 {
-            // Each row is contiguous: read along it.
-            for r in 0..here {
-                for (p, v) in panel.iter_mut().skip(r).step_by(width).enumerate() {
-                    *v = at(q * width + r, p);
+    let part = Part {
+        row,
+        rows,
+        first,
+        steps,
+    };
+    // A width known to the compiler makes each step a few vector moves.
+    match width {
+        2 => pack_panels::<2>(out, x, part),
+        4 => pack_panels::<4>(out, x, part),
+        6 => pack_panels::<6>(out, x, part),
+        14 => pack_panels::<14>(out, x, part),
+        16 => pack_panels::<16>(out, x, part),
+        32 => pack_panels::<32>(out, x, part),
+        _ => panic!("no packing for panels of {width}"),
+    }
+}
+
+/// The rows and columns of a matrix that [`pack`] packs.
+#[derive(Clone, Copy)]
+struct Part {
+    row: usize,
+    rows: usize,
+    first: usize,
+    steps: usize,
+}
+
+/// [`pack`] into panels of `W` rows.
+fn pack_panels<const W: usize>(out: &mut [f32], x: Mat<'_>, part: Part) {
+    let Part {
+        row,
+        rows,
+        first,
+        steps,
+    } = part;
+    let (rs, cs) = (x.row_stride, x.col_stride);
+    for (q, panel) in out.chunks_exact_mut(steps * W).enumerate() {
+        let top = row + q * W;
+        let here = W.min(rows - q * W);
+        if here == W && rs == 1 {
+            // A step's values are contiguous (a transposed view): one move per step.
+            for (p, step) in panel.chunks_exact_mut(W).enumerate() {
+                let start = top + (first + p) * cs;
+                step.copy_from_slice(&x.data[start..start + W]);
+            }
+        } else if here == W && cs == 1 {
+            // W rows read along themselves, a value of each per step (the steps stay in
+            // L1: a panel is at most 32 KiB).
+            let src: [&[f32]; W] =
+                core::array::from_fn(|r| &x.data[(top + r) * rs + first..][..steps]);
+            for (p, step) in panel.chunks_exact_mut(W).enumerate() {
+                for (v, src) in step.iter_mut().zip(&src) {
+                    *v = src[p];
                 }
             }
         } else {
-            for (p, step) in panel.chunks_exact_mut(width).enumerate() {
-                for (r, v) in step.iter_mut().enumerate().take(here) {
-                    *v = at(q * width + r, p);
+            // The last panel's rows, zero past them.
+            for (p, step) in panel.chunks_exact_mut(W).enumerate() {
+                for (r, v) in step.iter_mut().enumerate() {
+                    *v = if r < here {
+                        x.data[(top + r) * rs + (first + p) * cs]
+                    } else {
+                        0.0
+                    };
                 }
-            }
-        }
-        if here < width {
-            for step in panel.chunks_exact_mut(width) {
-                step[here..].fill(0.0);
             }
         }
     }

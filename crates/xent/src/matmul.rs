@@ -260,10 +260,12 @@ fn product<K: RowKernels>(k: K, p: Product<'_>) {
     } else {
         rayon::current_num_threads()
     };
-    // Row blocks of whole tiles, as many as a multiple of the threads (the cut does not
-    // change any sum, only who computes it).
-    let blocks = m.div_ceil(BLOCK_ROWS).next_multiple_of(threads);
-    let block_rows = m.div_ceil(blocks).next_multiple_of(mr);
+    // Row blocks of whole tiles, as many as a multiple of the threads and differing by at
+    // most one tile, so that every depth block keeps the threads equally busy (the cut
+    // changes no sum, only who computes it).
+    let tiles = m.div_ceil(mr);
+    let blocks = m.div_ceil(BLOCK_ROWS).next_multiple_of(threads).min(tiles);
+    let block_start = |q: usize| (q * tiles / blocks * mr).min(m);
     let block_cols = BLOCK_COLS.min(n.next_multiple_of(nr));
     let mut packed_b = vec![0.0f32; block_cols * DEPTH.min(depth)];
     // A single row's stride is never stepped (and may be anything): its blocks are one row.
@@ -291,9 +293,8 @@ fn product<K: RowKernels>(k: K, p: Product<'_>) {
             }
             let overwrite = first == 0 && !accumulate;
             let packed_b = &*packed_b;
-            let task = |(q, c): (usize, &mut [f32])| {
-                let row = q * block_rows;
-                let rows = block_rows.min(m - row);
+            let task = |(row, c): (usize, &mut [f32])| {
+                let rows = c.len().div_ceil(stride).min(m - row);
                 let mut packed_a = vec![0.0f32; rows.next_multiple_of(mr) * steps];
                 pack(&mut packed_a, a, row, rows, first, steps, mr);
                 k.gemm_block(GemmBlock {
@@ -307,14 +308,27 @@ fn product<K: RowKernels>(k: K, p: Product<'_>) {
                     overwrite,
                 });
             };
-            // C's rows end at its last element (the slice may hold more).
-            let c = &mut dst.data[..(m - 1) * stride + n];
+            // C's rows end at its last element (the slice may hold more), cut at each
+            // block's first row.
+            let mut rest = &mut dst.data[..(m - 1) * stride + n];
+            let mut parts = Vec::with_capacity(blocks);
+            for q in 0..blocks {
+                let (row, end) = (block_start(q), block_start(q + 1));
+                let len = if end == m {
+                    rest.len()
+                } else {
+                    (end - row) * stride
+                };
+                let (part, tail) = rest.split_at_mut(len);
+                parts.push((row, part));
+                rest = tail;
+            }
             if threads == 1 {
-                c.chunks_mut(block_rows * stride).enumerate().for_each(task);
+                parts.into_iter().for_each(task);
             } else {
-                let blocks = c.par_chunks_mut(block_rows * stride).enumerate();
                 // A pool thread computes in the default environment too.
-                blocks.for_each(|block| crate::fpenv::run(|| task(block)));
+                let run = |part| crate::fpenv::run(|| task(part));
+                parts.into_par_iter().for_each(run);
             }
         }
     }

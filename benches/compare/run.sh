@@ -27,7 +27,7 @@ cargo build --release --quiet -p xent-benches --example lm_head
 if [ $# -eq 3 ]; then
     shapes=("$1 $2 $3")
 else
-    shapes=("2048 512 32000" "4096 2048 128256" "2048 1024 32000")
+    shapes=("4096 2048 32000" "4096 2048 128256" "2048 1024 32000")
 fi
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs) (family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | xargs)), $THREADS threads, torch $TORCH_VERSION"
 for shape in "${shapes[@]}"; do

@@ -55,58 +55,65 @@ fn main() {
     println!(
         "{rows} rows x dim {dim} x {classes} classes, {threads} threads; FMA peak {peak:.0} GFLOP/s ({width})"
     );
-    let flops = 2.0 * (rows * dim * classes) as f64;
-    let report = |name: &str, seconds: f64, yardstick: f64| {
-        let rate = flops / seconds / 1e9;
+    let rate = |seconds: f64| 2.0 * (rows * dim * classes) as f64 / seconds / 1e9;
+    let products: [(&str, &mut Vec<f32>, _, Operand<'_>, Operand<'_>); 3] = [
+        (
+            "logits = H·Wᵀ",
+            &mut logits,
+            (rows, classes, dim),
+            (&h[..], false),
+            (&w[..], true),
+        ),
+        (
+            "dH = G·W",
+            &mut dh,
+            (rows, dim, classes),
+            (&g[..], false),
+            (&w[..], false),
+        ),
+        (
+            "dW = Gᵀ·H",
+            &mut dw,
+            (classes, dim, rows),
+            (&g[..], true),
+            (&h[..], false),
+        ),
+    ];
+    for (name, dst, shape, a, b) in products {
+        let (xent, yardstick) = time_product(dst, shape, a, b);
         println!(
-            "{name:<26} {rate:6.1} GFLOP/s  {:5.1}% of peak  {:.2}x the gemm crate",
-            100.0 * rate / peak,
-            yardstick / seconds
+            "{name:<26} {:6.1} GFLOP/s  {:5.1}% of peak  {:.2}x the gemm crate",
+            rate(xent),
+            100.0 * rate(xent) / peak,
+            yardstick / xent
         );
+    }
+}
+
+/// Packed values, and whether they are the operand's transpose.
+type Operand<'a> = (&'a [f32], bool);
+
+/// The best of 5 runs of `dst (m × n) = a·b` by xent and by the gemm crate, in seconds;
+/// `a` is stored `m × k`, or `k × m` when flagged transposed, `b` `k × n` or `n × k`.
+fn time_product(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    (a, a_t): Operand<'_>,
+    (b, b_t): Operand<'_>,
+) -> (f64, f64) {
+    let operand = |x, rows, cols, t| {
+        if t {
+            Matrix::Transposed(view(x, rows))
+        } else {
+            Matrix::Rows(view(x, cols))
+        }
     };
-    let reps = 5;
-    let x = best(reps, || {
-        let out = RowsMut::packed(&mut logits, classes).unwrap();
-        xent::matmul(
-            out,
-            Matrix::Rows(view(&h, dim)),
-            Matrix::Transposed(view(&w, dim)),
-            false,
-        )
-        .unwrap();
+    let xent = best(5, || {
+        let (a, b) = (operand(a, m, k, a_t), operand(b, k, n, b_t));
+        xent::matmul(RowsMut::packed(dst, n).unwrap(), a, b, false).unwrap();
     });
-    let y = best(reps, || {
-        unsafe_gemm(&mut logits, &h, &w, (rows, classes, dim), false, true)
-    });
-    report("logits = H·Wᵀ", x, y);
-    let x = best(reps, || {
-        let out = RowsMut::packed(&mut dh, dim).unwrap();
-        xent::matmul(
-            out,
-            Matrix::Rows(view(&g, classes)),
-            Matrix::Rows(view(&w, dim)),
-            false,
-        )
-        .unwrap();
-    });
-    let y = best(reps, || {
-        unsafe_gemm(&mut dh, &g, &w, (rows, dim, classes), false, false)
-    });
-    report("dH = G·W", x, y);
-    let x = best(reps, || {
-        let out = RowsMut::packed(&mut dw, dim).unwrap();
-        xent::matmul(
-            out,
-            Matrix::Transposed(view(&g, classes)),
-            Matrix::Rows(view(&h, dim)),
-            false,
-        )
-        .unwrap();
-    });
-    let y = best(reps, || {
-        unsafe_gemm(&mut dw, &g, &h, (classes, dim, rows), true, false)
-    });
-    report("dW = Gᵀ·H", x, y);
+    let yardstick = best(5, || unsafe_gemm(dst, a, b, (m, n, k), a_t, b_t));
+    (xent, yardstick)
 }
 
 /// The gemm crate's product of packed operands (`a` given as `k × m` when `a_t`, `b` as

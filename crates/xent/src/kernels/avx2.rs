@@ -8,7 +8,7 @@
 use core::arch::x86_64::*;
 
 use super::SimdTier;
-use super::gemm::{self, GemmBlock};
+use super::generic::gemm_entry;
 use super::vector::F32Vector;
 
 /// Eight f32 lanes in an AVX register.
@@ -295,17 +295,7 @@ unsafe impl SimdTier for Avx2 {
         f()
     }
     // 12 accumulators, two vectors of B and a broadcast: 15 of the 16 registers.
-    const GEMM_ROWS: usize = 6;
-
-    unsafe fn gemm_block(block: GemmBlock<'_>) {
-        // SAFETY: the caller's contract: this CPU has the tier's features.
-        unsafe {
-            Self::enter(
-                #[inline(always)]
-                move || gemm::block::<F32x8, { Self::GEMM_ROWS }>(block),
-            )
-        }
-    }
+    gemm_entry!(F32x8, 6);
 }
 
 /// Whether this CPU has AVX2 and FMA (and F16C, which every AVX2 CPU has, for f16
@@ -330,17 +320,7 @@ unsafe impl SimdTier for Avx512Vl {
         f()
     }
     // AVX-512's 32 registers: 28 accumulators, two vectors of B and a broadcast.
-    const GEMM_ROWS: usize = 14;
-
-    unsafe fn gemm_block(block: GemmBlock<'_>) {
-        // SAFETY: the caller's contract: this CPU has the tier's features.
-        unsafe {
-            Self::enter(
-                #[inline(always)]
-                move || gemm::block::<F32x8, { Self::GEMM_ROWS }>(block),
-            )
-        }
-    }
+    gemm_entry!(F32x8, 14);
 }
 
 /// Whether this CPU has what [`supported`] asks and AVX-512F and AVX-512VL.

@@ -5,7 +5,7 @@
 use core::arch::x86_64::*;
 
 use super::SimdTier;
-use super::gemm::{self, GemmBlock};
+use super::generic::gemm_entry;
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 
 /// Sixteen f32 lanes in a ZMM register.
@@ -261,17 +261,7 @@ unsafe impl SimdTier for Avx512 {
         f()
     }
     // 28 accumulators, two vectors of B and a broadcast: 31 of the 32 registers.
-    const GEMM_ROWS: usize = 14;
-
-    unsafe fn gemm_block(block: GemmBlock<'_>) {
-        // SAFETY: the caller's contract: this CPU has the tier's features.
-        unsafe {
-            Self::enter(
-                #[inline(always)]
-                move || gemm::block::<F32x16, { Self::GEMM_ROWS }>(block),
-            )
-        }
-    }
+    gemm_entry!(F32x16, 14);
 }
 
 /// Whether this CPU has AVX2, FMA, F16C, AVX-512F and AVX-512VL.

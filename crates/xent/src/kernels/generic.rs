@@ -938,6 +938,25 @@ pub(crate) unsafe trait SimdTier: Copy + Send + Sync + 'static {
     unsafe fn gemm_block(block: GemmBlock<'_>);
 }
 
+/// The matrix-product items of a tier's `impl SimdTier`: its micro-tile rows, and the entry
+/// that runs [`gemm::block`] with them on the tier's vectors `$vector`.
+macro_rules! gemm_entry {
+    ($vector:ty, $rows:expr) => {
+        const GEMM_ROWS: usize = $rows;
+
+        unsafe fn gemm_block(block: $crate::kernels::GemmBlock<'_>) {
+            // SAFETY: the caller's contract: this CPU has the tier's features.
+            unsafe {
+                Self::enter(
+                    #[inline(always)]
+                    move || $crate::kernels::gemm::block::<$vector, { Self::GEMM_ROWS }>(block),
+                )
+            }
+        }
+    };
+}
+pub(crate) use gemm_entry;
+
 /// The kernels of the vector tier `T`. A value exists only on a CPU with `T`'s features
 /// (see [`Simd::new_unchecked`]), which is what makes its methods safe to call.
 #[derive(Clone, Copy)]

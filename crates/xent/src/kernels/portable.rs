@@ -3,7 +3,7 @@
 
 use wide::{f32x8, i32x8};
 
-use super::gemm::{self, GemmBlock};
+use super::generic::gemm_entry;
 use super::vector::F32Vector;
 
 /// Eight f32 lanes in whatever registers `wide` compiles them to.
@@ -136,15 +136,5 @@ unsafe impl super::SimdTier for Portable {
         f()
     }
     // 8 accumulators of 8 lanes (16 SSE2 registers on x86-64, half of NEON's 32).
-    const GEMM_ROWS: usize = 4;
-
-    unsafe fn gemm_block(block: GemmBlock<'_>) {
-        // SAFETY: the caller's contract: this CPU has the tier's features.
-        unsafe {
-            Self::enter(
-                #[inline(always)]
-                move || gemm::block::<Wide, { Self::GEMM_ROWS }>(block),
-            )
-        }
-    }
+    gemm_entry!(Wide, 4);
 }

@@ -2,7 +2,7 @@
 //! algorithm as every other tier, one element at a time, on any CPU.
 
 use super::SimdTier;
-use super::gemm::{self, GemmBlock};
+use super::generic::gemm_entry;
 use super::vector::{F32Vector, MAX_LANES, RowGroups};
 
 /// One f32 lane.
@@ -120,15 +120,5 @@ unsafe impl SimdTier for Scalar {
         f()
     }
     // 8 accumulators of one value.
-    const GEMM_ROWS: usize = 4;
-
-    unsafe fn gemm_block(block: GemmBlock<'_>) {
-        // SAFETY: the caller's contract: this CPU has the tier's features.
-        unsafe {
-            Self::enter(
-                #[inline(always)]
-                move || gemm::block::<One, { Self::GEMM_ROWS }>(block),
-            )
-        }
-    }
+    gemm_entry!(One, 4);
 }

@@ -9,12 +9,8 @@
 
 use std::time::Instant;
 
-use xent::{Matrix, Rows, RowsMut};
+use xent_benches::lm_head::matmul;
 use xent_benches::peak::fma_peak;
-
-fn view(x: &[f32], cols: usize) -> Rows<'_> {
-    Rows::packed(x, cols).unwrap()
-}
 
 /// The best of `reps` runs of `f`, in seconds.
 fn best(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -101,17 +97,7 @@ fn time_product(
     (a, a_t): Operand<'_>,
     (b, b_t): Operand<'_>,
 ) -> (f64, f64) {
-    let operand = |x, rows, cols, t| {
-        if t {
-            Matrix::Transposed(view(x, rows))
-        } else {
-            Matrix::Rows(view(x, cols))
-        }
-    };
-    let xent = best(5, || {
-        let (a, b) = (operand(a, m, k, a_t), operand(b, k, n, b_t));
-        xent::matmul(RowsMut::packed(dst, n).unwrap(), a, b, false).unwrap();
-    });
+    let xent = best(5, || matmul(dst, a, b, (m, n, k), a_t, b_t, false));
     let yardstick = best(5, || unsafe_gemm(dst, a, b, (m, n, k), a_t, b_t));
     (xent, yardstick)
 }

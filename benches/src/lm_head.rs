@@ -163,7 +163,7 @@ impl Grads {
 /// `dst (m × n) = a (m × k) · b (k × n)`, all packed row-major, or with `b_transposed` b
 /// given as `n × k`, or with `a_transposed` a given as `k × m`: xent's `matmul`, on the
 /// current rayon pool.
-fn matmul(
+pub fn matmul(
     dst: &mut [f32],
     a: &[f32],
     b: &[f32],

@@ -1,13 +1,11 @@
 //! Matrix products over checked strided views: packed into the panels of the kernel tier's
 //! micro-tile and multiplied by its kernel, rayon-parallel over blocks of rows.
 
-use rayon::prelude::*;
-
 use crate::dispatch::{Work, on_tier};
 use crate::error::{Error, Result};
 use crate::kernels::{GemmBlock, RowKernels};
 use crate::rows::{Rows, RowsMut};
-use crate::schedule::calling_thread_only;
+use crate::schedule::{calling_thread_only, map_parts};
 
 /// Whether a `rows × cols` matrix with these strides lies inside `len` elements.
 fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> bool {
@@ -31,7 +29,6 @@ fn unused_step(len: usize, stride: usize) -> usize {
 }
 
 /// A read-only matrix inside a slice: element (i, j) at `i·row_stride + j·col_stride`.
-
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<'a> {
     data: &'a [f32],
@@ -280,17 +277,11 @@ fn product<K: RowKernels>(k: K, p: Product<'_>) {
                 let here = nr.min(cols - q * nr);
                 pack(panel, b.t(), col + q * nr, here, first, steps, nr);
             };
-            if threads == 1 {
-                packed_b
-                    .chunks_mut(nr * steps)
-                    .enumerate()
-                    .for_each(pack_panel);
-            } else {
-                packed_b
-                    .par_chunks_mut(nr * steps)
-                    .enumerate()
-                    .for_each(pack_panel);
-            }
+            map_parts(
+                packed_b.chunks_mut(nr * steps).enumerate().collect(),
+                false,
+                pack_panel,
+            );
             let overwrite = first == 0 && !accumulate;
             let packed_b = &*packed_b;
             let task = |(row, c): (usize, &mut [f32])| {
@@ -323,13 +314,7 @@ fn product<K: RowKernels>(k: K, p: Product<'_>) {
                 parts.push((row, part));
                 rest = tail;
             }
-            if threads == 1 {
-                parts.into_iter().for_each(task);
-            } else {
-                // A pool thread computes in the default environment too.
-                let run = |part| crate::fpenv::run(|| task(part));
-                parts.into_par_iter().for_each(run);
-            }
+            map_parts(parts, false, task);
         }
     }
 }

@@ -104,17 +104,25 @@ where
         rest = tail;
     }
     chunks.push(rest);
-    let serial = chunks.len() == 1
-        || rows.saturating_mul(cols) < PARALLEL_MIN_ELEMS
-        || ON_CALLING_THREAD.get()
-        || rayon::current_num_threads() == 1;
-    if serial {
-        chunks.into_iter().map(work).collect()
+    let serial = chunks.len() == 1 || rows.saturating_mul(cols) < PARALLEL_MIN_ELEMS;
+    map_parts(chunks, serial, work)
+}
+
+/// `work` on every part, the results in the parts' order: on the current pool's threads,
+/// unless `serial`, calls run on the calling thread only (see [`on_calling_thread`]) or the
+/// pool has one thread.
+pub(crate) fn map_parts<P: Send, R: Send>(
+    parts: Vec<P>,
+    serial: bool,
+    work: impl Fn(P) -> R + Sync + Send,
+) -> Vec<R> {
+    if serial || ON_CALLING_THREAD.get() || rayon::current_num_threads() == 1 {
+        parts.into_iter().map(work).collect()
     } else {
         // On the pool's threads too: their environment is whatever started them.
-        chunks
+        parts
             .into_par_iter()
-            .map(|chunk| crate::fpenv::run(|| work(chunk)))
+            .map(|part| crate::fpenv::run(|| work(part)))
             .collect()
     }
 }

@@ -1167,11 +1167,13 @@ impl<T: SimdTier> RowKernels for Simd<T> {
         (T::GEMM_ROWS, 2 * T::Vector::LANES)
     }
 
+    #[inline]
     fn gemm_block(&self, block: GemmBlock<'_>) {
         // SAFETY: see above.
         unsafe { T::gemm_block(block) }
     }
 
+    #[inline]
     fn softcap(&self, x: f32, cap: f32) -> f32 {
         // SAFETY: see above.
         unsafe {

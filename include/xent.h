@@ -785,13 +785,17 @@ xent_status xent_shard_finish_f32(const float *logits,
  *   `classes == 0` with `rows > 0` is refused (XENT_STATUS_INVALID_SHAPE).
  * - `bias`: NULL, or `classes` values (-INFINITY masks a class).
  * - `targets`: `rows` class indices in `[0, classes)` or `options->ignore_index`.
+ * - `next_token`: 0, or next-token prediction without a shifted copy: the rows are
+ *   sequences of `next_token` positions each (`rows` a multiple of it, else
+ *   XENT_STATUS_INVALID_SHAPE), `targets` holds their tokens, and row `i` is scored
+ *   against `targets[i + 1]`, the last position of each sequence ignored (no loss,
+ *   no gradient, not counted in the mean).
  * - `options`: NULL for the defaults; `class_weights`, when set, holds `classes` weights.
  * - `loss` (never NULL): 1 value (mean, sum) or `rows` values (none).
  * - `grad_hidden` (`rows x dim`, stride `grad_hidden_stride`), `grad_weight`
  *   (`classes x dim`, stride `grad_weight_stride`), `grad_bias` (`classes`): NULL when
  *   not wanted; each given one is overwritten. No output may overlap another buffer.
  * - `lse`: NULL, or `rows` values that receive each row's logsumexp.
- *
  *
  * Over bf16 and f16, the values are `uint16_t` bit patterns, `loss` and `lse` are
  * `float`: the GEMMs run in f32 on the exactly widened values, so `loss` and `lse`
@@ -812,6 +816,7 @@ xent_status xent_linear_cross_entropy_f32(const float *hidden,
                                           size_t weight_stride,
                                           const float *bias,
                                           const int64_t *targets,
+                                          size_t next_token,
                                           const xent_options *options,
                                           float *loss,
                                           float *grad_hidden,
@@ -820,6 +825,43 @@ xent_status xent_linear_cross_entropy_f32(const float *hidden,
                                           size_t grad_weight_stride,
                                           float *grad_bias,
                                           float *lse);
+
+/**
+ * The gradients of a language-model head's loss (see the function above) from each
+ * row's saved logsumexp and the upstream gradient: an autograd wrapper's backward,
+ * e.g. of per-token losses (reduction none) that are weighted or masked afterwards.
+ * Each chunk of logits is computed once (three GEMMs per chunk), so the forward
+ * without gradients and this backward cost what one call with gradients does.
+ *
+ * - `lse`: the `rows` logsumexps the forward function wrote for this head and targets.
+ * - `dloss`: the upstream gradient, which replaces `options->grad_scale`: 1 value
+ *   (reductions mean and sum) or `rows` values (reduction none).
+ * - The other arguments as for the forward function; `lse` and `dloss` are inputs,
+ *   which no gradient may overlap, and at least one gradient is usually given (with
+ *   none, the call checks its arguments and returns).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_linear_cross_entropy_backward_f32(const float *hidden,
+                                                   size_t rows,
+                                                   size_t dim,
+                                                   size_t hidden_stride,
+                                                   const float *weight,
+                                                   size_t classes,
+                                                   size_t weight_stride,
+                                                   const float *bias,
+                                                   const int64_t *targets,
+                                                   size_t next_token,
+                                                   const xent_options *options,
+                                                   const float *lse,
+                                                   const float *dloss,
+                                                   float *grad_hidden,
+                                                   size_t grad_hidden_stride,
+                                                   float *grad_weight,
+                                                   size_t grad_weight_stride,
+                                                   float *grad_bias);
 
 /**
  * The loss of the logits `hidden * weight^T + bias` (a language-model head) against
@@ -836,13 +878,17 @@ xent_status xent_linear_cross_entropy_f32(const float *hidden,
  *   `classes == 0` with `rows > 0` is refused (XENT_STATUS_INVALID_SHAPE).
  * - `bias`: NULL, or `classes` values (-INFINITY masks a class).
  * - `targets`: `rows` class indices in `[0, classes)` or `options->ignore_index`.
+ * - `next_token`: 0, or next-token prediction without a shifted copy: the rows are
+ *   sequences of `next_token` positions each (`rows` a multiple of it, else
+ *   XENT_STATUS_INVALID_SHAPE), `targets` holds their tokens, and row `i` is scored
+ *   against `targets[i + 1]`, the last position of each sequence ignored (no loss,
+ *   no gradient, not counted in the mean).
  * - `options`: NULL for the defaults; `class_weights`, when set, holds `classes` weights.
  * - `loss` (never NULL): 1 value (mean, sum) or `rows` values (none).
  * - `grad_hidden` (`rows x dim`, stride `grad_hidden_stride`), `grad_weight`
  *   (`classes x dim`, stride `grad_weight_stride`), `grad_bias` (`classes`): NULL when
  *   not wanted; each given one is overwritten. No output may overlap another buffer.
  * - `lse`: NULL, or `rows` values that receive each row's logsumexp.
- *
  *
  * Over bf16 and f16, the values are `uint16_t` bit patterns, `loss` and `lse` are
  * `float`: the GEMMs run in f32 on the exactly widened values, so `loss` and `lse`
@@ -863,6 +909,7 @@ xent_status xent_linear_cross_entropy_bf16(const uint16_t *hidden,
                                            size_t weight_stride,
                                            const uint16_t *bias,
                                            const int64_t *targets,
+                                           size_t next_token,
                                            const xent_options *options,
                                            float *loss,
                                            uint16_t *grad_hidden,
@@ -871,6 +918,43 @@ xent_status xent_linear_cross_entropy_bf16(const uint16_t *hidden,
                                            size_t grad_weight_stride,
                                            uint16_t *grad_bias,
                                            float *lse);
+
+/**
+ * The gradients of a language-model head's loss (see the function above) from each
+ * row's saved logsumexp and the upstream gradient: an autograd wrapper's backward,
+ * e.g. of per-token losses (reduction none) that are weighted or masked afterwards.
+ * Each chunk of logits is computed once (three GEMMs per chunk), so the forward
+ * without gradients and this backward cost what one call with gradients does.
+ *
+ * - `lse`: the `rows` logsumexps the forward function wrote for this head and targets.
+ * - `dloss`: the upstream gradient, which replaces `options->grad_scale`: 1 value
+ *   (reductions mean and sum) or `rows` values (reduction none).
+ * - The other arguments as for the forward function; `lse` and `dloss` are inputs,
+ *   which no gradient may overlap, and at least one gradient is usually given (with
+ *   none, the call checks its arguments and returns).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_linear_cross_entropy_backward_bf16(const uint16_t *hidden,
+                                                    size_t rows,
+                                                    size_t dim,
+                                                    size_t hidden_stride,
+                                                    const uint16_t *weight,
+                                                    size_t classes,
+                                                    size_t weight_stride,
+                                                    const uint16_t *bias,
+                                                    const int64_t *targets,
+                                                    size_t next_token,
+                                                    const xent_options *options,
+                                                    const float *lse,
+                                                    const float *dloss,
+                                                    uint16_t *grad_hidden,
+                                                    size_t grad_hidden_stride,
+                                                    uint16_t *grad_weight,
+                                                    size_t grad_weight_stride,
+                                                    uint16_t *grad_bias);
 
 /**
  * The loss of the logits `hidden * weight^T + bias` (a language-model head) against
@@ -887,13 +971,17 @@ xent_status xent_linear_cross_entropy_bf16(const uint16_t *hidden,
  *   `classes == 0` with `rows > 0` is refused (XENT_STATUS_INVALID_SHAPE).
  * - `bias`: NULL, or `classes` values (-INFINITY masks a class).
  * - `targets`: `rows` class indices in `[0, classes)` or `options->ignore_index`.
+ * - `next_token`: 0, or next-token prediction without a shifted copy: the rows are
+ *   sequences of `next_token` positions each (`rows` a multiple of it, else
+ *   XENT_STATUS_INVALID_SHAPE), `targets` holds their tokens, and row `i` is scored
+ *   against `targets[i + 1]`, the last position of each sequence ignored (no loss,
+ *   no gradient, not counted in the mean).
  * - `options`: NULL for the defaults; `class_weights`, when set, holds `classes` weights.
  * - `loss` (never NULL): 1 value (mean, sum) or `rows` values (none).
  * - `grad_hidden` (`rows x dim`, stride `grad_hidden_stride`), `grad_weight`
  *   (`classes x dim`, stride `grad_weight_stride`), `grad_bias` (`classes`): NULL when
  *   not wanted; each given one is overwritten. No output may overlap another buffer.
  * - `lse`: NULL, or `rows` values that receive each row's logsumexp.
- *
  *
  * Over bf16 and f16, the values are `uint16_t` bit patterns, `loss` and `lse` are
  * `float`: the GEMMs run in f32 on the exactly widened values, so `loss` and `lse`
@@ -914,6 +1002,7 @@ xent_status xent_linear_cross_entropy_f16(const uint16_t *hidden,
                                           size_t weight_stride,
                                           const uint16_t *bias,
                                           const int64_t *targets,
+                                          size_t next_token,
                                           const xent_options *options,
                                           float *loss,
                                           uint16_t *grad_hidden,
@@ -922,6 +1011,43 @@ xent_status xent_linear_cross_entropy_f16(const uint16_t *hidden,
                                           size_t grad_weight_stride,
                                           uint16_t *grad_bias,
                                           float *lse);
+
+/**
+ * The gradients of a language-model head's loss (see the function above) from each
+ * row's saved logsumexp and the upstream gradient: an autograd wrapper's backward,
+ * e.g. of per-token losses (reduction none) that are weighted or masked afterwards.
+ * Each chunk of logits is computed once (three GEMMs per chunk), so the forward
+ * without gradients and this backward cost what one call with gradients does.
+ *
+ * - `lse`: the `rows` logsumexps the forward function wrote for this head and targets.
+ * - `dloss`: the upstream gradient, which replaces `options->grad_scale`: 1 value
+ *   (reductions mean and sum) or `rows` values (reduction none).
+ * - The other arguments as for the forward function; `lse` and `dloss` are inputs,
+ *   which no gradient may overlap, and at least one gradient is usually given (with
+ *   none, the call checks its arguments and returns).
+ *
+ * # Safety
+ *
+ * As `xent_cross_entropy_f32`.
+ */
+xent_status xent_linear_cross_entropy_backward_f16(const uint16_t *hidden,
+                                                   size_t rows,
+                                                   size_t dim,
+                                                   size_t hidden_stride,
+                                                   const uint16_t *weight,
+                                                   size_t classes,
+                                                   size_t weight_stride,
+                                                   const uint16_t *bias,
+                                                   const int64_t *targets,
+                                                   size_t next_token,
+                                                   const xent_options *options,
+                                                   const float *lse,
+                                                   const float *dloss,
+                                                   uint16_t *grad_hidden,
+                                                   size_t grad_hidden_stride,
+                                                   uint16_t *grad_weight,
+                                                   size_t grad_weight_stride,
+                                                   uint16_t *grad_bias);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -126,6 +126,7 @@ impl Head {
             hidden: Rows::packed(&self.hidden, self.dim).unwrap(),
             weight: Rows::packed(&self.weight, self.dim).unwrap(),
             bias: Some(&self.bias),
+            next_token: None,
         }
     }
 }

@@ -1072,6 +1072,7 @@ struct Head<'a> {
     w_stride: usize,
     bias: Option<&'a [f32]>,
     targets: &'a [i64],
+    next_token: Option<usize>,
     options: &'a Options<'a>,
     gh_shape: Option<(usize, usize)>,
     gw_shape: Option<(usize, usize)>,
@@ -1111,6 +1112,7 @@ impl Head<'_> {
                 hidden: Rows::new(&h, self.rows, self.dim, self.h_stride)?,
                 weight: Rows::new(&w, self.classes, self.w_cols, self.w_stride)?,
                 bias: b.as_deref(),
+                next_token: self.next_token,
             };
             let grads = LinearGrads {
                 hidden: rows_mut(&mut out.gh, self.gh_shape)?,
@@ -1210,10 +1212,27 @@ fn check_linear<T: Elem + Logit<Stat = f32>>(g: &mut Gen<'_>) {
     } else {
         Chunking::Classes(1 + g.below(classes.max(1)))
     };
+    // Next-token prediction: sequences of `len` positions; the scored targets are the
+    // next tokens, ignore_index at each sequence's last position.
+    let next_token = g.one_in(4).then(|| g.below(rows + 2));
+    let tiles = next_token.is_none_or(|len| len > 0 && rows.is_multiple_of(len));
+    let scored: Vec<i64> = match next_token {
+        Some(len) if tiles && targets.len() == rows => (0..rows)
+            .map(|i| {
+                if (i + 1).is_multiple_of(len) {
+                    ignore_index
+                } else {
+                    targets[i + 1]
+                }
+            })
+            .collect(),
+        _ => targets.clone(),
+    };
 
     let mut f = Faults::default();
     f.check_options(&options, classes);
-    f.check_targets(&targets, ignore_index, classes);
+    f.check_targets(&scored, ignore_index, classes);
+    f.shape |= !tiles;
     // A weight of no classes may have any number of columns (the core crate's choice: it
     // holds no row whose length could disagree).
     f.shape |=
@@ -1235,6 +1254,7 @@ fn check_linear<T: Elem + Logit<Stat = f32>>(g: &mut Gen<'_>) {
         w_stride,
         bias: bias.as_deref(),
         targets: &targets,
+        next_token,
         options: &options,
         gh_shape,
         gw_shape,
@@ -1247,7 +1267,7 @@ fn check_linear<T: Elem + Logit<Stat = f32>>(g: &mut Gen<'_>) {
         eprintln!(
             "rows {rows} dim {dim} classes {classes} w_cols {w_cols} bias {bias:?} targets {targets:?} \
              {options:?} grads {gh_shape:?} {gw_shape:?} {gb_len:?} loss {loss_len} lse {lse_len:?} \
-             {chunking:?}\nhidden {hidden:?}\nweight {weight:?}"
+             {chunking:?} next_token {next_token:?}\nhidden {hidden:?}\nweight {weight:?}"
         );
     }
     let out = head.run::<T>();
@@ -1339,7 +1359,7 @@ fn check_linear<T: Elem + Logit<Stat = f32>>(g: &mut Gen<'_>) {
         cols: classes,
         stride: classes,
         logits,
-        targets: CaseTargets::Hard(targets.clone()),
+        targets: CaseTargets::Hard(scored),
         weights: weights.clone(),
         reduction,
         ignore_index,

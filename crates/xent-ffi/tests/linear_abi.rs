@@ -6,7 +6,9 @@
 //! buffers whose NaN-payload padding must survive, each gradient and `lse` NULL in turn,
 //! no rows, and a batch large enough for several vocabulary chunks. Every refused call
 //! gets its status and leaves every byte of every buffer as it was (one arena, compared
-//! byte for byte), in the header's order of checks.
+//! byte for byte), in the header's order of checks. The backward exports
+//! (`xent_linear_cross_entropy_backward_<dtype>`) and the `next_token` shift give the core
+//! crate's bits too, and refuse a missing or overlapping `lse` or `dloss`.
 
 mod common;
 
@@ -15,9 +17,10 @@ use std::sync::{Mutex, PoisonError};
 
 use xent::{LinearGrads, LinearHead, Logit, Reduction, Rows, RowsMut, bf16, f16};
 use xent_ffi::{
-    XentOptions, XentReduction, XentStatus, xent_linear_cross_entropy_bf16,
-    xent_linear_cross_entropy_f16, xent_linear_cross_entropy_f32, xent_options_default,
-    xent_set_num_threads,
+    XentOptions, XentReduction, XentStatus, xent_linear_cross_entropy_backward_bf16,
+    xent_linear_cross_entropy_backward_f16, xent_linear_cross_entropy_backward_f32,
+    xent_linear_cross_entropy_bf16, xent_linear_cross_entropy_f16, xent_linear_cross_entropy_f32,
+    xent_options_default, xent_set_num_threads,
 };
 
 use common::abi::{OptionSet, PAD, Rng, bits, option_sets};
@@ -48,6 +51,7 @@ type Linear<C> = unsafe extern "C" fn(
     usize,
     *const C,
     *const i64,
+    usize,
     *const XentOptions,
     *mut f32,
     *mut C,
@@ -69,6 +73,7 @@ struct Abi<T, C> {
     from_core: fn(T) -> C,
     bits: fn(C) -> u32,
     linear: Linear<C>,
+    backward: Backward<C>,
 }
 
 const F32: Abi<f32, f32> = Abi {
@@ -79,6 +84,7 @@ const F32: Abi<f32, f32> = Abi {
     from_core: |v| v,
     bits: f32::to_bits,
     linear: xent_linear_cross_entropy_f32,
+    backward: xent_linear_cross_entropy_backward_f32,
 };
 
 const BF16: Abi<bf16, u16> = Abi {
@@ -89,6 +95,7 @@ const BF16: Abi<bf16, u16> = Abi {
     from_core: bf16::to_bits,
     bits: u32::from,
     linear: xent_linear_cross_entropy_bf16,
+    backward: xent_linear_cross_entropy_backward_bf16,
 };
 
 const F16: Abi<f16, u16> = Abi {
@@ -99,7 +106,30 @@ const F16: Abi<f16, u16> = Abi {
     from_core: f16::to_bits,
     bits: u32::from,
     linear: xent_linear_cross_entropy_f16,
+    backward: xent_linear_cross_entropy_backward_f16,
 };
+
+/// The signature the three backward exports share.
+type Backward<C> = unsafe extern "C" fn(
+    *const C,
+    usize,
+    usize,
+    usize,
+    *const C,
+    usize,
+    usize,
+    *const C,
+    *const i64,
+    usize,
+    *const XentOptions,
+    *const f32,
+    *const f32,
+    *mut C,
+    usize,
+    *mut C,
+    usize,
+    *mut C,
+) -> XentStatus;
 
 /// The arguments of one call, as C passes them.
 struct Args<C> {
@@ -112,6 +142,7 @@ struct Args<C> {
     weight_stride: usize,
     bias: *const C,
     targets: *const i64,
+    next_token: usize,
     options: *const XentOptions,
     loss: *mut f32,
     grad_hidden: *mut C,
@@ -150,6 +181,7 @@ impl<T, C> Abi<T, C> {
                 a.weight_stride,
                 a.bias,
                 a.targets,
+                a.next_token,
                 a.options,
                 a.loss,
                 a.grad_hidden,
@@ -370,6 +402,7 @@ fn core_outputs<T: Logit<Stat = f32>, C: Copy>(
         hidden: Rows::new(&hidden, rows, dim, c.hidden_stride).unwrap(),
         weight: Rows::new(&weight, classes, dim, c.weight_stride).unwrap(),
         bias: bias.as_deref(),
+        next_token: None,
     };
     let zero = (abi.to_core)((abi.round)(0.0));
     let (ghs, gws) = (grad_hidden_stride(dim), grad_weight_stride(dim));
@@ -461,6 +494,7 @@ fn c_outputs<T, C: Copy>(abi: &Abi<T, C>, c: &Case, set: &OptionSet, want: Wante
         weight_stride: c.weight_stride,
         bias: bias.as_ref().map_or(ptr::null(), |b| b.as_ptr()),
         targets: c.targets.as_ptr(),
+        next_token: 0,
         options: &options,
         loss: loss.as_mut_ptr(),
         grad_hidden: out(want.hidden, &mut gh),
@@ -707,6 +741,7 @@ fn check_zero_rows<T: Logit<Stat = f32>, C: Copy>(abi: &Abi<T, C>) {
             weight_stride: stride,
             bias: ptr::null(),
             targets: ptr::null(),
+            next_token: 0,
             options: ptr::null(),
             loss: loss.as_mut_ptr(),
             grad_hidden: ptr::null_mut(),
@@ -755,6 +790,7 @@ fn check_zero_rows_null_weight<T, C: Copy>(abi: &Abi<T, C>) {
         weight_stride: 0,
         bias: ptr::null(),
         targets: ptr::null(),
+        next_token: 0,
         options: ptr::null(),
         loss: loss.as_mut_ptr(),
         grad_hidden: ptr::null_mut(),
@@ -913,6 +949,7 @@ fn valid<C>(a: &Arena) -> Args<C> {
         weight_stride: WS,
         bias: a.at(B_AT),
         targets: a.at(T_AT),
+        next_token: 0,
         options: ptr::null(),
         loss: a.at(LOSS_AT),
         grad_hidden: a.at(GH_AT),
@@ -1096,6 +1133,7 @@ fn check_refusals<T, C: Copy>(abi: &Abi<T, C>) {
         (NullPointer, "NULL hidden", Args { hidden: ptr::null(), ..ok }),
         (NullPointer, "NULL weight", Args { weight: ptr::null(), ..ok }),
         (NullPointer, "NULL targets", Args { targets: ptr::null(), ..ok }),
+        (InvalidShape, "next_token not tiling the rows", Args { next_token: ROWS + 1, ..ok }),
         (NullPointer, "NULL loss", Args { loss: ptr::null_mut(), ..ok }),
         (NullPointer, "NULL loss, no gradients", Args { loss: ptr::null_mut(), ..no_grads }),
         (NullPointer, "NULL loss, no rows",
@@ -1324,4 +1362,221 @@ fn no_classes_is_a_shape_before_overlaps() {
     check_no_classes_is_a_shape_before_overlaps(&F32);
     check_no_classes_is_a_shape_before_overlaps(&BF16);
     check_no_classes_is_a_shape_before_overlaps(&F16);
+}
+
+// ---------------------------------------------------------------------------------------
+// The backward from a saved lse, and the next-token shift.
+
+/// The core crate's forward (loss and lse) and backward (∂H, ∂W, ∂b from that lse and
+/// `dloss`) on the case's values rounded to `T`, with the shift `next_token` (0: none).
+fn core_backward<T: Logit<Stat = f32>, C: Copy>(
+    abi: &Abi<T, C>,
+    c: &Case,
+    set: &OptionSet,
+    next_token: usize,
+    dloss: &[f32],
+) -> (Vec<u32>, Vec<u32>, [Vec<u32>; 3]) {
+    let (rows, dim, classes) = (c.rows, c.dim, c.classes);
+    let core = |v: &[f32], cols: usize, stride: usize| -> Vec<T> {
+        abi.input(v, cols, stride)
+            .into_iter()
+            .map(abi.to_core)
+            .collect()
+    };
+    let hidden = core(&c.hidden, dim, c.hidden_stride);
+    let weight = core(&c.weight, dim, c.weight_stride);
+    let bias = c.bias.as_ref().map(|b| core(b, classes, classes.max(1)));
+    let head = LinearHead {
+        hidden: Rows::new(&hidden, rows, dim, c.hidden_stride).unwrap(),
+        weight: Rows::new(&weight, classes, dim, c.weight_stride).unwrap(),
+        bias: bias.as_deref(),
+        next_token: (next_token > 0).then_some(next_token),
+    };
+    let options = set.core_options();
+    let mut loss = vec![0.0f32; set.reduction().loss_len(rows)];
+    let mut lse = vec![0.0f32; rows];
+    let targets = &c.targets[..];
+    xent::linear_cross_entropy(
+        head,
+        targets,
+        &options,
+        &mut loss,
+        LinearGrads::default(),
+        Some(&mut lse),
+    )
+    .unwrap();
+    let zero = (abi.to_core)((abi.round)(0.0));
+    let mut gh = vec![zero; rows * dim];
+    let mut gw = vec![zero; classes * dim];
+    let mut gb = vec![zero; classes];
+    let grads = LinearGrads {
+        hidden: Some(RowsMut::packed(&mut gh, dim).unwrap()),
+        weight: Some(RowsMut::packed(&mut gw, dim).unwrap()),
+        bias: Some(&mut gb),
+    };
+    xent::linear_cross_entropy_backward(head, targets, &options, &lse, dloss, grads).unwrap();
+    let out_bits = |v: Vec<T>| -> Vec<u32> {
+        v.into_iter()
+            .map(|x| (abi.bits)((abi.from_core)(x)))
+            .collect()
+    };
+    (
+        bits(&loss),
+        bits(&lse),
+        [out_bits(gh), out_bits(gw), out_bits(gb)],
+    )
+}
+
+/// The same through the exports: the forward (loss, lse), then the backward from its lse;
+/// then the backward's refusals, each of which leaves the gradients as they were.
+fn check_backward<T: Logit<Stat = f32>, C: Copy>(abi: &Abi<T, C>) {
+    let (rows, dim, classes) = (9, 17, 65);
+    for set in &option_sets(classes) {
+        for next_token in [0, 3] {
+            let what = format!("{}: {}, next_token {next_token}", abi.name, set.name);
+            let c = case(
+                rows,
+                dim,
+                classes,
+                1,
+                2,
+                Bias::Finite,
+                set.options.ignore_index,
+                11,
+            );
+            let loss_len = set.reduction().loss_len(rows);
+            let dloss: Vec<f32> = (0..loss_len).map(|i| 0.75 - 0.25 * i as f32).collect();
+            let want = core_backward(abi, &c, set, next_token, &dloss);
+
+            let hidden = abi.input(&c.hidden, dim, c.hidden_stride);
+            let weight = abi.input(&c.weight, dim, c.weight_stride);
+            let bias = abi.input(c.bias.as_ref().unwrap(), classes, classes);
+            let options = set.c_options();
+            let mut loss = vec![PAD; loss_len];
+            let mut lse = vec![PAD; rows];
+            let args = Args {
+                hidden: hidden.as_ptr(),
+                rows,
+                dim,
+                hidden_stride: c.hidden_stride,
+                weight: weight.as_ptr(),
+                classes,
+                weight_stride: c.weight_stride,
+                bias: bias.as_ptr(),
+                targets: c.targets.as_ptr(),
+                next_token,
+                options: &options,
+                loss: loss.as_mut_ptr(),
+                grad_hidden: ptr::null_mut(),
+                grad_hidden_stride: 0,
+                grad_weight: ptr::null_mut(),
+                grad_weight_stride: 0,
+                grad_bias: ptr::null_mut(),
+                lse: lse.as_mut_ptr(),
+            };
+            // SAFETY: every buffer holds what the arguments describe.
+            assert_eq!(unsafe { abi.call(args) }, XentStatus::Ok, "{what}: forward");
+            assert_eq!(bits(&loss), want.0, "{what}: loss");
+            assert_eq!(bits(&lse), want.1, "{what}: lse");
+
+            let mut gh = vec![abi.pad; rows * dim];
+            let mut gw = vec![abi.pad; classes * dim];
+            let mut gb = vec![abi.pad; classes];
+            let backward =
+                |lse: *const f32, dloss: *const f32, gh: &mut [C], gw: &mut [C], gb: *mut C| {
+                    // SAFETY: every buffer holds what the arguments describe, or is NULL.
+                    unsafe {
+                        (abi.backward)(
+                            hidden.as_ptr(),
+                            rows,
+                            dim,
+                            c.hidden_stride,
+                            weight.as_ptr(),
+                            classes,
+                            c.weight_stride,
+                            bias.as_ptr(),
+                            c.targets.as_ptr(),
+                            next_token,
+                            &options,
+                            lse,
+                            dloss,
+                            gh.as_mut_ptr(),
+                            dim,
+                            gw.as_mut_ptr(),
+                            dim,
+                            gb,
+                        )
+                    }
+                };
+            let untouched = |gh: &[C], gw: &[C], gb: &[C]| {
+                let pad = (abi.bits)(abi.pad);
+                [gh, gw, gb]
+                    .iter()
+                    .all(|g| abi.bit_vec(g).iter().all(|&b| b == pad))
+            };
+            // Refusals first, while the gradients hold PAD.
+            let refusals: [(XentStatus, &str, *const f32, *const f32); 4] = [
+                (
+                    XentStatus::NullPointer,
+                    "NULL lse",
+                    ptr::null(),
+                    dloss.as_ptr(),
+                ),
+                (
+                    XentStatus::NullPointer,
+                    "NULL dloss",
+                    lse.as_ptr(),
+                    ptr::null(),
+                ),
+                (
+                    XentStatus::OverlappingBuffers,
+                    "dloss in grad_bias",
+                    lse.as_ptr(),
+                    gb.as_ptr().cast(),
+                ),
+                (
+                    XentStatus::OverlappingBuffers,
+                    "lse in grad_bias",
+                    gb.as_ptr().cast(),
+                    dloss.as_ptr(),
+                ),
+            ];
+            for (status, why, l, d) in refusals {
+                let gb_ptr = gb.as_mut_ptr();
+                assert_eq!(
+                    backward(l, d, &mut gh, &mut gw, gb_ptr),
+                    status,
+                    "{what}: {why}"
+                );
+                assert!(
+                    untouched(&gh, &gw, &gb),
+                    "{what}: {why}: a gradient was written"
+                );
+            }
+            let gb_ptr = gb.as_mut_ptr();
+            assert_eq!(
+                backward(lse.as_ptr(), dloss.as_ptr(), &mut gh, &mut gw, gb_ptr),
+                XentStatus::Ok,
+                "{what}"
+            );
+            assert_eq!(abi.bit_vec(&gh), want.2[0], "{what}: grad_hidden");
+            assert_eq!(abi.bit_vec(&gw), want.2[1], "{what}: grad_weight");
+            assert_eq!(abi.bit_vec(&gb), want.2[2], "{what}: grad_bias");
+        }
+    }
+}
+
+#[test]
+fn backward_and_next_token_match_the_core_f32() {
+    check_backward(&F32);
+}
+
+#[test]
+fn backward_and_next_token_match_the_core_bf16() {
+    check_backward(&BF16);
+}
+
+#[test]
+fn backward_and_next_token_match_the_core_f16() {
+    check_backward(&F16);
 }

@@ -58,7 +58,8 @@ pub use error::{Error, Result};
 pub use fpenv::set_default_on_this_thread;
 pub use half::{bf16, f16};
 pub use loss::linear::{
-    Chunking, LinearGrads, LinearHead, linear_cross_entropy, linear_cross_entropy_chunked,
+    Chunking, LinearGrads, LinearHead, linear_cross_entropy, linear_cross_entropy_backward,
+    linear_cross_entropy_backward_chunked, linear_cross_entropy_chunked,
 };
 pub use loss::shard::{
     Shard, ShardRow, merge_shard_rows, shard_finish, shard_finish_grad, shard_finish_grad_in_place,

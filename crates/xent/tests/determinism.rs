@@ -661,6 +661,7 @@ fn linear_heads<T: Elem + Logit<Stat = f32>>(checker: &mut Checker) {
                 hidden: Rows::new(&hidden, rows, dim, hs).unwrap(),
                 weight: Rows::new(&weight, classes, dim, ws).unwrap(),
                 bias: Some(&bias),
+                next_token: None,
             };
             let mut loss = fresh::<f32>(set.reduction.loss_len(rows));
             let mut lse = fresh::<f32>(rows);

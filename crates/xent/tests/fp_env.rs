@@ -148,6 +148,7 @@ fn outputs(x: &Inputs) -> Vec<Vec<f32>> {
         hidden: Rows::packed(&x.hidden, dim).unwrap(),
         weight: Rows::packed(&x.weight, dim).unwrap(),
         bias: None,
+        next_token: None,
     };
     let grads = LinearGrads {
         hidden: Some(RowsMut::packed(&mut grad_hidden, dim).unwrap()),

@@ -4,7 +4,9 @@
 //! f32 and the comparison sees the cross-entropy's rounding and the GEMMs' accumulation
 //! only. Generated over the hard-target option space, odd dims (1, 3, 17, 65), strides,
 //! ignored rows, −∞ bias entries (a masked vocabulary) and chunk sizes from 1 class to
-//! the whole vocabulary.
+//! the whole vocabulary. The backward from the saved lse is checked the same way, with a
+//! per-row upstream gradient for `Reduction::None`, and the next-token shift against the
+//! same call on explicitly shifted targets.
 
 mod common;
 
@@ -12,7 +14,7 @@ use common::{PAD, Rng, agrees, assert_padding_intact, miri_or, padded};
 use proptest::prelude::*;
 use xent::{
     Chunking, Error, LinearGrads, LinearHead, Options, Reduction, Rows, RowsMut,
-    linear_cross_entropy_chunked,
+    linear_cross_entropy_backward_chunked, linear_cross_entropy_chunked,
 };
 use xent_oracle::RefTargets;
 
@@ -141,6 +143,7 @@ impl Layer {
             hidden: Rows::new(&self.hidden, self.rows, self.dim, self.hidden_stride).unwrap(),
             weight: Rows::new(&self.weight, self.classes, self.dim, self.weight_stride).unwrap(),
             bias: self.bias.as_deref(),
+            next_token: None,
         }
     }
 
@@ -170,40 +173,64 @@ impl Layer {
 struct Fused {
     loss: Vec<f32>,
     lse: Vec<f32>,
-    grad_hidden: Vec<f32>,
-    grad_weight: Vec<f32>,
-    grad_bias: Vec<f32>,
+    grads: Grads,
+}
+
+/// The three gradients, padded as [`Grads::new`] lays them out.
+struct Grads {
+    hidden: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
 }
 
 const GH_PAD: usize = 3;
 const GW_PAD: usize = 1;
 
+impl Grads {
+    /// Gradient buffers for `layer`, padded and filled with [`PAD`].
+    fn new(layer: &Layer) -> Grads {
+        let (rows, dim, classes) = (layer.rows, layer.dim, layer.classes);
+        Grads {
+            hidden: padded(rows, dim, dim + GH_PAD, |_, _| PAD),
+            weight: padded(classes, dim, dim + GW_PAD, |_, _| PAD),
+            bias: vec![PAD; classes],
+        }
+    }
+
+    fn views(&mut self, layer: &Layer) -> LinearGrads<'_> {
+        let (rows, dim, classes) = (layer.rows, layer.dim, layer.classes);
+        LinearGrads {
+            hidden: Some(RowsMut::new(&mut self.hidden, rows, dim, dim + GH_PAD).unwrap()),
+            weight: Some(RowsMut::new(&mut self.weight, classes, dim, dim + GW_PAD).unwrap()),
+            bias: Some(&mut self.bias),
+        }
+    }
+
+    fn assert_padding_intact(&self, layer: &Layer) {
+        let (rows, dim, classes) = (layer.rows, layer.dim, layer.classes);
+        assert_padding_intact(&self.hidden, rows, dim, dim + GH_PAD, "grad_hidden");
+        assert_padding_intact(&self.weight, classes, dim, dim + GW_PAD, "grad_weight");
+    }
+}
+
 fn run_fused(layer: &Layer, chunking: Chunking) -> Fused {
-    let (rows, dim, classes) = (layer.rows, layer.dim, layer.classes);
+    let rows = layer.rows;
     let loss_len = layer.reduction.loss_len(rows);
     let mut loss = vec![PAD; loss_len];
     let mut lse = vec![PAD; rows];
-    let mut grad_hidden = padded(rows, dim, dim + GH_PAD, |_, _| PAD);
-    let mut grad_weight = padded(classes, dim, dim + GW_PAD, |_, _| PAD);
-    let mut grad_bias = vec![PAD; classes];
+    let mut grads = Grads::new(layer);
     let options = layer.options();
-    let grads = LinearGrads {
-        hidden: Some(RowsMut::new(&mut grad_hidden, rows, dim, dim + GH_PAD).unwrap()),
-        weight: Some(RowsMut::new(&mut grad_weight, classes, dim, dim + GW_PAD).unwrap()),
-        bias: Some(&mut grad_bias),
-    };
     linear_cross_entropy_chunked(
         layer.head(),
         &layer.targets[..],
         &options,
         &mut loss,
-        grads,
+        grads.views(layer),
         Some(&mut lse),
         chunking,
     )
     .unwrap();
-    assert_padding_intact(&grad_hidden, rows, dim, dim + GH_PAD, "grad_hidden");
-    assert_padding_intact(&grad_weight, classes, dim, dim + GW_PAD, "grad_weight");
+    grads.assert_padding_intact(layer);
 
     // Without gradients: the same loss and lse, bit for bit.
     let mut loss2 = vec![PAD; loss_len];
@@ -220,13 +247,24 @@ fn run_fused(layer: &Layer, chunking: Chunking) -> Fused {
     .unwrap();
     common::assert_same_bits(&loss, &loss2, "loss without gradients");
     common::assert_same_bits(&lse, &lse2, "lse without gradients");
-    Fused {
-        loss,
+    Fused { loss, lse, grads }
+}
+
+/// The backward from the fused call's `lse` with upstream gradient `dloss`.
+fn run_backward(layer: &Layer, chunking: Chunking, lse: &[f32], dloss: &[f32]) -> Grads {
+    let mut grads = Grads::new(layer);
+    linear_cross_entropy_backward_chunked(
+        layer.head(),
+        &layer.targets[..],
+        &layer.options(),
         lse,
-        grad_hidden,
-        grad_weight,
-        grad_bias,
-    }
+        dloss,
+        grads.views(layer),
+        chunking,
+    )
+    .unwrap();
+    grads.assert_padding_intact(layer);
+    grads
 }
 
 /// Compares one output with the f64 composition: `want` and `tol` per entry.
@@ -238,7 +276,7 @@ fn assert_close(what: &str, got: f32, want: f64, tol: f64) {
 }
 
 fn check(layer: &Layer, chunking: Chunking) {
-    let (rows, dim, classes) = (layer.rows, layer.dim, layer.classes);
+    let (rows, classes) = (layer.rows, layer.classes);
     let fused = run_fused(layer, chunking);
     let logits = layer.logits();
     let options = layer.options();
@@ -292,9 +330,34 @@ fn check(layer: &Layer, chunking: Chunking) {
     }
     let s = r.ce_scale.abs().max(r.z_scale.abs());
     let s = if s.is_finite() { s } else { 0.0 };
+    check_grads(layer, &r.grad, s, max_w, &vec![1.0; rows], &fused.grads);
+
+    // The backward from the saved lse: with the call's upstream gradient (grad_scale), the
+    // fused gradients; with one per row, each row's gradient times its factor.
+    let mut rng = Rng::new(rows as u64 * 31 + classes as u64);
+    let row_scale: Vec<f64> = match layer.reduction {
+        Reduction::None => (0..rows).map(|_| coarse(&mut rng, 8, 2).into()).collect(),
+        _ => vec![1.0; rows],
+    };
+    let dloss: Vec<f32> = match layer.reduction {
+        Reduction::None => row_scale
+            .iter()
+            .map(|&u| (u * f64::from(layer.grad_scale)) as f32)
+            .collect(),
+        _ => vec![layer.grad_scale],
+    };
+    let backward = run_backward(layer, chunking, &fused.lse, &dloss);
+    let top = row_scale.iter().fold(1.0f64, |m, &u| m.max(u.abs()));
+    check_grads(layer, &r.grad, s * top, max_w, &row_scale, &backward);
+}
+
+/// Compares the three gradients with the f64 composition from the logits' gradient
+/// `grad` (row i times `row_scale[i]`); `s` is the largest scale of a gradient entry.
+fn check_grads(layer: &Layer, grad: &[f64], s: f64, max_w: f64, row_scale: &[f64], got: &Grads) {
+    let (rows, dim, classes) = (layer.rows, layer.dim, layer.classes);
     let g_tol =
         |want: f64| 1e-5 * want.abs() + 1e-6 * s * max_w * (1.0 + f64::from(layer.softcap) / 2.0);
-    let g = |i: usize, c: usize| r.grad[i * classes + c];
+    let g = |i: usize, c: usize| grad[i * classes + c] * row_scale[i];
     // f32 accumulation over n terms: within n·ε of the sum of their magnitudes.
     let eps = f64::from(f32::EPSILON);
 
@@ -307,7 +370,7 @@ fn check(layer: &Layer, chunking: Chunking) {
                     tol + g_tol(g) * w.abs() + classes as f64 * eps * (g * w).abs(),
                 )
             });
-            let got = fused.grad_hidden[i * (dim + GH_PAD) + k];
+            let got = got.hidden[i * (dim + GH_PAD) + k];
             assert_close(&format!("grad_hidden[{i}][{k}]"), got, want, tol);
         }
     }
@@ -320,13 +383,13 @@ fn check(layer: &Layer, chunking: Chunking) {
                     tol + g_tol(g) * h.abs() + rows as f64 * eps * (g * h).abs(),
                 )
             });
-            let got = fused.grad_weight[c * (dim + GW_PAD) + k];
+            let got = got.weight[c * (dim + GW_PAD) + k];
             assert_close(&format!("grad_weight[{c}][{k}]"), got, want, tol);
         }
         let (want, tol) = (0..rows).fold((0.0, 0.0), |(sum, tol), i| {
             (sum + g(i, c), tol + g_tol(g(i, c)))
         });
-        assert_close(&format!("grad_bias[{c}]"), fused.grad_bias[c], want, tol);
+        assert_close(&format!("grad_bias[{c}]"), got.bias[c], want, tol);
     }
 }
 
@@ -439,6 +502,7 @@ fn one_row_views_with_huge_strides() {
             hidden: Rows::new(&hidden, 1, 3, stride).unwrap(),
             weight: Rows::packed(&weight, 3).unwrap(),
             bias: None,
+            next_token: None,
         };
         let grads = LinearGrads {
             hidden: Some(RowsMut::new(&mut grad_hidden, 1, 3, stride).unwrap()),
@@ -473,6 +537,7 @@ fn bad_input_writes_nothing() {
         hidden: Rows::packed(&hidden, 3).unwrap(),
         weight: Rows::packed(&weight, 3).unwrap(),
         bias: Some(&bias),
+        next_token: None,
     };
     let options = Options::default();
     let call = |head: LinearHead<'_>, targets: &[i64], options: &Options<'_>, gh_cols: usize| {
@@ -538,6 +603,134 @@ fn bad_input_writes_nothing() {
         call(head, &[0, 1], &bad, 3),
         Error::InvalidOption { .. }
     ));
+    for len in [0, 3] {
+        let shifted = LinearHead {
+            next_token: Some(len),
+            ..head
+        };
+        assert!(matches!(
+            call(shifted, &[0, 1], &options, 3),
+            Error::InvalidShape {
+                buffer: "next_token",
+                ..
+            }
+        ));
+    }
+
+    // The backward: its lse and dloss, then every check the forward makes.
+    let backward = |head: LinearHead<'_>, lse: &[f32], dloss: &[f32], targets: &[i64]| {
+        let mut gh = [PAD; 6];
+        let mut gw = [PAD; 12];
+        let mut gb = [PAD; 4];
+        let grads = LinearGrads {
+            hidden: Some(RowsMut::packed(&mut gh, 3).unwrap()),
+            weight: Some(RowsMut::packed(&mut gw, 3).unwrap()),
+            bias: Some(&mut gb),
+        };
+        let err = xent::linear_cross_entropy_backward(head, targets, &options, lse, dloss, grads)
+            .unwrap_err();
+        for (what, buf) in [("gh", &gh[..]), ("gw", &gw), ("gb", &gb)] {
+            assert!(
+                buf.iter().all(|v| v.to_bits() == PAD.to_bits()),
+                "{what} written: {err}"
+            );
+        }
+        err
+    };
+    assert!(matches!(
+        backward(head, &[1.0], &[1.0], &[0, 1]),
+        Error::InvalidShape { buffer: "lse", .. }
+    ));
+    assert!(matches!(
+        backward(head, &[1.0, 1.0], &[1.0, 1.0], &[0, 1]),
+        Error::InvalidShape {
+            buffer: "dloss",
+            ..
+        }
+    ));
+    assert!(matches!(
+        backward(head, &[1.0, 1.0], &[1.0], &[0, 9]),
+        Error::TargetOutOfRange { row: 1, .. }
+    ));
+}
+
+/// `next_token: Some(len)` gives, bit for bit, the call on the targets shifted by hand
+/// (row i against token i + 1, the last position of each sequence ignored), for the step
+/// and for the backward.
+#[test]
+fn next_token_equals_the_shifted_targets() {
+    for (len, reduction) in [
+        (3, Reduction::Mean),
+        (1, Reduction::Sum),
+        (2, Reduction::None),
+        (6, Reduction::Mean),
+    ] {
+        let p = Params {
+            rows: 6,
+            dim: 17,
+            classes: 40,
+            pad: 1,
+            bias: 1,
+            weighted: false,
+            ignore_share: 0.2,
+            reduction,
+            label_smoothing: 0.1,
+            z_loss: 1e-3,
+            softcap: 0.0,
+            grad_scale: 1.0,
+            seed: len as u64,
+        };
+        let tokens = build(&p);
+        let mut by_hand = tokens.clone();
+        for i in 0..p.rows {
+            by_hand.targets[i] = if (i + 1) % len == 0 {
+                -100
+            } else {
+                tokens.targets[i + 1]
+            };
+        }
+        let chunking = Chunking::Classes(16);
+        let run = |head: LinearHead<'_>, layer: &Layer| {
+            let mut loss = vec![PAD; reduction.loss_len(p.rows)];
+            let mut lse = vec![PAD; p.rows];
+            let mut grads = Grads::new(layer);
+            let options = layer.options();
+            let targets = &layer.targets[..];
+            let views = grads.views(layer);
+            linear_cross_entropy_chunked(
+                head,
+                targets,
+                &options,
+                &mut loss,
+                views,
+                Some(&mut lse),
+                chunking,
+            )
+            .unwrap();
+            let dloss: Vec<f32> = (0..loss.len()).map(|i| 0.5 + i as f32).collect();
+            let mut back = Grads::new(layer);
+            let views = back.views(layer);
+            linear_cross_entropy_backward_chunked(
+                head, targets, &options, &lse, &dloss, views, chunking,
+            )
+            .unwrap();
+            (loss, lse, grads, back)
+        };
+        let shifted = LinearHead {
+            next_token: Some(len),
+            ..tokens.head()
+        };
+        let got = run(shifted, &tokens);
+        let want = run(by_hand.head(), &by_hand);
+        common::assert_same_bits(&got.0, &want.0, "loss");
+        common::assert_same_bits(&got.1, &want.1, "lse");
+        for (what, got, want) in [("step", &got.2, &want.2), ("backward", &got.3, &want.3)] {
+            common::assert_same_bits(&got.hidden, &want.hidden, what);
+            common::assert_same_bits(&got.weight, &want.weight, what);
+            common::assert_same_bits(&got.bias, &want.bias, what);
+        }
+        assert!(got.0.iter().all(|l| l.is_finite()));
+    }
 }
 
 /// A 16-bit head gives the f32 call's results on its widened values: the loss and lse bit
@@ -579,6 +772,7 @@ fn check_half<T: xent::Logit<Stat = f32>>(from_f32: fn(f32) -> T, to_f32: fn(T) 
                 hidden: Rows::packed(hidden, dim).unwrap(),
                 weight: Rows::packed(weight, dim).unwrap(),
                 bias: Some(bias),
+                next_token: None,
             };
             let grads = LinearGrads {
                 hidden: Some(RowsMut::packed(&mut gh, dim).unwrap()),
@@ -609,6 +803,7 @@ fn check_half<T: xent::Logit<Stat = f32>>(from_f32: fn(f32) -> T, to_f32: fn(T) 
             hidden: Rows::packed(&hidden, dim).unwrap(),
             weight: Rows::packed(&weight, dim).unwrap(),
             bias: Some(&bias[..]),
+            next_token: None,
         };
         let grads = LinearGrads {
             hidden: Some(RowsMut::packed(&mut gh, dim).unwrap()),

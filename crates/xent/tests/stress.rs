@@ -1433,6 +1433,7 @@ fn linear_call<T: Elem + Logit<Stat = f32>>(g: &mut Gen, chunked: bool) -> Call 
                 hidden: hidden.view()?,
                 weight: weight.view()?,
                 bias: bias.as_deref(),
+                next_token: None,
             };
             let grads = LinearGrads {
                 hidden: gh

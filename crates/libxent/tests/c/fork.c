@@ -94,7 +94,7 @@ static uint64_t workload(void) {
     h = fingerprint(h, softmax_out, (size_t)ROWS * COLS * sizeof(float));
 
     if (xent_linear_cross_entropy_f32(hidden, HEAD_ROWS, DIM, DIM, weight, CLASSES, DIM, NULL,
-                                      head_targets, NULL, &head_loss, grad_hidden, DIM,
+                                      head_targets, 0, NULL, &head_loss, grad_hidden, DIM,
                                       grad_weight, DIM, NULL, NULL) != XENT_STATUS_OK) {
         return 0;
     }

@@ -102,7 +102,7 @@ static uint64_t call(int k) {
         break;
     case 8: /* a linear head with subnormal dH = G W */
         status = xent_linear_cross_entropy_f32(hidden, HEAD_ROWS, DIM, DIM, weight, CLASSES, DIM,
-                                               NULL, head_targets, &o, loss, grad_hidden, DIM,
+                                               NULL, head_targets, 0, &o, loss, grad_hidden, DIM,
                                                grad_weight, DIM, NULL, lse);
         h = fingerprint(h, grad_hidden, (size_t)HEAD_ROWS * DIM * sizeof(float));
         h = fingerprint(h, grad_weight, (size_t)CLASSES * DIM * sizeof(float));

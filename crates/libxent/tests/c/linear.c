@@ -5,6 +5,8 @@
  * exact in float), xent_cross_entropy_f32 on X gives the loss, lse and gradient G, then
  * dH = G W, dW = G^T H and db = sum_i G in double. Over dims 1, 3, 17, 65, 5 option sets,
  * strided inputs and gradients (NaN padding that must survive), ignored rows, masked classes.
+ * Then xent_linear_cross_entropy_backward_f32 from the fused call's lse (a dloss per row under
+ * reduction none) against xent_cross_entropy_backward_f32 on X and the same sums.
  *
  * Tolerances: the fused G and the unfused G are each within docs/semantics.md's tg = 1e-5 |G| +
  * 1e-6 |s| max(1, max w) (1 + c/2) of the exact gradient (s = grad_scale / min(W, N) under a
@@ -33,7 +35,7 @@
  * (grad_hidden), + GWP (grad_weight); each gradient has one more padded row as a guard. */
 enum { R = 7, K = 29, DMAX = 65, HP = 1, WP = 3, GHP = 2, GWP = 1 };
 
-static float H[R * (DMAX + HP)], WM[K * (DMAX + WP)], B[K], CW[K], X[R * K], G[R * K];
+static float H[R * (DMAX + HP)], WM[K * (DMAX + WP)], B[K], CW[K], X[R * K], G[R * K], G2[R * K];
 static float GH[(R + 1) * (DMAX + GHP)], GW[(K + 1) * (DMAX + GWP)], GB[K + 1];
 static int64_t T[R];
 
@@ -199,11 +201,11 @@ static void run(const option_set *set, int dim) {
     pad_all(loss, R + 1);
     pad_all(lse, R + 1);
     EXPECT(xent_linear_cross_entropy_f32(H, R, (size_t)dim, (size_t)hs, WM, K, (size_t)ws, bias,
-                                         T, &o, loss, GH, (size_t)ghs, GW, (size_t)gws, GB,
+                                         T, 0, &o, loss, GH, (size_t)ghs, GW, (size_t)gws, GB,
                                          lse) == XENT_STATUS_OK,
            "%s, dim %d: fused call", set->name, dim);
     EXPECT(xent_linear_cross_entropy_f32(H, R, (size_t)dim, (size_t)hs, WM, K, (size_t)ws, bias,
-                                         T, &o, loss2, NULL, 0, NULL, 0, NULL, lse2) ==
+                                         T, 0, &o, loss2, NULL, 0, NULL, 0, NULL, lse2) ==
                    XENT_STATUS_OK &&
                same_bits(loss2, loss, loss_len) && same_bits(lse2, lse, R),
            "%s, dim %d: loss and lse without gradients differ", set->name, dim);
@@ -256,6 +258,43 @@ static void run(const option_set *set, int dim) {
     EXPECT(padded(GH, R, dim, ghs) && padded(GW, K, dim, gws),
            "%s, dim %d: grad_hidden's or grad_weight's padding or guard row written", set->name,
            dim);
+
+    /* The backward from the fused call's lse, with per-row dloss for reduction none: the
+     * unfused backward on X from the same lse gives G2, then the same sums. */
+    {
+        float dloss[R];
+        double top = fabs(o.grad_scale);
+        for (i = 0; i < (int)loss_len; i++) {
+            dloss[i] = loss_len == 1 ? o.grad_scale : 0.5f + 0.25f * (float)(i % 3) - (i == 5);
+            top = fabs(dloss[i]) > top ? fabs(dloss[i]) : top;
+        }
+        EXPECT(xent_cross_entropy_backward_f32(X, R, K, K, T, &o, lse, dloss, G2, K) ==
+                   XENT_STATUS_OK, "%s, dim %d: unfused backward", set->name, dim);
+        pad_all(GH, (size_t)((R + 1) * ghs));
+        pad_all(GW, (size_t)((K + 1) * gws));
+        pad_all(GB, K + 1);
+        EXPECT(xent_linear_cross_entropy_backward_f32(H, R, (size_t)dim, (size_t)hs, WM, K,
+                                                      (size_t)ws, bias, T, 0, &o, lse, dloss, GH,
+                                                      (size_t)ghs, GW, (size_t)gws,
+                                                      GB) == XENT_STATUS_OK,
+               "%s, dim %d: fused backward", set->name, dim);
+        S = top / div;
+        for (i = 0; i < R; i++) {
+            for (k = 0; k < dim; k++) {
+                check_sum("backward grad_hidden", i, k, GH[i * ghs + k], &G2[i * K], 1, &WM[k],
+                          ws, K);
+            }
+        }
+        for (c = 0; c < K; c++) {
+            for (k = 0; k < dim; k++) {
+                check_sum("backward grad_weight", c, k, GW[c * gws + k], &G2[c], K, &H[k], hs,
+                          R);
+            }
+            check_sum("backward grad_bias", c, 0, GB[c], &G2[c], K, NULL, 0, R);
+        }
+        EXPECT(padded(GH, R, dim, ghs) && padded(GW, K, dim, gws) && is_pad(&GB[K], 1),
+               "%s, dim %d: the backward wrote past a gradient", set->name, dim);
+    }
 }
 
 /* ---- bf16: the _f32 call on the widened values, each gradient rounded once. Packed. ---- */
@@ -289,11 +328,11 @@ static void run_bf16(const option_set *set, int dim) {
         b[i] = bf16_to_f32(bb[i]);
     }
     EXPECT(xent_linear_cross_entropy_f32(h, R, (size_t)dim, (size_t)dim, w, K, (size_t)dim,
-                                         set->bias ? b : NULL, T, &o, loss, gh, (size_t)dim, gw,
+                                         set->bias ? b : NULL, T, 0, &o, loss, gh, (size_t)dim, gw,
                                          (size_t)dim, gb, lse) == XENT_STATUS_OK,
            "%s, dim %d: packed f32 call", set->name, dim);
     EXPECT(xent_linear_cross_entropy_bf16(hb, R, (size_t)dim, (size_t)dim, wb, K, (size_t)dim,
-                                          set->bias ? bb : NULL, T, &o, lossb, ghb, (size_t)dim,
+                                          set->bias ? bb : NULL, T, 0, &o, lossb, ghb, (size_t)dim,
                                           gwb, (size_t)dim, gbb, lseb) == XENT_STATUS_OK,
            "%s, dim %d: bf16 call", set->name, dim);
     EXPECT(same_bits(lossb, loss, loss_len) && same_bits(lseb, lse, R),
@@ -337,6 +376,7 @@ static args valid(void) {
 
 static xent_status call(args a) {
     return xent_linear_cross_entropy_bf16(a.h, a.rows, a.dim, a.hs, a.w, a.k, a.ws, a.b, a.t,
+                                          0,
                                           a.o, a.loss, a.gh, a.ghs, a.gw, a.gws, a.gb, a.lse);
 }
 
@@ -443,7 +483,7 @@ static void bad_inputs(void) {
 
     /* Accepted: no rows nor classes with NULL everywhere but loss; touching buffers. */
     reset();
-    EXPECT(xent_linear_cross_entropy_bf16(NULL, 0, BD, 0, NULL, 0, 0, NULL, NULL, NULL,
+    EXPECT(xent_linear_cross_entropy_bf16(NULL, 0, BD, 0, NULL, 0, 0, NULL, NULL, 0, NULL,
                                           AT(float, LOSS_AT), NULL, 0, NULL, 0, NULL,
                                           NULL) == XENT_STATUS_OK && isnan(AT(float, LOSS_AT)[0]),
            "no rows: the mean over no rows is NaN");

@@ -859,17 +859,17 @@ static xent_status linear(const call *c, const xent_options *o, unsigned char *l
     case T_F32:
         return xent_linear_cross_entropy_f32(
             CF32P(c->logits), c->rows, c->cols, c->stride, CF32P(w), c->classes,
-            c->weight_stride, CF32P(c->bias), c->targets, o, F32P(loss), F32P(gh), c->gh_stride,
+            c->weight_stride, CF32P(c->bias), c->targets, 0, o, F32P(loss), F32P(gh), c->gh_stride,
             F32P(gw), c->gw_stride, F32P(gb), F32P(lse));
     case T_BF16:
         return xent_linear_cross_entropy_bf16(
             CU16P(c->logits), c->rows, c->cols, c->stride, CU16P(w), c->classes,
-            c->weight_stride, CU16P(c->bias), c->targets, o, F32P(loss), U16P(gh), c->gh_stride,
+            c->weight_stride, CU16P(c->bias), c->targets, 0, o, F32P(loss), U16P(gh), c->gh_stride,
             U16P(gw), c->gw_stride, U16P(gb), F32P(lse));
     case T_F16:
         return xent_linear_cross_entropy_f16(
             CU16P(c->logits), c->rows, c->cols, c->stride, CU16P(w), c->classes,
-            c->weight_stride, CU16P(c->bias), c->targets, o, F32P(loss), U16P(gh), c->gh_stride,
+            c->weight_stride, CU16P(c->bias), c->targets, 0, o, F32P(loss), U16P(gh), c->gh_stride,
             U16P(gw), c->gw_stride, U16P(gb), F32P(lse));
     default: break;
     }

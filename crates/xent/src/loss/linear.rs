@@ -13,18 +13,23 @@
 //! The working memory is one chunk of rows × chunk classes (and the GEMM's packing
 //! buffers), whatever the vocabulary size. Pass 2 runs the chunks backwards, so the last
 //! chunk of pass 1 is still in the buffer and is not recomputed.
+//!
+//! The backward from a saved lse (an autograd wrapper's, with a per-row upstream gradient)
+//! is pass 2 alone, each row's summary made of its lse.
 
 use super::shard::{ShardRow, hard, merge_shard_rows, merged_loss, slice_grad, slice_stats};
-use super::{Columns, Counts, Plan, check_targets};
+use super::{Columns, Counts, Plan, RowTarget, check_targets, row_target};
 use core::marker::PhantomData;
 
 use half::{bf16, f16};
 
 use crate::batch_io::BatchIo;
+use crate::dispatch::{Work, on_tier};
 use crate::dtype::{Logit, Route};
 use crate::error::{Error, Result};
+use crate::kernels::RowKernels;
 use crate::matmul::{Mat, MatMut, multiply};
-use crate::options::Options;
+use crate::options::{Options, Reduction};
 use crate::rows::{Rows, RowsMut, Targets};
 
 /// The inputs of a linear layer that produces the logits: `logits = hidden·weightᵀ + bias`.
@@ -39,6 +44,13 @@ pub struct LinearHead<'a, T = f32> {
     pub weight: Rows<'a, T>,
     /// b: `classes` values, or none.
     pub bias: Option<&'a [T]>,
+    /// `None`: row i's target is `targets[i]`. `Some(len)`: next-token prediction without a
+    /// shifted copy (Cut Cross-Entropy's `shift`): the rows are sequences of `len` positions
+    /// each (`rows` a multiple of `len`), the targets are the sequences' tokens, and the
+    /// row of position t is scored against the token at t + 1 of its sequence; the last
+    /// position of each sequence is ignored (as a target equal to `ignore_index` is: no
+    /// loss, no gradient, not counted in the mean).
+    pub next_token: Option<usize>,
 }
 
 /// Where the gradients of a [`LinearHead`] go; each is optional, and each given one is
@@ -118,6 +130,7 @@ impl Chunking {
 ///     hidden: Rows::packed(&hidden, 3)?,
 ///     weight: Rows::packed(&weight, 3)?,
 ///     bias: None,
+///     next_token: None,
 /// };
 /// let mut loss = [0.0f32];
 /// let mut grad_hidden = [0.0f32; 6];
@@ -171,21 +184,167 @@ pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
     lse: Option<&mut [f32]>,
     chunking: Chunking,
 ) -> Result<()> {
+    run_head(
+        head,
+        targets.into(),
+        options,
+        grads,
+        Pass::Step { loss, lse },
+        chunking,
+    )
+}
+
+/// The gradients of a [`LinearHead`]'s loss from each row's saved logsumexp (the `lse` of
+/// [`linear_cross_entropy`] on the same head and targets) and the upstream gradient
+/// `dloss`: what an autograd wrapper's backward needs when the loss is used after the
+/// forward, e.g. per-token losses (`Reduction::None`) weighted or masked.
+///
+/// `dloss` is the gradient of whatever the caller computed from `loss` with respect to it:
+/// one value (mean, sum) or one per row (none). It replaces `options.grad_scale`. The
+/// call recomputes each chunk of logits once (three GEMMs per chunk; the forward without
+/// gradients was one), so a forward and this backward cost what [`linear_cross_entropy`]
+/// with gradients does. The gradients are those of the logits from the lse, as
+/// [`cross_entropy_backward`](crate::cross_entropy_backward) computes them, then through
+/// the GEMMs; every check runs before any output is written.
+///
+/// ```
+/// use xent::{LinearGrads, LinearHead, Options, Reduction, Rows, RowsMut};
+///
+/// // Per-token losses, then a weighted sum of them: dloss holds the weights.
+/// let hidden = [1.0f32, 0.0, -1.0, 0.5, 0.5, 0.5];
+/// let weight = [0.1f32, 0.2, 0.3, -0.1, 0.0, 0.1, 0.5, -0.5, 0.0, 0.0, 0.0, 1.0];
+/// let head = LinearHead {
+///     hidden: Rows::packed(&hidden, 3)?,
+///     weight: Rows::packed(&weight, 3)?,
+///     bias: None,
+///     next_token: None,
+/// };
+/// let options = Options { reduction: Reduction::None, ..Options::default() };
+/// let targets = [3i64, 0];
+/// let (mut loss, mut lse) = ([0.0f32; 2], [0.0f32; 2]);
+/// xent::linear_cross_entropy(head, &targets[..], &options, &mut loss, LinearGrads::default(), Some(&mut lse))?;
+///
+/// let dloss = [0.25f32, 2.0];
+/// let mut grad_hidden = [0.0f32; 6];
+/// let grads = LinearGrads {
+///     hidden: Some(RowsMut::packed(&mut grad_hidden, 3)?),
+///     ..LinearGrads::default()
+/// };
+/// xent::linear_cross_entropy_backward(head, &targets[..], &options, &lse, &dloss, grads)?;
+///
+/// // Row by row, ∂H is dloss times the unit gradient of that row's loss.
+/// let mut unit = [0.0f32; 6];
+/// let grads = LinearGrads { hidden: Some(RowsMut::packed(&mut unit, 3)?), ..LinearGrads::default() };
+/// xent::linear_cross_entropy(head, &targets[..], &options, &mut loss, grads, None)?;
+/// for (i, (&g, &u)) in grad_hidden.iter().zip(&unit).enumerate() {
+///     assert!((g - dloss[i / 3] * u).abs() < 1e-6);
+/// }
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn linear_cross_entropy_backward<'t, T: Logit<Stat = f32>>(
+    head: LinearHead<'_, T>,
+    targets: impl Into<Targets<'t>>,
+    options: &Options<'_>,
+    lse: &[f32],
+    dloss: &[f32],
+    grads: LinearGrads<'_, T>,
+) -> Result<()> {
+    linear_cross_entropy_backward_chunked(head, targets, options, lse, dloss, grads, Chunking::Auto)
+}
+
+/// [`linear_cross_entropy_backward`] with the vocabulary cut into chunks as `chunking`
+/// says.
+pub fn linear_cross_entropy_backward_chunked<'t, T: Logit<Stat = f32>>(
+    head: LinearHead<'_, T>,
+    targets: impl Into<Targets<'t>>,
+    options: &Options<'_>,
+    lse: &[f32],
+    dloss: &[f32],
+    grads: LinearGrads<'_, T>,
+    chunking: Chunking,
+) -> Result<()> {
+    run_head(
+        head,
+        targets.into(),
+        options,
+        grads,
+        Pass::Backward { lse, dloss },
+        chunking,
+    )
+}
+
+/// What a call computes from the head: the loss (the step; with gradients, too), or the
+/// gradients from a saved lse and an upstream gradient (the backward).
+enum Pass<'a> {
+    Step {
+        loss: &'a mut [f32],
+        lse: Option<&'a mut [f32]>,
+    },
+    Backward {
+        lse: &'a [f32],
+        dloss: &'a [f32],
+    },
+}
+
+impl Pass<'_> {
+    /// Checks the lengths of the pass's own buffers for `rows` rows.
+    fn check(&self, reduction: Reduction, rows: usize) -> Result<()> {
+        match self {
+            Pass::Step { loss, lse } => {
+                Error::check_len("loss", loss.len(), reduction.loss_len(rows))?;
+                if let Some(lse) = lse.as_deref() {
+                    Error::check_len("lse", lse.len(), rows)?;
+                }
+            }
+            Pass::Backward { lse, dloss } => {
+                Error::check_len("lse", lse.len(), rows)?;
+                Error::check_len("dloss", dloss.len(), reduction.loss_len(rows))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The plan's upstream gradient g: `grad_scale` for the step, the one `dloss` of a
+    /// reduced backward, 1 for a per-row one (each row's dloss multiplies its gradient).
+    fn upstream(&self, options: &Options<'_>) -> f64 {
+        match self {
+            Pass::Step { .. } => f64::from(options.grad_scale),
+            Pass::Backward { .. } if options.reduction == Reduction::None => 1.0,
+            Pass::Backward { dloss, .. } => f64::from(dloss[0]),
+        }
+    }
+}
+
+/// Checks a call of either pass (all before any write), then runs it over the chunks.
+fn run_head<T: Logit<Stat = f32>>(
+    head: LinearHead<'_, T>,
+    targets: Targets<'_>,
+    options: &Options<'_>,
+    grads: LinearGrads<'_, T>,
+    pass: Pass<'_>,
+    chunking: Chunking,
+) -> Result<()> {
     // Every call computes in the default floating-point environment (see `fpenv.rs`).
     let _fp = crate::fpenv::enter();
-    let targets = hard(targets.into())?;
+    let targets = hard(targets)?;
     let (rows, dim, classes) = check_head(&head, &grads)?;
-    Error::check_len("loss", loss.len(), options.reduction.loss_len(rows))?;
-    if let Some(lse) = lse.as_deref() {
-        Error::check_len("lse", lse.len(), rows)?;
-    }
+    pass.check(options.reduction, rows)?;
+    let shifted = next_token_targets(targets, head.next_token, rows, options.ignore_index)?;
+    let targets = shifted.as_deref().map_or(targets, Targets::I64);
     options.validate(classes)?;
     let counts = check_targets(&targets, rows, options, classes)?;
-    let upstream = f64::from(options.grad_scale);
-    let plan = Plan::new(options, Columns::all(classes), false, &counts, upstream);
+    let plan = Plan::new(
+        options,
+        Columns::all(classes),
+        false,
+        &counts,
+        pass.upstream(options),
+    );
     if rows == 0 {
         // No rows: the loss of nothing, and gradients of zeros.
-        merged_loss(&plan, &counts, &targets, &[], loss, lse);
+        if let Pass::Step { loss, lse } = pass {
+            merged_loss(&plan, &counts, &targets, &[], loss, lse);
+        }
         if let Some(mut out) = grads.weight {
             let zeros = vec![0.0; dim];
             for c in 0..classes {
@@ -221,16 +380,43 @@ pub fn linear_cross_entropy_chunked<'t, T: Logit<Stat = f32>>(
         dim,
         args: PhantomData,
     };
-    T::route(route, (head, grads, loss, lse))
+    T::route(route, (head, grads, pass))
 }
 
-/// What [`Head32Route`] routes: the head, its gradients, `loss` and `lse`.
-type HeadArgs<'a, T> = (
-    LinearHead<'a, T>,
-    LinearGrads<'a, T>,
-    &'a mut [f32],
-    Option<&'a mut [f32]>,
-);
+/// The targets of a head whose rows are sequences of `len` positions when `next_token` is
+/// `Some(len)`: row i's is the token `targets[i + 1]`, `ignore_index` at each sequence's
+/// last position. `None` without a shift.
+fn next_token_targets(
+    targets: Targets<'_>,
+    next_token: Option<usize>,
+    rows: usize,
+    ignore_index: i64,
+) -> Result<Option<Vec<i64>>> {
+    let Some(len) = next_token else {
+        return Ok(None);
+    };
+    Error::check_len("targets", targets.len(), rows)?;
+    if len == 0 || !rows.is_multiple_of(len) {
+        return Err(Error::shape(
+            "next_token",
+            format!("sequences of {len} positions do not tile {rows} rows"),
+        ));
+    }
+    let token = |i: usize| targets.class(i).expect("hard targets");
+    let shifted = (0..rows)
+        .map(|i| {
+            if (i + 1).is_multiple_of(len) {
+                ignore_index
+            } else {
+                token(i + 1)
+            }
+        })
+        .collect();
+    Ok(Some(shifted))
+}
+
+/// What [`Head32Route`] routes: the head, its gradients and the pass.
+type HeadArgs<'a, T> = (LinearHead<'a, T>, LinearGrads<'a, T>, Pass<'a>);
 
 /// The two passes over the vocabulary's chunks (`parts`, one plan each) for a head of each
 /// element type: an f32 head's matrices are borrowed, any other's widened to f32.
@@ -250,7 +436,7 @@ impl<'a> Route for Head32Route<'_, '_, 'a> {
     type Of<T: Logit> = HeadArgs<'a, T>;
     type Output = Result<()>;
 
-    fn f32(self, (head, grads, loss, lse): HeadArgs<'a, f32>) -> Result<()> {
+    fn f32(self, (head, grads, pass): HeadArgs<'a, f32>) -> Result<()> {
         let head32 = Head32 {
             hidden: Hidden32::F32(head.hidden),
             weight: Weight32::F32(head.weight),
@@ -265,7 +451,7 @@ impl<'a> Route for Head32Route<'_, '_, 'a> {
             rows: self.rows,
             dim: self.dim,
         };
-        self.run(head32, sinks, loss, lse)
+        self.run(head32, sinks, pass)
     }
 
     fn f64(self, args: HeadArgs<'a, f64>) -> Result<()> {
@@ -283,7 +469,7 @@ impl<'a> Route for Head32Route<'_, '_, 'a> {
 
 impl Head32Route<'_, '_, '_> {
     /// A head of another type than f32, widened.
-    fn widened<T: Logit>(self, (head, grads, loss, lse): HeadArgs<'_, T>) -> Result<()> {
+    fn widened<T: Logit>(self, (head, grads, pass): HeadArgs<'_, T>) -> Result<()> {
         let (rows, dim) = (self.rows, self.dim);
         let head32 = Head32 {
             hidden: Hidden32::Widened(widened(head.hidden)),
@@ -305,51 +491,112 @@ impl Head32Route<'_, '_, '_> {
             rows,
             dim,
         };
-        self.run(head32, sinks, loss, lse)
+        self.run(head32, sinks, pass)
     }
 
-    /// Pass 1 (the loss and lse), then pass 2 (the gradients) when any is asked for.
+    /// The step: pass 1 (the loss and lse), then pass 2 (the gradients) when any is asked
+    /// for. The backward: pass 2 from summaries made of the saved lse.
     fn run<T: Logit>(
         self,
         head32: Head32<'_, T>,
         mut sinks: Sinks<'_, T>,
-        loss: &mut [f32],
-        lse: Option<&mut [f32]>,
+        pass: Pass<'_>,
     ) -> Result<()> {
         let (rows, parts, targets) = (self.rows, self.parts, self.targets);
         let mut logits = vec![0.0f32; rows * self.chunk];
         let mut weight_scratch = Vec::new();
 
-        // Pass 1: each chunk's logits summed up and merged into the rows' summaries.
-        let mut merged = vec![ShardRow::EMPTY; rows];
-        let mut summary = vec![ShardRow::EMPTY; rows];
-        for part in parts {
-            let Columns { offset, cols, .. } = part.columns;
-            let w = head32.weight_rows(offset, cols, &mut weight_scratch);
-            head32.logits(w, offset, &mut logits[..rows * cols]);
-            let view = Rows::new(&logits[..rows * cols], rows, cols, cols)?;
-            slice_stats(part, view, targets, &mut summary);
-            merge_shard_rows(&summary, &mut merged)?;
-        }
-        merged_loss(self.plan, self.counts, &targets, &merged, loss, lse);
+        let (mut merged, dloss, step) = match pass {
+            Pass::Step { loss, lse } => {
+                // Pass 1: each chunk's logits summed up and merged into the rows' summaries.
+                let mut merged = vec![ShardRow::EMPTY; rows];
+                let mut summary = vec![ShardRow::EMPTY; rows];
+                for part in parts {
+                    let Columns { offset, cols, .. } = part.columns;
+                    let w = head32.weight_rows(offset, cols, &mut weight_scratch);
+                    head32.logits(w, offset, &mut logits[..rows * cols]);
+                    let view = Rows::new(&logits[..rows * cols], rows, cols, cols)?;
+                    slice_stats(part, view, targets, &mut summary);
+                    merge_shard_rows(&summary, &mut merged)?;
+                }
+                merged_loss(self.plan, self.counts, &targets, &merged, loss, lse);
+                (merged, None, true)
+            }
+            Pass::Backward { lse, dloss } => {
+                // p = exp(x' − lse): a summary of max lse and sum 1. The target logits are
+                // filled in chunk by chunk.
+                let merged = lse
+                    .iter()
+                    .map(|&lse| ShardRow {
+                        max: lse,
+                        sumexp: 1.0,
+                        ..ShardRow::EMPTY
+                    })
+                    .collect();
+                let per_row = self.plan.options.reduction == Reduction::None;
+                (merged, per_row.then_some(dloss), false)
+            }
+        };
         if !sinks.any() {
             return Ok(());
         }
 
-        // Pass 2, backwards: the last chunk's logits are still in the buffer.
+        // Pass 2, backwards: after a pass 1, the last chunk's logits are still in the buffer.
         for (k, part) in parts.iter().rev().enumerate() {
             let Columns { offset, cols, .. } = part.columns;
             let w = head32.weight_rows(offset, cols, &mut weight_scratch);
-            if k > 0 {
+            if k > 0 || !step {
                 head32.logits(w, offset, &mut logits[..rows * cols]);
             }
+            if !step {
+                on_tier(TargetLogits {
+                    plan: part,
+                    logits: &logits[..rows * cols],
+                    targets,
+                    merged: &mut merged,
+                });
+            }
             let view = RowsMut::new(&mut logits[..rows * cols], rows, cols, cols)?;
-            slice_grad(part, BatchIo::InPlace(view), targets, &merged);
+            slice_grad(part, BatchIo::InPlace(view), targets, &merged, dloss);
             let g = Mat::row_major(&logits[..rows * cols], rows, cols, cols);
             sinks.add_chunk(g, w, head32.hidden(), offset, k == 0);
         }
         sinks.finish();
         Ok(())
+    }
+}
+
+/// Sets each row's `target_logit` (x'_y, softcapped as the tier computes it) when its
+/// target lies in the chunk `plan` holds: a backward's summaries have only the lse, and the
+/// target's gradient entry is computed from x'_y (see `TargetProb`).
+struct TargetLogits<'a> {
+    plan: &'a Plan<'a>,
+    /// The chunk's logits, `rows × plan.columns.cols`, packed.
+    logits: &'a [f32],
+    targets: Targets<'a>,
+    merged: &'a mut [ShardRow],
+}
+
+impl Work for TargetLogits<'_> {
+    type Output = ();
+
+    fn run<K: RowKernels>(self, k: K) {
+        let TargetLogits {
+            plan,
+            logits,
+            targets,
+            merged,
+        } = self;
+        let cols = plan.columns.cols;
+        for (i, row) in merged.iter_mut().enumerate() {
+            let Some(RowTarget::Class(y)) = row_target(&targets, i, plan.options.ignore_index)
+            else {
+                continue;
+            };
+            if let Some(c) = plan.columns.local(y) {
+                row.target_logit = k.softcap(logits[i * cols + c], plan.cap);
+            }
+        }
     }
 }
 

@@ -367,13 +367,16 @@ struct GradChunk<'a> {
     pass: BatchIo<'a>,
     targets: Targets<'a>,
     merged: &'a [ShardRow],
+    /// Each row's upstream gradient (a backward with reduction `none`), or none: 1.
+    dloss: Option<&'a [f32]>,
 }
 
 impl SplitAtRow for GradChunk<'_> {
     split_fields!(GradChunk {
         pass,
         targets,
-        merged
+        merged,
+        dloss
     });
 }
 
@@ -408,7 +411,7 @@ fn finish(
 
     merged_loss(&plan, &counts, &targets, merged, loss, lse);
     if !matches!(pass, BatchIo::Forward(_)) {
-        slice_grad(&plan, pass, targets, merged);
+        slice_grad(&plan, pass, targets, merged, None);
     }
     Ok(())
 }
@@ -457,17 +460,20 @@ pub(super) fn merged_loss(
     }
 }
 
-/// The gradient of the slice `plan` holds, from the merged rows, into the batch's output.
+/// The gradient of the slice `plan` holds, from the merged rows, into the batch's output;
+/// `dloss`, when given, multiplies each row's (the plan's upstream gradient is then 1).
 pub(super) fn slice_grad(
     plan: &Plan<'_>,
     pass: BatchIo<'_>,
     targets: Targets<'_>,
     merged: &[ShardRow],
+    dloss: Option<&[f32]>,
 ) {
     let chunk = GradChunk {
         pass,
         targets,
         merged,
+        dloss,
     };
     for_each_chunk(chunk, plan.columns.cols, |chunk| {
         on_tier(SliceGrad { plan, chunk })
@@ -502,7 +508,8 @@ impl Work for SliceGrad<'_, '_> {
                 }
                 _ => TargetProb::NONE,
             };
-            let grad = plan.grad_row(target, 0.0, sum, row_lse, 1.0, p_y);
+            let upstream = c.dloss.map_or(1.0, |d| f64::from(d[i]));
+            let grad = plan.grad_row(target, 0.0, sum, row_lse, upstream, p_y);
             let exps = Exps::FromLogits { shift: row.max };
             write_row(k, io, &grad, exps, plan.split_rows);
         }

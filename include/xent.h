@@ -457,7 +457,8 @@ xent_status xent_cross_entropy_soft_f64(const double *logits,
 /**
  * The gradient of the loss with respect to the logits from the `lse` a forward call
  * saved, written into `grad` (required; `grad == logits` with equal strides is in
- * place).
+ * place). Each row is read twice and divided by its own sum of exp(x - lse), so the
+ * saved lse's rounding does not reach the gradient however large the logits.
  *
  * - `lse`: the `rows` logsumexps the cross-entropy function of the same element
  *   type wrote for these logits.
@@ -484,7 +485,8 @@ xent_status xent_cross_entropy_backward_f32(const float *logits,
 /**
  * The gradient of the loss with respect to the logits from the `lse` a forward call
  * saved, written into `grad` (required; `grad == logits` with equal strides is in
- * place).
+ * place). Each row is read twice and divided by its own sum of exp(x - lse), so the
+ * saved lse's rounding does not reach the gradient however large the logits.
  *
  * - `lse`: the `rows` logsumexps the cross-entropy function of the same element
  *   type wrote for these logits.
@@ -511,7 +513,8 @@ xent_status xent_cross_entropy_backward_bf16(const uint16_t *logits,
 /**
  * The gradient of the loss with respect to the logits from the `lse` a forward call
  * saved, written into `grad` (required; `grad == logits` with equal strides is in
- * place).
+ * place). Each row is read twice and divided by its own sum of exp(x - lse), so the
+ * saved lse's rounding does not reach the gradient however large the logits.
  *
  * - `lse`: the `rows` logsumexps the cross-entropy function of the same element
  *   type wrote for these logits.
@@ -538,7 +541,8 @@ xent_status xent_cross_entropy_backward_f16(const uint16_t *logits,
 /**
  * The gradient of the loss with respect to the logits from the `lse` a forward call
  * saved, written into `grad` (required; `grad == logits` with equal strides is in
- * place).
+ * place). Each row is read twice and divided by its own sum of exp(x - lse), so the
+ * saved lse's rounding does not reach the gradient however large the logits.
  *
  * - `lse`: the `rows` logsumexps the cross-entropy function of the same element
  *   type wrote for these logits.

@@ -14,7 +14,8 @@ macro_rules! export {
     ($($name:ident: $t:ty as $c:ty, $stat:ty;)*) => {$(
         /// The gradient of the loss with respect to the logits from the `lse` a forward call
         /// saved, written into `grad` (required; `grad == logits` with equal strides is in
-        /// place).
+        /// place). Each row is read twice and divided by its own sum of exp(x - lse), so the
+        /// saved lse's rounding does not reach the gradient however large the logits.
         ///
         /// - `lse`: the `rows` logsumexps the cross-entropy function of the same element
         ///   type wrote for these logits.

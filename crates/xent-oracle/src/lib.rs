@@ -233,15 +233,15 @@ pub fn cross_entropy(
     out
 }
 
-/// The gradient from a saved `lse` (p = exp(x' − lse)) and the upstream `dloss` (1 value, or
-/// one per row for reduction none), over packed f64 logits.
+/// The gradient for the upstream `dloss` (1 value, or one per row for reduction none), over
+/// packed f64 logits: what the backward from a saved lse computes, exactly (each row's p
+/// from its own exact lse, so the saved lse's rounding is not part of the reference).
 pub fn cross_entropy_backward(
     logits: &[f64],
     rows: usize,
     cols: usize,
     targets: RefTargets<'_>,
     o: &Options<'_>,
-    lse: &[f64],
     dloss: &[f64],
 ) -> Vec<f64> {
     let st = setup(rows, cols, targets, o);
@@ -259,8 +259,9 @@ pub fn cross_entropy_backward(
             Reduction::None => (dloss[i], dloss[i]),
         };
         let xp = softcapped(&logits[i * cols..(i + 1) * cols], st.cap);
-        let p: Vec<f64> = xp.iter().map(|&v| (v - lse[i]).exp()).collect();
-        let g = grad_row(&st, cols, &xp, &p, lse[i], target, s_ce, s_z);
+        let (_, lse) = row_lse(&xp);
+        let p: Vec<f64> = xp.iter().map(|&v| (v - lse).exp()).collect();
+        let g = grad_row(&st, cols, &xp, &p, lse, target, s_ce, s_z);
         grad[i * cols..(i + 1) * cols].copy_from_slice(&g);
     }
     grad

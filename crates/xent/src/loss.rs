@@ -137,6 +137,17 @@ impl TargetProb {
         }
     }
 
+    /// From a row's sum of exponentials in its two parts (the target's term, the others'):
+    /// target/S and rest/S.
+    fn from_parts(target: f64, rest: f64, capped_logit: f64) -> Self {
+        let sum = target + rest;
+        TargetProb {
+            p: target / sum,
+            rest: rest / sum,
+            capped_logit,
+        }
+    }
+
     /// From a saved lse: exp(d) and −expm1(d) with d = x'_y − lse.
     fn from_lse(capped_logit: f64, lse: f64) -> Self {
         let d = capped_logit - lse;

@@ -898,3 +898,120 @@ fn extreme_but_finite_scales() {
         }
     }
 }
+
+/// The backward from a saved lse keeps the gradient's accuracy however large the logits:
+/// the f32 lse's rounding (|lse|·2⁻²⁴) is cancelled by each row's own sum. Logits
+/// [10, 0, 0] + s, target 0: the exact gradient of the target entry is −2e⁻¹⁰/(1 + 2e⁻¹⁰)
+/// = −9.0792e−5 at every s (from the f32 lse it was −6.1e−5 at s = 1000, 0 at s = 1e5).
+/// Then 64 × 50 random logits shifted by 1000 and by 1e5 against the oracle, in f32 and f64.
+#[test]
+fn backward_from_a_large_lse_keeps_its_accuracy() {
+    for s in [0.0f32, 1000.0, 1e5] {
+        let logits = [10.0 + s, s, s];
+        let mut lse = [0.0f32];
+        xent::cross_entropy(
+            Rows::packed(&logits, 3).unwrap(),
+            &[0i64][..],
+            &Options::default(),
+            &mut [0.0],
+            Some(&mut lse),
+        )
+        .unwrap();
+        let mut grad = [PAD; 3];
+        xent::cross_entropy_backward(
+            Rows::packed(&logits, 3).unwrap(),
+            &[0i64][..],
+            &Options::default(),
+            &lse,
+            &[1.0],
+            RowsMut::packed(&mut grad, 3).unwrap(),
+        )
+        .unwrap();
+        let e = (-10.0f64).exp();
+        let want = [
+            -2.0 * e / (1.0 + 2.0 * e),
+            e / (1.0 + 2.0 * e),
+            e / (1.0 + 2.0 * e),
+        ];
+        for (c, (&g, &w)) in grad.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(g) - w).abs() <= 1e-5 * w.abs(),
+                "shift {s}: grad[{c}] = {g}, exact {w}"
+            );
+        }
+    }
+
+    let (rows, cols) = (64, 50);
+    let mut rng = Rng::new(50);
+    let base = random_logits(&mut rng, rows, cols, cols, 4.0, 0.0);
+    let targets: Vec<i64> = (0..rows as i64).map(|i| (i * 7) % cols as i64).collect();
+    let options = Options {
+        label_smoothing: 0.1,
+        ..Options::default()
+    };
+    for shift in [1000.0f32, 1e5] {
+        let logits: Vec<f32> = base.iter().map(|&v| v + shift).collect();
+        let x: Vec<f64> = logits.iter().map(|&v| f64::from(v)).collect();
+        let want = xent_oracle::cross_entropy_backward(
+            &x,
+            rows,
+            cols,
+            RefTargets::Hard(&targets),
+            &options,
+            &[1.0],
+        );
+        let mut lse = vec![0.0f32; rows];
+        xent::cross_entropy(
+            Rows::packed(&logits, cols).unwrap(),
+            &targets[..],
+            &options,
+            &mut [0.0],
+            Some(&mut lse),
+        )
+        .unwrap();
+        let mut grad = vec![PAD; rows * cols];
+        xent::cross_entropy_backward(
+            Rows::packed(&logits, cols).unwrap(),
+            &targets[..],
+            &options,
+            &lse,
+            &[1.0],
+            RowsMut::packed(&mut grad, cols).unwrap(),
+        )
+        .unwrap();
+        // docs/semantics.md's gradient bound: 1e-5 relative plus 1e-6 of the scale (1/64).
+        for (k, (&g, &w)) in grad.iter().zip(&want).enumerate() {
+            assert!(
+                agrees(g, w, 1e-5 * w.abs() + 1e-6 / rows as f64),
+                "shift {shift}: grad[{k}] = {g}, oracle {w}"
+            );
+        }
+
+        let mut lse64 = vec![0.0f64; rows];
+        xent::cross_entropy(
+            Rows::packed(&x, cols).unwrap(),
+            &targets[..],
+            &options,
+            &mut [0.0],
+            Some(&mut lse64),
+        )
+        .unwrap();
+        let mut grad64 = vec![0.0f64; rows * cols];
+        xent::cross_entropy_backward(
+            Rows::packed(&x, cols).unwrap(),
+            &targets[..],
+            &options,
+            &lse64,
+            &[1.0],
+            RowsMut::packed(&mut grad64, cols).unwrap(),
+        )
+        .unwrap();
+        // f64's own rounding of x − lse at |x| = 1e5 (ulp 1.5e−11) bounds its accuracy.
+        for (k, (&g, &w)) in grad64.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-10 * w.abs() + 1e-15,
+                "f64, shift {shift}: grad[{k}] = {g}, oracle {w}"
+            );
+        }
+    }
+}

@@ -184,7 +184,6 @@ fn check(case: &Case64) {
         cols,
         targets,
         &case.options,
-        &lse,
         &dloss,
     );
     let mut back = vec![PAD; rows * cols];

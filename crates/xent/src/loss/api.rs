@@ -106,7 +106,9 @@ pub fn cross_entropy_grad_in_place<'t, T: Logit>(
 
 /// The gradient with respect to the logits from the `lse` a forward call saved, written
 /// into `grad`. `dloss` is the upstream gradient and replaces `options.grad_scale`: 1 value
-/// for reduction mean or sum, one per row for none.
+/// for reduction mean or sum, one per row for none. Each row is read twice and divided by
+/// its own Σ exp(x' − lse), so the saved lse's rounding does not reach the gradient at any
+/// |lse| (docs/semantics.md).
 ///
 /// ```
 /// use xent::{Options, Rows, RowsMut};

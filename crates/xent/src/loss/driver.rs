@@ -394,7 +394,10 @@ fn counted_row<K: RowKernels, E: Logit + Elem>(
     }
 }
 
-/// The gradient of one chunk from its saved lse: p = exp(x' − lse), one pass.
+/// The gradient of one chunk from its saved lse: p = exp(x' − lse)/Σ_c exp(x'_c − lse),
+/// two passes. The saved lse is rounded (to f32: |lse|·2⁻²⁴ relative), and that error
+/// would reach every exp(x' − lse) alike (at |lse| = 1e5 a p_y of 1 − 9e−5 comes out 1);
+/// dividing by the row's own sum cancels it, and the lse is only the shift.
 fn backward_chunk<K: RowKernels, E: Logit + Elem>(k: K, plan: &Plan<'_>, mut chunk: Chunk<'_, E>) {
     let lse_in = chunk.lse_in.expect("backward reads the saved lse");
     for i in 0..chunk.pass.rows() {
@@ -407,6 +410,12 @@ fn backward_chunk<K: RowKernels, E: Logit + Elem>(k: K, plan: &Plan<'_>, mut chu
             continue;
         };
         let lse = lse_in[i];
+        let column = match target {
+            RowTarget::Class(y) => Some(y),
+            RowTarget::Soft(_) => None,
+        };
+        let sums = k.sum_exp(io.input(), lse, plan.cap, column);
+        let sum = sums.rest + sums.target;
         let t_total = match target {
             RowTarget::Class(_) => 0.0,
             RowTarget::Soft(t) => {
@@ -424,11 +433,13 @@ fn backward_chunk<K: RowKernels, E: Logit + Elem>(k: K, plan: &Plan<'_>, mut chu
         let p_y = match target {
             RowTarget::Class(y) => {
                 let x_y = k.softcap(io.input()[y].to_f32(), plan.cap);
-                TargetProb::from_lse(f64::from(x_y), f64::from(lse))
+                TargetProb::from_parts(sums.target, sums.rest, f64::from(x_y))
             }
             RowTarget::Soft(_) => TargetProb::NONE,
         };
-        let grad = plan.grad_row(target, t_total, 1.0, f64::from(lse), upstream, p_y);
+        // The row's lse (for the z-loss term), the saved one corrected by the sum.
+        let row_lse = f64::from(lse) + sum.ln();
+        let grad = plan.grad_row(target, t_total, sum, row_lse, upstream, p_y);
         write_row(
             k,
             io,

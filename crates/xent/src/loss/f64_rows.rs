@@ -164,7 +164,8 @@ pub(super) fn forward_chunk(plan: &Plan<'_>, mut chunk: Chunk<'_, f64, f64>) -> 
     partial
 }
 
-/// The f64 gradient of one chunk from its saved lse.
+/// The f64 gradient of one chunk from its saved lse, each row renormalized by its own
+/// Σ_c exp(x'_c − lse) as the f32 path does (see `driver::backward_chunk`).
 pub(super) fn backward_chunk(plan: &Plan<'_>, mut chunk: Chunk<'_, f64, f64>) {
     let lse_in = chunk.lse_in.expect("backward reads the saved lse");
     for i in 0..chunk.pass.rows() {
@@ -175,8 +176,25 @@ pub(super) fn backward_chunk(plan: &Plan<'_>, mut chunk: Chunk<'_, f64, f64>) {
         };
         let x = chunk.pass.input(i);
         let lse = lse_in[i];
+        let column = match target {
+            RowTarget::Class(y) => Some(y),
+            RowTarget::Soft(_) => None,
+        };
+        let (mut target_exp, mut rest) = (0.0, 0.0);
+        for (c, &v) in x.iter().enumerate() {
+            let e = (capped(v, plan.cap) - lse).exp();
+            if Some(c) == column {
+                target_exp = e;
+            } else {
+                rest += e;
+            }
+        }
+        let sum = target_exp + rest;
         let (t_total, p_y) = match target {
-            RowTarget::Class(y) => (0.0, TargetProb::from_lse(capped(x[y], plan.cap), lse)),
+            RowTarget::Class(y) => (
+                0.0,
+                TargetProb::from_parts(target_exp, rest, capped(x[y], plan.cap)),
+            ),
             RowTarget::Soft(t) => {
                 let t = plan.smoothed(t, 1.0);
                 let total = (0..x.len())
@@ -189,7 +207,7 @@ pub(super) fn backward_chunk(plan: &Plan<'_>, mut chunk: Chunk<'_, f64, f64>) {
             }
         };
         let upstream = chunk.dloss.map_or(1.0, |d| d[i]);
-        let grad = plan.grad_row(target, t_total, 1.0, lse, upstream, p_y);
+        let grad = plan.grad_row(target, t_total, sum, lse + sum.ln(), upstream, p_y);
         write_grad(&mut chunk.pass, i, &grad, lse);
     }
 }

@@ -196,7 +196,7 @@ impl Case {
         xent_oracle::cross_entropy(&x, self.rows, self.cols, targets, &self.options())
     }
 
-    pub fn reference_backward(&self, lse: &[f32], dloss: &[f32]) -> Vec<f64> {
+    pub fn reference_backward(&self, dloss: &[f32]) -> Vec<f64> {
         let x = xent_oracle::widen(self.logits_view());
         let soft = self.soft_f64();
         let targets = match (&self.targets, &soft) {
@@ -204,7 +204,6 @@ impl Case {
             (_, Some(s)) => RefTargets::Soft(s),
             _ => unreachable!(),
         };
-        let lse: Vec<f64> = lse.iter().map(|&v| f64::from(v)).collect();
         let dloss: Vec<f64> = dloss.iter().map(|&v| f64::from(v)).collect();
         xent_oracle::cross_entropy_backward(
             &x,
@@ -212,7 +211,6 @@ impl Case {
             self.cols,
             targets,
             &self.options(),
-            &lse,
             &dloss,
         )
     }
@@ -412,7 +410,7 @@ pub fn check_case(case: &Case) {
         Reduction::None => vec![case.grad_scale; case.rows],
         _ => vec![case.grad_scale],
     };
-    let want = case.reference_backward(&lse, &dloss);
+    let want = case.reference_backward(&dloss);
     let mut back = padded(case.rows, case.cols, grad_stride, |_, _| PAD);
     let view = RowsMut::new(&mut back, case.rows, case.cols, grad_stride).unwrap();
     xent::cross_entropy_backward(
@@ -424,22 +422,10 @@ pub fn check_case(case: &Case) {
         view,
     )
     .unwrap();
+    // Within the gradient's tolerance at any |lse|: each row is renormalized by its own
+    // sum, so the f32 lse's rounding does not reach it.
     assert_grad(case, &r, &want, &back, grad_stride, "backward");
     assert_padding_intact(&back, case.rows, case.cols, grad_stride, "backward grad");
-    // The fused gradient and the one from the saved lse agree within the tolerance where
-    // the f32 lse itself is exact enough: its rounding alone moves p by ulp(lse)/2, which
-    // stays under the tolerance's 1e-6 (relative to s) only below |lse| = 8 (the fuzzer
-    // found 1.9e-6 at lse = 58, past the bound of 64 this had).
-    let tolerance = GradTolerance::new(case, &r);
-    for i in (0..case.rows).filter(|&i| r.lse[i].abs() < 8.0) {
-        for c in 0..case.cols {
-            let (g, w) = (back[i * grad_stride + c], r.grad[i * case.cols + c]);
-            assert!(
-                agrees(g, w, tolerance.at(w)),
-                "backward vs fused oracle: grad[{i}][{c}] = {g}, oracle {w}"
-            );
-        }
-    }
 
     let mut back_in_place = case.logits.clone();
     let view = RowsMut::new(&mut back_in_place, case.rows, case.cols, case.stride).unwrap();
